@@ -1,0 +1,74 @@
+"""Pyro distributions that varmem's memories are built from."""
+
+from __future__ import annotations
+
+import math
+
+import pyro.distributions as dist
+import torch
+from pyro.distributions import constraints
+from torch import Size, Tensor
+
+from .kernels import kernel_log_sum_exp
+
+__all__ = ["KernelDensity"]
+
+
+class KernelDensity(dist.TorchDistribution):
+    """Equal-weight isotropic Gaussian kernel density over stored items.
+
+    ``p(z) = (1/N) Σ_i N(z; ξ_i, s² I_D)``, with event shape ``[D]``.
+
+    ``log_prob`` streams over the items in chunks (see :mod:`varmem.kernels`), so it works for
+    millions of items and any ``D ≥ 1`` (Pyro's ``MixtureOfDiagNormalsSharedCovariance`` needs
+    ``D ≥ 2``; ``MixtureSameFamily`` breaks autoguides and NUTS).  Its gradient in ``z`` is
+    ``(Σ_i w_i ξ_i - z) / s²`` with ``w = softmax_i(-‖z - ξ_i‖² / 2s²)``: one mean-shift step.
+
+    Args:
+        items: ``[N, D]`` kernel centres (``N ≥ 1``).
+        bandwidth: kernel standard deviation ``s > 0``.
+        chunk_size: items per chunk in ``log_prob``.
+    """
+
+    arg_constraints: dict = {}
+    support = constraints.real_vector
+    has_rsample = False
+
+    def __init__(
+        self,
+        items: Tensor,
+        bandwidth: float,
+        *,
+        chunk_size: int | None = None,
+        validate_args: bool | None = None,
+    ) -> None:
+        if items.dim() != 2 or items.shape[0] == 0:
+            raise ValueError(f"KernelDensity needs items of shape [N, D] with N >= 1, got {tuple(items.shape)}")
+        self.items = items
+        self.bandwidth = float(bandwidth)
+        self.chunk_size = chunk_size
+        super().__init__(batch_shape=Size(), event_shape=items.shape[-1:], validate_args=validate_args)
+
+    @property
+    def mean(self) -> Tensor:
+        return self.items.mean(0)
+
+    @property
+    def variance(self) -> Tensor:
+        return self.items.var(0, unbiased=False) + self.bandwidth**2
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        """``log p(z)`` for ``value [..., D]``, constants included: returns ``[...]``."""
+        if self._validate_args:
+            self._validate_sample(value)
+        n, d = self.items.shape
+        s2 = self.bandwidth**2
+        lse = kernel_log_sum_exp(value, self.items, 1.0 / s2, chunk_size=self.chunk_size)
+        return lse - math.log(n) - 0.5 * d * math.log(2 * math.pi * s2)
+
+    def sample(self, sample_shape: Size = Size()) -> Tensor:
+        shape = self._extended_shape(sample_shape)[:-1]
+        with torch.no_grad():
+            index = torch.randint(self.items.shape[0], shape, device=self.items.device)
+            centre = self.items[index]
+            return centre + self.bandwidth * torch.randn_like(centre)

@@ -1,0 +1,94 @@
+"""``"nuts"``: full posterior samples with ``pyro.infer.MCMC(NUTS)``, for small problems."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+from pyro.infer import MCMC, NUTS
+from pyro.infer.autoguide import init_to_value
+from pyro.ops.stats import effective_sample_size
+from torch import Tensor
+
+from ..retrieval import Retrieval
+from ._options import non_negative, positive_int
+
+__all__ = ["retrieve_nuts"]
+
+
+def retrieve_nuts(
+    memory: Any,
+    cue: Tensor,
+    mask: Tensor | None,
+    *,
+    num_samples: int = 500,
+    warmup_steps: int = 300,
+    init: str | Tensor = "cue",
+    target_accept_prob: float = 0.8,
+    max_tree_depth: int = 10,
+    seed: int | None = None,
+    return_weights: bool | None = None,
+    progress: bool = False,
+) -> Retrieval:
+    """Sample ``p(z | x, M)`` with the No-U-Turn sampler on ``memory.model`` (one chain, all cues
+    jointly: their posteriors are independent, so this is ``B`` chains in one state vector).
+
+    ``samples`` is ``[S, B, D]``; ``pattern`` the sample mean; ``variance`` the sample variance;
+    ``weights`` the responsibilities averaged over samples, ``E[p(i | z, M) | x]`` (equal to the
+    exact ``p(i | x)`` in expectation); ``info["ess"]`` the effective sample size per
+    coordinate ``[B, D]``; ``info["mcmc"]`` the ``MCMC`` object (for ArviZ).
+
+    Options:
+        num_samples, warmup_steps: draws kept and adaptation steps.
+        init: ``"cue"``, ``"posterior_mean"``, ``"prior_mean"`` or a ``[B, D]`` tensor.
+        target_accept_prob, max_tree_depth: NUTS settings.
+        seed: if given, the run is reproducible and leaves the global RNG state untouched.
+        return_weights: keep the ``[B, N]`` averaged responsibilities (None = if small).
+        progress: show Pyro's progress bar.
+    """
+    positive_int(num_samples, "num_samples")
+    positive_int(warmup_steps, "warmup_steps", allow_zero=True)
+    positive_int(max_tree_depth, "max_tree_depth")
+    accept = non_negative(target_accept_prob, "target_accept_prob")
+    if not 0 < accept < 1:
+        raise ValueError(f"option target_accept_prob must lie in (0, 1), got {target_accept_prob!r}")
+    z0 = memory.init_latent(cue, mask, init).detach()
+    site = memory.latent_site
+
+    rng = nullcontext()
+    if seed is not None:
+        devices = [cue.device] if cue.device.type == "cuda" else []
+        rng = torch.random.fork_rng(devices=devices)
+    with rng:
+        if seed is not None:
+            torch.manual_seed(seed)
+        kernel = NUTS(
+            memory.model, init_strategy=init_to_value(values={site: z0}),
+            target_accept_prob=accept, max_tree_depth=max_tree_depth,
+        )
+        mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=warmup_steps, disable_progbar=not progress)
+        mcmc.run(cue, mask)
+    samples = mcmc.get_samples()[site].detach()  # [S, B, D]
+    ess = effective_sample_size(samples.unsqueeze(0), chain_dim=0, sample_dim=1)
+
+    weights = index = None
+    if return_weights is not False and hasattr(memory, "item_log_weights"):
+        S, B, D = samples.shape
+        with torch.no_grad():
+            log_w, _ = memory.item_log_weights(samples.reshape(S * B, D), return_weights)
+        if log_w is not None:
+            weights = log_w.exp().reshape(S, B, -1).mean(0)
+            index = weights.argmax(-1)
+    mean = samples.mean(0)
+    return Retrieval(
+        pattern=memory.decode(mean),
+        method="nuts",
+        code=mean,
+        weights=weights,
+        index=index,
+        variance=samples.var(0),
+        samples=samples,
+        steps=num_samples + warmup_steps,
+        info={"ess": ess, "mcmc": mcmc},
+    )

@@ -1,0 +1,176 @@
+"""Streaming Gaussian-kernel statistics over a large set of stored items.
+
+Every kernel-density computation in varmem reduces to the same quantities.  For queries
+``q`` (``[B, D]``), stored items ``ξ`` (``[N, D]``) and a diagonal precision ``p`` (a scalar,
+``[D]`` shared by all queries, or ``[B, D]`` per query), the logits are
+
+    ℓ_bi = -½ Σ_d p_bd (q_bd - ξ_id)²,
+
+and we need ``lse_b = log Σ_i exp(ℓ_bi)``, the softmax-weighted moments ``Σ_i w_bi ξ_i`` and
+``Σ_i w_bi ξ_i²`` (``w = softmax_i ℓ``), the arg-max item and sometimes the full ``w``.
+
+They are computed chunk by chunk over the items with an online (running-max) log-sum-exp, as in
+flash attention, so memory is ``O(B·chunk + B·D)``: a ``[B, N, D]`` tensor is never formed and a
+``[B, N]`` one only when the caller asks for the weights.  The quadratic form is expanded as
+``p·q² - 2 (p⊙q)·ξ + p·ξ²`` so each chunk costs two matrix products.
+
+``kernel_log_sum_exp`` wraps the log-sum-exp in an autograd function whose backward pass uses
+``∂ lse / ∂q = p ⊙ (ξ̄ - q)`` (``ξ̄`` the softmax mean) instead of storing the ``[B, N]`` logits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+__all__ = ["KernelStats", "kernel_stats", "kernel_log_sum_exp", "default_chunk_size"]
+
+_BLOCK_ELEMENTS = 2**22  # target size of one [B, chunk] block of logits
+
+
+def default_chunk_size(num_queries: int) -> int:
+    """Items per chunk so that one ``[B, chunk]`` block holds about 4M entries."""
+    return max(1024, _BLOCK_ELEMENTS // max(1, num_queries))
+
+
+@dataclass
+class KernelStats:
+    """Results of :func:`kernel_stats` (``B`` queries, ``D`` dims, ``N`` items).
+
+    Attributes:
+        lse: ``[B]`` ``log Σ_i exp(ℓ_bi)`` including the ``-½ Σ_d p q²`` term.
+        mean: ``[B, D]`` ``Σ_i w_bi ξ_i``.
+        second_moment: ``[B, D]`` ``Σ_i w_bi ξ_i²`` (only if requested).
+        index: ``[B]`` ``argmax_i ℓ_bi``.
+        log_weights: ``[B, N]`` ``log w_bi`` (only if requested).
+    """
+
+    lse: Tensor
+    mean: Tensor
+    index: Tensor
+    second_moment: Tensor | None = None
+    log_weights: Tensor | None = None
+
+
+def _precision_terms(query: Tensor, precision: Tensor) -> tuple[Tensor, Tensor, bool]:
+    """Return ``(p, -½ Σ_d p q², per_query)`` with ``p`` broadcast to ``[D]`` or ``[B, D]``."""
+    per_query = precision.dim() == 2
+    p = precision if precision.dim() > 0 else precision.expand(query.shape[-1])
+    const = -0.5 * (p * query * query).sum(-1)
+    return p, const, per_query
+
+
+def _logit_chunks(
+    query: Tensor, items: Tensor, p: Tensor, per_query: bool, chunk_size: int
+) -> Iterator[tuple[int, Tensor, Tensor]]:
+    """Yield ``(start, logits_without_query_constant [B, C], items_chunk [C, D])``."""
+    pq = p * query if per_query else None
+    for start in range(0, items.shape[0], chunk_size):
+        chunk = items[start : start + chunk_size]
+        if per_query:
+            logits = pq @ chunk.T - 0.5 * (p @ (chunk * chunk).T)
+        else:
+            scaled = chunk * p
+            bias = -0.5 * (scaled * chunk).sum(-1)
+            logits = torch.addmm(bias.unsqueeze(0), query, scaled.T)
+        yield start, logits, chunk
+
+
+def kernel_stats(
+    query: Tensor,
+    items: Tensor,
+    precision: Tensor | float,
+    *,
+    second_moment: bool = False,
+    log_weights: bool = False,
+    chunk_size: int | None = None,
+) -> KernelStats:
+    """Log-normaliser, softmax moments and arg-max of the Gaussian-kernel logits (see module doc).
+
+    Args:
+        query: ``[B, D]``.
+        items: ``[N, D]`` with ``N ≥ 1``.
+        precision: scalar, ``[D]`` or ``[B, D]``; non-negative.
+        second_moment: also return ``Σ_i w_bi ξ_i²``.
+        log_weights: also return the dense ``[B, N]`` log-softmax.
+        chunk_size: items per chunk (default :func:`default_chunk_size`).
+    """
+    if not torch.is_tensor(precision):
+        precision = torch.as_tensor(precision, dtype=query.dtype, device=query.device)
+    p, const, per_query = _precision_terms(query, precision)
+    B, D = query.shape
+    N = items.shape[0]
+    chunk_size = chunk_size or default_chunk_size(B)
+
+    running_max = query.new_full((B,), float("-inf"))
+    total = query.new_zeros(B)
+    mean = query.new_zeros(B, D)
+    second = query.new_zeros(B, D) if second_moment else None
+    index = torch.zeros(B, dtype=torch.long, device=query.device)
+    dense = query.new_empty(B, N) if log_weights else None
+
+    for start, logits, chunk in _logit_chunks(query, items, p, per_query, chunk_size):
+        if dense is not None:
+            dense[:, start : start + chunk.shape[0]] = logits
+        chunk_max, chunk_arg = logits.max(-1)
+        improved = chunk_max > running_max
+        index = torch.where(improved, chunk_arg + start, index)
+        new_max = torch.maximum(running_max, chunk_max)
+        rescale = torch.exp(running_max - new_max)
+        expo = logits.sub_(new_max.unsqueeze(-1)).exp_()
+        total = total * rescale + expo.sum(-1)
+        mean = torch.addmm(mean * rescale.unsqueeze(-1), expo, chunk)
+        if second is not None:
+            second = torch.addmm(second * rescale.unsqueeze(-1), expo, chunk * chunk)
+        running_max = new_max
+
+    lse_shifted = running_max + total.log()
+    mean = mean / total.unsqueeze(-1)
+    if second is not None:
+        second = second / total.unsqueeze(-1)
+    if dense is not None:
+        dense = dense - lse_shifted.unsqueeze(-1)
+    return KernelStats(
+        lse=lse_shifted + const, mean=mean, index=index, second_moment=second, log_weights=dense
+    )
+
+
+class _KernelLogSumExp(torch.autograd.Function):
+    """``lse(q) = log Σ_i exp(-½ p ‖q - ξ_i‖²)`` with the analytic, memory-light gradient."""
+
+    @staticmethod
+    def forward(ctx, query: Tensor, items: Tensor, precision: Tensor, chunk_size: int | None):  # type: ignore[override]
+        stats = kernel_stats(query, items, precision, chunk_size=chunk_size)
+        ctx.save_for_backward(query, stats.mean, precision)
+        return stats.lse
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_output: Tensor):  # type: ignore[override]
+        query, mean, precision = ctx.saved_tensors
+        grad = grad_output.unsqueeze(-1) * precision * (mean - query)
+        return grad, None, None, None
+
+
+def kernel_log_sum_exp(
+    query: Tensor, items: Tensor, precision: Tensor | float, *, chunk_size: int | None = None
+) -> Tensor:
+    """``log Σ_i exp(-½ p ‖q - ξ_i‖²)`` for ``query [..., D]``, differentiable in ``query``.
+
+    ``precision`` is a scalar or ``[D]``.  When ``items`` or ``precision`` require gradients the
+    plain (memory-hungry, ``[B, N]``) autograd path is used instead of the streaming one.
+    """
+    if not torch.is_tensor(precision):
+        precision = torch.as_tensor(precision, dtype=query.dtype, device=query.device)
+    batch_shape = query.shape[:-1]
+    flat = query.reshape(-1, query.shape[-1])
+    if torch.is_grad_enabled() and (items.requires_grad or precision.requires_grad):
+        diff = flat.unsqueeze(-2) - items
+        lse = torch.logsumexp(-0.5 * (precision * diff * diff).sum(-1), dim=-1)
+    else:
+        lse = _KernelLogSumExp.apply(flat, items, precision, chunk_size)
+    return lse.reshape(batch_shape)

@@ -1,0 +1,309 @@
+"""Kernel-density memory: stored items are the centres of a Gaussian kernel density prior.
+
+Generative model (``N`` stored items ``ξ_i ∈ R^D``, bandwidth ``s``, cue noise ``σ``)::
+
+    z ~ p(z | M) = (1/N) Σ_i N(z; ξ_i, s² I)          (the memory prior)
+    x_d ~ N(z_d, σ²)   for every observed dimension d   (the cue likelihood)
+
+Energy (a negative log-density, all constants kept, ``B`` cues)::
+
+    E(z)    = -log p(z | M)
+            = -log Σ_i exp(-‖z - ξ_i‖² / 2s²) + log N + (D/2) log(2π s²)
+    E(z; x) = E(z) - log p(x | z)
+            = E(z) + Σ_{d obs} [(x_d - z_d)² / 2σ² + ½ log(2π σ²)]
+
+With ``β = 1/s²``, ``s² E(z)`` is the L2 log-sum-exp (modern Hopfield) energy up to a constant,
+and the fixed-point step below is the modern-Hopfield update extended by the cue term.
+
+Closed-form posterior (``c = s² + σ²``, ``m`` the mask)::
+
+    p(i | x)   ∝ exp(-Σ_{d obs} (x_d - ξ_id)² / 2c)
+    z | i, x   ~ N(a ⊙ ξ_i + b, diag(v))     with, on observed dims, a = σ²/c, b = s² x / c,
+                                              v = s²σ²/c, and on unobserved dims a = 1, b = 0, v = s².
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import pyro
+import pyro.distributions as dist
+import torch
+from torch import Tensor
+
+from .._checks import check_positive
+from ..distributions import KernelDensity
+from ..kernels import kernel_stats
+from ..memory import Memory
+
+__all__ = ["KernelDensityMemory", "KernelDensityPosterior"]
+
+WEIGHTS_LIMIT = 2**24  # materialise [B, N] weights by default only up to this many entries
+
+
+def want_weights(return_weights: bool | None, batch: int, num_items: int) -> bool:
+    """Resolve a ``return_weights`` option: ``None`` means "if ``B·N`` is at most 2**24"."""
+    if return_weights is None:
+        return batch * num_items <= WEIGHTS_LIMIT
+    if not isinstance(return_weights, bool):
+        raise TypeError(f"return_weights must be True, False or None, got {return_weights!r}")
+    return return_weights
+
+
+class KernelDensityPosterior:
+    """The exact posterior ``p(z | x, M)`` of a :class:`KernelDensityMemory`: a Gaussian mixture.
+
+    Attributes (``B`` cues, ``N`` items, ``D`` dims):
+        weights: ``[B, N]`` ``p(i | x)`` (``None`` if not materialised).
+        index: ``[B]`` the most probable item.
+        mean: ``[B, D]`` posterior mean ``Σ_i w_i (a ⊙ ξ_i + b)``.
+        variance: ``[B, D]`` posterior variance (law of total variance).
+        component_scale: ``[B, D]`` ``sqrt(v)``, shared by all components of one cue.
+        log_evidence: ``[B]`` ``log p(x_obs | M)``.
+    """
+
+    def __init__(self, memory: "KernelDensityMemory", cue: Tensor, mask: Tensor | None, *, return_weights: bool | None = None, chunk_size: int | None = None) -> None:
+        s2, n2 = memory.bandwidth**2, memory.noise_scale**2
+        c = s2 + n2
+        items = memory.items
+        B, D = cue.shape
+        observed = torch.ones_like(cue, dtype=torch.bool) if mask is None else mask.expand_as(cue)
+        precision = mask.to(cue.dtype) / c if mask is not None else torch.as_tensor(1.0 / c, dtype=cue.dtype, device=cue.device)
+        stats = kernel_stats(cue, items, precision, second_moment=True, log_weights=want_weights(return_weights, B, len(memory)), chunk_size=chunk_size or memory.chunk_size)
+        zero = cue.new_zeros(())
+        self.memory = memory
+        self.cue, self.mask = cue, mask
+        self.scale_factor = torch.where(observed, cue.new_tensor(n2 / c), cue.new_tensor(1.0))  # a
+        self.shift = torch.where(observed, s2 * cue / c, zero)  # b
+        self.component_scale = torch.where(observed, cue.new_tensor(math.sqrt(s2 * n2 / c)), cue.new_tensor(math.sqrt(s2)))
+        n_obs = observed.sum(-1).to(cue.dtype)
+        self.log_evidence = stats.lse - math.log(len(memory)) - 0.5 * n_obs * math.log(2 * math.pi * c)
+        self.log_weights = stats.log_weights
+        self.weights = None if stats.log_weights is None else stats.log_weights.exp()
+        self.index = stats.index
+        self.item_mean = stats.mean  # Σ_i w_i ξ_i
+        self.mean = self.scale_factor * stats.mean + self.shift
+        item_var = (stats.second_moment - stats.mean**2).clamp_min(0)
+        self.variance = self.component_scale**2 + self.scale_factor**2 * item_var
+
+    def component_mean(self, index: Tensor) -> Tensor:
+        """``[..., B, D]`` mean of component ``index`` (``[..., B]`` item indices) for each cue."""
+        return self.scale_factor * self.memory.items[index] + self.shift
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        """``log p(z | x, M)`` for ``z [..., B, D]`` → ``[..., B]`` (Bayes' rule, normalised)."""
+        joint = -self.memory.energy(z, self.cue, self.mask)
+        return joint - self.log_evidence
+
+    def sample(self, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
+        """``[S, B, D]`` exact posterior samples (component by Gumbel-max, then the Gaussian)."""
+        cue = self.cue
+        B = cue.shape[0]
+        logits = self.log_weights
+        if logits is None:  # the [B, N] weights were not kept: compute them now
+            logits = KernelDensityPosterior(self.memory, self.cue, self.mask, return_weights=True).log_weights
+        u = torch.rand((num_samples, *logits.shape), generator=generator, dtype=cue.dtype, device=cue.device)
+        gumbel = -torch.log(-torch.log(u.clamp_min(torch.finfo(cue.dtype).tiny)))
+        index = (logits + gumbel).argmax(-1)  # [S, B]
+        eps = torch.randn((num_samples, B, cue.shape[1]), generator=generator, dtype=cue.dtype, device=cue.device)
+        return self.component_mean(index) + self.component_scale * eps
+
+
+class KernelDensityMemory(Memory):
+    """An associative memory whose prior is a Gaussian kernel density over the stored items.
+
+    See the module docstring for the model, the energy and the closed-form posterior.
+
+    Args:
+        dim: ``D``, the dimension of an item.
+        bandwidth: kernel standard deviation ``s`` (``β = 1/s²`` in Hopfield terms).  Fixed: a
+            learnable bandwidth collapses to 0 under MAP, because ``p(z = ξ_i | M)`` grows without
+            bound as ``s → 0``.
+        noise_scale: standard deviation ``σ`` of the cue likelihood on observed entries.
+        chunk_size: stored items processed per chunk (default: about ``2**22 / B``).
+        device, dtype: where and how items are stored (default: CPU, the default float dtype).
+
+    Example:
+        >>> memory = KernelDensityMemory(dim=2, bandwidth=0.1, noise_scale=0.3)
+        >>> memory = memory.write(torch.tensor([[0.0, 0.0], [1.0, 1.0]]))
+        >>> memory.retrieve(torch.tensor([[0.9, 1.2]]), method="fixed_point").pattern.round(decimals=1)
+        tensor([[1., 1.]])
+    """
+
+    methods = ("exact", "fixed_point", "map", "nuts")
+    default_method = "exact"
+
+    def __init__(
+        self,
+        dim: int,
+        bandwidth: float,
+        noise_scale: float,
+        *,
+        chunk_size: int | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(dim, device=device, dtype=dtype)
+        self.bandwidth = check_positive(bandwidth, "bandwidth")
+        self.noise_scale = noise_scale
+        if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+            raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+        self.chunk_size = chunk_size
+        self.register_buffer("items", torch.empty(0, dim, device=self.device, dtype=self.dtype))
+
+    @property
+    def noise_scale(self) -> float:
+        return self._noise_scale
+
+    @noise_scale.setter
+    def noise_scale(self, value: float) -> None:
+        self._noise_scale = check_positive(value, "noise_scale")
+
+    def __len__(self) -> int:
+        return self.items.shape[0]
+
+    def config(self) -> dict[str, Any]:
+        return {"dim": self.dim, "bandwidth": self.bandwidth, "noise_scale": self.noise_scale, "chunk_size": self.chunk_size}
+
+    def check_state(self) -> None:
+        if self.items.dim() != 2 or self.items.shape[1] != self.dim:
+            raise ValueError(f"items must have shape [N, {self.dim}], got {tuple(self.items.shape)}")
+        if not torch.isfinite(self.items).all():
+            raise ValueError("stored items contain NaN or inf")
+
+    # --- writing -----------------------------------------------------------------------------
+    def write(self, items: Any) -> "KernelDensityMemory":
+        """Append ``items`` (``[N, D]`` or ``[D]``) as new kernel centres, in one shot."""
+        new = self.prepare_items(items)
+        self.items = torch.cat([self.items, new])
+        return self
+
+    def forget(self, index: int | Sequence[int] | slice | Tensor) -> "KernelDensityMemory":
+        """Remove the stored items at ``index`` (an int, a sequence or tensor of ints, a slice, or a
+        bool mask over the ``N`` items).  ``forget(range(k))`` forgets the ``k`` oldest items."""
+        n = len(self)
+        keep = torch.ones(n, dtype=torch.bool, device=self.device)
+        if isinstance(index, slice):
+            keep[index] = False
+        else:
+            idx = torch.as_tensor(index if not isinstance(index, range) else list(index), device=self.device)
+            if idx.dtype == torch.bool:
+                if idx.shape != (n,):
+                    raise ValueError(f"a bool index must have shape [{n}], got {tuple(idx.shape)}")
+                keep = ~idx
+            else:
+                if idx.is_floating_point():
+                    raise TypeError(f"index must hold integers, got dtype {idx.dtype}")
+                idx = idx.reshape(-1)
+                if idx.numel() and (idx.min() < -n or idx.max() >= n):
+                    raise IndexError(f"index out of range for a memory of {n} items: {idx.tolist()[:5]}")
+                keep[idx] = False
+        self.items = self.items[keep]
+        return self
+
+    def delete(self, items: Any, *, atol: float = 0.0) -> "KernelDensityMemory":
+        """Remove one stored copy of each given item (matched within ``atol`` in max-norm).
+
+        Raises ``KeyError`` (and removes nothing) if some item is not stored.
+        """
+        targets = self.prepare_items(items)
+        taken = torch.zeros(len(self), dtype=torch.bool, device=self.device)
+        missing = []
+        for j, target in enumerate(targets):  # deletions are few; the scan over items is vectorised
+            match = ((self.items - target).abs().amax(-1) <= atol) & ~taken
+            hits = match.nonzero().flatten()
+            if hits.numel() == 0:
+                missing.append(j)
+            else:
+                taken[hits[0]] = True
+        if missing:
+            raise KeyError(f"items {missing[:5]} are not stored in this memory (atol={atol}); nothing was deleted")
+        self.items = self.items[~taken]
+        return self
+
+    # --- the probabilistic model -------------------------------------------------------------
+    def prior(self) -> KernelDensity:
+        """``p(z | M)`` as a Pyro distribution with event shape ``[D]``."""
+        self._check_not_empty()
+        return KernelDensity(self.items, self.bandwidth, chunk_size=self.chunk_size)
+
+    def likelihood(self, z: Tensor, mask: Tensor | None = None) -> dist.TorchDistribution:
+        """``p(x | z)``: independent ``N(z_d, σ²)`` on observed entries, masked by Pyro elsewhere."""
+        base = dist.Normal(z, self.noise_scale)
+        if mask is not None:
+            base = base.mask(mask)
+        return base.to_event(1)
+
+    def model(self, cue: Tensor | None = None, mask: Tensor | None = None, num_cues: int = 1) -> Tensor:
+        """``z ~ p(z | M)``; ``x ~ p(x | z)`` observed at ``cue`` (sampled when ``cue`` is None).
+
+        Sites: ``"z"`` and ``"x"``, both ``[B, D]`` under the plate ``"cues"`` (``dim=-1``).
+        """
+        size = cue.shape[0] if cue is not None else num_cues
+        with pyro.plate("cues", size, dim=-1):
+            z = pyro.sample(self.latent_site, self.prior())
+            pyro.sample(self.observed_site, self.likelihood(z, mask), obs=cue)
+        return z
+
+    def energy(self, z: Tensor, cue: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
+        """``-log p(z | M)``, or ``-log p(x, z | M)`` given a cue: ``[...]`` for ``z [..., D]``.
+
+        Constants are all kept, so this equals minus the log-density of the Pyro trace of
+        :meth:`model` at ``z``.  Gradient: ``(z - Σ_i w_i ξ_i)/s² - m ⊙ (x - z)/σ²``.
+        """
+        e = -self.prior().log_prob(z)
+        if cue is not None:
+            e = e - self.likelihood(z, mask).log_prob(cue)
+        return e
+
+    # --- hooks used by the engines -----------------------------------------------------------
+    def posterior(self, cue: Tensor, mask: Tensor | None = None, *, return_weights: bool | None = None, chunk_size: int | None = None) -> KernelDensityPosterior:
+        """The exact posterior ``p(z | x, M)`` (see :class:`KernelDensityPosterior`)."""
+        self._check_not_empty()
+        return KernelDensityPosterior(self, cue, mask, return_weights=return_weights, chunk_size=chunk_size)
+
+    def init_latent(self, cue: Tensor, mask: Tensor | None, init: str | Tensor) -> Tensor:
+        """Starting point of iterative engines.
+
+        ``"cue"``: the cue on observed entries and the exact posterior mean elsewhere (so for a
+        full cue it is the cue itself, the Hopfield convention); ``"posterior_mean"``: the exact
+        posterior mean; ``"prior_mean"``: the mean of the stored items; or a ``[B, D]`` tensor.
+        """
+        if torch.is_tensor(init):
+            if init.shape != cue.shape:
+                raise ValueError(f"init tensor must have the cue's shape {tuple(cue.shape)}, got {tuple(init.shape)}")
+            return init.to(cue)
+        if init == "cue":
+            if mask is None:
+                return cue.clone()
+            return torch.where(mask, cue, self.posterior(cue, mask, return_weights=False).mean)
+        if init == "posterior_mean":
+            return self.posterior(cue, mask, return_weights=False).mean
+        if init == "prior_mean":
+            return self.items.mean(0).expand_as(cue).clone()
+        raise ValueError(f"unknown init {init!r}; choose 'cue', 'posterior_mean', 'prior_mean' or a tensor")
+
+    def fixed_point_step(self, z: Tensor, cue: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+        """One mean-shift / modern-Hopfield step with the cue term; returns ``(z_new, E(z; x))``.
+
+        Setting the gradient of ``log p(x, z | M)`` to zero with the responsibilities
+        ``w = softmax_i(-‖z - ξ_i‖²/2s²)`` held fixed gives
+        ``z_new = (σ² Σ_i w_i ξ_i + s² m ⊙ x) / (σ² + s² m)``, an EM step, so the energy never
+        increases.  Without a cue term (σ → ∞) it is ``Ξᵀ softmax(-β‖z - ξ‖²/2)``, β = 1/s².
+        """
+        s2, n2 = self.bandwidth**2, self.noise_scale**2
+        stats = kernel_stats(z, self.items, 1.0 / s2, chunk_size=self.chunk_size)
+        m = torch.ones((), dtype=z.dtype, device=z.device) if mask is None else mask.to(z.dtype)
+        z_new = (n2 * stats.mean + s2 * m * cue) / (n2 + s2 * m)
+        n, d = self.items.shape
+        prior_energy = -(stats.lse - math.log(n) - 0.5 * d * math.log(2 * math.pi * s2))
+        energy = prior_energy - self.likelihood(z, mask).log_prob(cue)
+        return z_new, energy
+
+    def item_log_weights(self, z: Tensor, return_weights: bool | None = None) -> tuple[Tensor | None, Tensor]:
+        """Responsibilities ``p(i | z, M) = softmax_i(-‖z - ξ_i‖²/2s²)`` at a latent ``z [B, D]``:
+        returns ``(log_weights [B, N] or None, argmax index [B])``."""
+        dense = want_weights(return_weights, z.shape[0], len(self))
+        stats = kernel_stats(z, self.items, 1.0 / self.bandwidth**2, log_weights=dense, chunk_size=self.chunk_size)
+        return stats.log_weights, stats.index
