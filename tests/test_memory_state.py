@@ -1,0 +1,179 @@
+"""Writing, forgetting and deleting, and the bad-input catalogue: every bad call raises an error
+that names the problem, and leaves what was stored exactly as it was."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import varmem
+
+
+@pytest.fixture
+def memory():
+    m = varmem.KernelDensityMemory(3, bandwidth=0.5, noise_scale=0.2)
+    return m.write(torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [2.0, 0.0, 1.0]]))
+
+
+def test_write_appends_in_one_shot_and_accepts_single_items_and_arrays(memory):
+    memory.write(torch.tensor([5.0, 5.0, 5.0]))
+    memory.write(np.array([[6.0, 6.0, 6.0], [7.0, 7.0, 7.0]], dtype=np.float32))
+    assert len(memory) == 6
+    assert memory.items.dtype == torch.get_default_dtype()
+    torch.testing.assert_close(memory.items[-3:, 0], torch.tensor([5.0, 6.0, 7.0]))
+
+
+def test_writing_changes_the_prior(memory):
+    z = torch.tensor([[5.0, 5.0, 5.0]])  # far from the stored items (distance² ≥ 48, s = 0.5)
+    before = memory.energy(z)
+    memory.write(z)
+    memory.write(z)
+    assert memory.energy(z) < before
+    # two of n kernels sit at z, the rest contribute exp(-96) or less:
+    # E(z) = -log(2/n) + (D/2) log(2π s²)
+    n = len(memory)
+    expected = -math.log(2 / n) + 1.5 * math.log(2 * math.pi * 0.25)
+    torch.testing.assert_close(memory.energy(z), torch.tensor([expected]))
+
+
+def test_forget_by_index_slice_mask_and_range(memory):
+    memory.write(torch.tensor([[3.0, 3.0, 3.0], [4.0, 4.0, 4.0]]))
+    memory.forget(0)
+    torch.testing.assert_close(memory.items[:, 0], torch.tensor([1.0, 2.0, 3.0, 4.0]))
+    memory.forget(range(2))  # the two oldest
+    torch.testing.assert_close(memory.items[:, 0], torch.tensor([3.0, 4.0]))
+    memory.forget(torch.tensor([False, True]))
+    torch.testing.assert_close(memory.items[:, 0], torch.tensor([3.0]))
+    memory.forget(slice(None))
+    assert len(memory) == 0
+
+
+def test_delete_removes_one_copy_per_given_item(memory):
+    memory.write(torch.tensor([1.0, 1.0, 1.0]))  # a duplicate
+    memory.delete(torch.tensor([[1.0, 1.0, 1.0]]))
+    assert len(memory) == 3 and int((memory.items == 1.0).all(-1).sum()) == 1
+    memory.delete(torch.tensor([[1.0, 1.0, 1.0], [2.0, 0.0, 1.0 + 1e-9]]), atol=1e-6)
+    torch.testing.assert_close(memory.items, torch.zeros(1, 3))
+
+
+def test_write_then_delete_restores_the_state(memory):
+    before = memory.items.clone()
+    new = torch.randn(4, 3)
+    memory.write(new).delete(new)
+    assert torch.equal(memory.items, before)
+
+
+BAD_WRITES = [
+    (torch.ones(2, 4), ValueError, "shape"),
+    (torch.ones(2, 3, 1), ValueError, "shape"),
+    (torch.ones(0, 3), ValueError, "empty"),
+    (torch.ones(2, 3, dtype=torch.int64), TypeError, "floating dtype"),
+    (torch.ones(2, 3, dtype=torch.bool), TypeError, "floating dtype"),
+    (torch.tensor([[0.0, float("nan"), 0.0]]), ValueError, "NaN"),
+    (torch.tensor([[0.0, float("inf"), 0.0]]), ValueError, "inf"),
+    ("abc", TypeError, "tensor or array"),
+]
+
+
+@pytest.mark.parametrize("items, error, words", BAD_WRITES)
+def test_failed_write_names_the_problem_and_leaves_memory_unchanged(memory, items, error, words):
+    before = memory.items.clone()
+    with pytest.raises(error, match=words):
+        memory.write(items)
+    assert torch.equal(memory.items, before)
+
+
+def test_failed_forget_and_delete_leave_memory_unchanged(memory):
+    before = memory.items.clone()
+    with pytest.raises(IndexError, match="out of range"):
+        memory.forget([0, 7])
+    with pytest.raises(ValueError, match="bool index"):
+        memory.forget(torch.tensor([True, False]))
+    with pytest.raises(TypeError, match="integers"):
+        memory.forget(torch.tensor([0.5]))
+    with pytest.raises(KeyError, match="not stored"):
+        memory.delete(torch.tensor([[0.0, 0.0, 0.0], [9.0, 9.0, 9.0]]))  # first exists, second not
+    assert torch.equal(memory.items, before)
+
+
+@pytest.mark.parametrize(
+    "cue, mask, error, words",
+    [
+        (torch.ones(2, 4), None, ValueError, "shape"),
+        (torch.ones(0, 3), None, ValueError, "empty"),
+        (torch.ones(2, 3, dtype=torch.int32), None, TypeError, "floating dtype"),
+        (torch.tensor([[0.0, float("nan"), 0.0]]), None, ValueError, "NaN or inf"),
+        (torch.tensor([[0.0, float("inf"), 0.0]]), torch.tensor([True, True, False]), ValueError, "NaN or inf"),
+        (torch.ones(2, 3), torch.tensor([False, False, False]), ValueError, "nothing observed"),
+        (torch.ones(2, 3), torch.tensor([[True, True, True], [False, False, False]]), ValueError, r"nothing observed for cues \[1\]"),
+        (torch.ones(2, 3), torch.ones(2, 3), TypeError, "bool"),
+        (torch.ones(2, 3), torch.ones(4, dtype=torch.bool), ValueError, "mask must have shape"),
+    ],
+)
+@pytest.mark.parametrize("method", ["exact", "fixed_point", "map", "nuts"])
+def test_bad_cues_are_refused_by_every_engine(memory, cue, mask, error, words, method):
+    before = memory.items.clone()
+    with pytest.raises(error, match=words):
+        memory.retrieve(cue, mask, method=method)
+    assert torch.equal(memory.items, before)
+
+
+def test_unknown_method_and_options_are_named(memory):
+    cue = torch.zeros(1, 3)
+    with pytest.raises(ValueError, match="unknown retrieval method 'magic'.*exact"):
+        memory.retrieve(cue, method="magic")
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['steps'\].*max_steps"):
+        memory.retrieve(cue, method="fixed_point", steps=3)
+    with pytest.raises(ValueError, match="max_steps"):
+        memory.retrieve(cue, method="fixed_point", max_steps=-1)
+    with pytest.raises(ValueError, match="optimizer"):
+        memory.retrieve(cue, method="map", optimizer="sgd")
+    with pytest.raises(ValueError, match="unknown init"):
+        memory.retrieve(cue, method="fixed_point", init="zeros")
+    with pytest.raises(ValueError, match="target_accept_prob"):
+        memory.retrieve(cue, method="nuts", target_accept_prob=1.5)
+    with pytest.raises(TypeError, match="return_weights"):
+        memory.retrieve(cue, method="exact", return_weights="yes")
+
+
+def test_empty_memory_refuses_to_be_read():
+    m = varmem.KernelDensityMemory(3, bandwidth=0.5, noise_scale=0.2)
+    assert len(m) == 0 and bool(m)
+    for method in m.methods:
+        with pytest.raises(ValueError, match="empty"):
+            m.retrieve(torch.zeros(1, 3), method=method)
+    with pytest.raises(ValueError, match="empty"):
+        m.energy(torch.zeros(1, 3))
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, words",
+    [
+        (dict(dim=0, bandwidth=1.0, noise_scale=1.0), ValueError, "dim"),
+        (dict(dim=2, bandwidth=0.0, noise_scale=1.0), ValueError, "bandwidth"),
+        (dict(dim=2, bandwidth=float("nan"), noise_scale=1.0), ValueError, "bandwidth"),
+        (dict(dim=2, bandwidth=1.0, noise_scale=-1.0), ValueError, "noise_scale"),
+        (dict(dim=2, bandwidth="wide", noise_scale=1.0), TypeError, "bandwidth"),
+        (dict(dim=2, bandwidth=1.0, noise_scale=1.0, chunk_size=0), ValueError, "chunk_size"),
+        (dict(dim=2, bandwidth=1.0, noise_scale=1.0, dtype=torch.int64), TypeError, "dtype"),
+    ],
+)
+def test_bad_constructor_arguments(kwargs, error, words):
+    with pytest.raises(error, match=words):
+        varmem.KernelDensityMemory(**kwargs)
+
+
+def test_noise_scale_can_be_changed_but_not_to_nonsense(memory):
+    memory.noise_scale = 0.05
+    assert memory.noise_scale == 0.05
+    with pytest.raises(ValueError, match="noise_scale"):
+        memory.noise_scale = 0.0
+    assert memory.noise_scale == 0.05
+
+
+def test_float32_memory_keeps_its_dtype_for_float64_input():
+    m = varmem.KernelDensityMemory(2, bandwidth=0.5, noise_scale=0.5, dtype=torch.float32)
+    m.write(torch.randn(5, 2, dtype=torch.float64))
+    r = m.retrieve(torch.randn(3, 2, dtype=torch.float64), method="fixed_point")
+    assert m.items.dtype == torch.float32 and r.pattern.dtype == torch.float32
