@@ -72,17 +72,24 @@ def test_foreign_and_inconsistent_safetensors_files(tmp_path):
         varmem.load(tmp_path / "foreign.safetensors")
 
     def header(**over):
-        meta = {"format": "varmem-checkpoint", "format_version": "1", "class": "KernelDensityMemory",
-                "config": json.dumps({"dim": 2, "bandwidth": 1.0, "noise_scale": 1.0, "chunk_size": None}),
-                "dtype": "float64", "varmem_version": "0"}
+        config = {"dim": 2, "bandwidth": 1.0, "noise_scale": 1.0, "chunk_size": None}
+        meta = {
+            "format": "varmem-checkpoint",
+            "format_version": "1",
+            "class": "KernelDensityMemory",
+            "config": json.dumps(config),
+            "dtype": "float64",
+            "varmem_version": "0",
+        }
         meta.update(over)
         return meta
 
+    ok = {"items": torch.zeros(1, 2, dtype=torch.float64)}
     cases = {
-        "version": ({"items": torch.zeros(1, 2, dtype=torch.float64)}, header(format_version="99"), "format"),
-        "class": ({"items": torch.zeros(1, 2, dtype=torch.float64)}, header(**{"class": "Nope"}), "invalid varmem header"),
-        "config": ({"items": torch.zeros(1, 2, dtype=torch.float64)}, header(config="{oops"), "invalid varmem header"),
-        "badcfg": ({"items": torch.zeros(1, 2, dtype=torch.float64)}, header(config='{"dim": 2, "bandwidth": -1, "noise_scale": 1}'), "cannot rebuild"),
+        "version": (ok, header(format_version="99"), "format"),
+        "class": (ok, header(**{"class": "Nope"}), "invalid varmem header"),
+        "config": (ok, header(config="{oops"), "invalid varmem header"),
+        "badcfg": (ok, header(config='{"dim": 2, "bandwidth": -1, "noise_scale": 1}'), "cannot rebuild"),
         "names": ({"weights": torch.zeros(1, 2, dtype=torch.float64)}, header(), "missing"),
         "dtype": ({"items": torch.zeros(1, 2, dtype=torch.float32)}, header(), "dtype"),
         "shape": ({"items": torch.zeros(1, 3, dtype=torch.float64)}, header(), "shape"),

@@ -10,9 +10,9 @@ References used below:
 
 import math
 
-import pytest
 import pyro
 import pyro.poutine as poutine
+import pytest
 import torch
 from scipy.optimize import minimize
 from torch.distributions import Normal
@@ -80,9 +80,12 @@ def test_exact_posterior_with_mask_matches_numeric_integration_2d():
         dens = log_joint.exp().reshape(len(g), len(g))
         evidence = torch.trapezoid(torch.trapezoid(dens, g, dim=1), g)
         p = (dens / evidence).reshape(-1)
-        w = lambda f: torch.trapezoid(torch.trapezoid((p * f).reshape(len(g), len(g)), g, dim=1), g)
-        mean = torch.stack([w(grid[:, 0]), w(grid[:, 1])])
-        var = torch.stack([w((grid[:, 0] - mean[0]) ** 2), w((grid[:, 1] - mean[1]) ** 2)])
+
+        def expect(f, p=p):
+            return torch.trapezoid(torch.trapezoid((p * f).reshape(len(g), len(g)), g, dim=1), g)
+
+        mean = torch.stack([expect(grid[:, 0]), expect(grid[:, 1])])
+        var = torch.stack([expect((grid[:, 0] - mean[0]) ** 2), expect((grid[:, 1] - mean[1]) ** 2)])
         torch.testing.assert_close(post.log_evidence[b], evidence.log(), rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(post.mean[b], mean, rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(post.variance[b], var, rtol=1e-3, atol=1e-4)

@@ -35,7 +35,7 @@ def test_reading_a_large_memory_streams_over_chunks(N, chunk_size):
         ("fixed_point", dict(max_steps=2, return_weights=False)),
         ("exact", dict(return_weights=False)),
     ]:
-        largest, r = _largest_allocation(lambda: memory.retrieve(cue, mask, method=method, **options))
+        largest, r = _largest_allocation(lambda m=method, o=options: memory.retrieve(cue, mask, method=m, **o))
         assert largest < bytes_bn / 5, f"{method}: largest allocation {largest} bytes"
         # it still recalls: the unknown half equals the right item's for (almost) every cue
         err = (r.pattern[:, D // 2 :] - items[:B, D // 2 :]).pow(2).mean(-1)

@@ -106,7 +106,12 @@ def test_failed_forget_and_delete_leave_memory_unchanged(memory):
         (torch.tensor([[0.0, float("nan"), 0.0]]), None, ValueError, "NaN or inf"),
         (torch.tensor([[0.0, float("inf"), 0.0]]), torch.tensor([True, True, False]), ValueError, "NaN or inf"),
         (torch.ones(2, 3), torch.tensor([False, False, False]), ValueError, "nothing observed"),
-        (torch.ones(2, 3), torch.tensor([[True, True, True], [False, False, False]]), ValueError, r"nothing observed for cues \[1\]"),
+        (
+            torch.ones(2, 3),
+            torch.tensor([[True, True, True], [False, False, False]]),
+            ValueError,
+            r"nothing observed for cues \[1\]",
+        ),
         (torch.ones(2, 3), torch.ones(2, 3), TypeError, "bool"),
         (torch.ones(2, 3), torch.ones(4, dtype=torch.bool), ValueError, "mask must have shape"),
     ],

@@ -72,7 +72,9 @@ def load(path: str | os.PathLike, *, device: torch.device | str | None = None) -
     if metadata.get("format") != FORMAT:
         raise CheckpointError(f"{path} is a safetensors file but not a varmem checkpoint (no varmem header)")
     if metadata.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{path} has checkpoint format {metadata.get('format_version')!r}; this varmem reads {FORMAT_VERSION!r}")
+        raise CheckpointError(
+            f"{path} has checkpoint format {metadata.get('format_version')!r}; this varmem reads {FORMAT_VERSION!r}"
+        )
     try:
         cls = memory_class(metadata["class"])
         config: dict[str, Any] = json.loads(metadata["config"])

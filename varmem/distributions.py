@@ -66,7 +66,7 @@ class KernelDensity(dist.TorchDistribution):
         lse = kernel_log_sum_exp(value, self.items, 1.0 / s2, chunk_size=self.chunk_size)
         return lse - math.log(n) - 0.5 * d * math.log(2 * math.pi * s2)
 
-    def sample(self, sample_shape: Size = Size()) -> Tensor:
+    def sample(self, sample_shape: Size = Size()) -> Tensor:  # noqa: B008 (torch's signature)
         shape = self._extended_shape(sample_shape)[:-1]
         with torch.no_grad():
             index = torch.randint(self.items.shape[0], shape, device=self.items.device)

@@ -30,9 +30,8 @@ class Engine:
     def __init__(self, name: str, fn: Callable[..., Retrieval]) -> None:
         self.name = name
         self.fn = fn
-        self.options = {
-            k: p.default for k, p in inspect.signature(fn).parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY
-        }
+        params = inspect.signature(fn).parameters.items()
+        self.options = {k: p.default for k, p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
         self.__doc__ = fn.__doc__
 
     def check_options(self, options: dict[str, Any]) -> None:

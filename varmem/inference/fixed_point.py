@@ -51,7 +51,7 @@ def retrieve_fixed_point(
     converged = torch.zeros(cue.shape[0], dtype=torch.bool, device=cue.device)
     steps = 0
     with torch.no_grad():
-        for steps in tqdm(range(1, max_steps + 1), desc="fixed point", disable=not progress, leave=False):
+        for steps in tqdm(range(1, max_steps + 1), desc="fixed point", disable=not progress, leave=False):  # noqa: B007
             z_new, energy = memory.fixed_point_step(z, cue, mask)
             energies.append(energy)
             converged = (z_new - z).abs().amax(-1) <= tol

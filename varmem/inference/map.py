@@ -90,7 +90,7 @@ def retrieve_map(
         else:
             opt = torch.optim.Adam(params, lr=lr)
             steps = 0
-            for steps in range(1, max_steps + 1):
+            for steps in range(1, max_steps + 1):  # noqa: B007
                 opt.step(closure)
                 bar.update(1)
                 if len(losses) > 1 and abs(losses[-1] - losses[-2]) <= tol * (1 + abs(losses[-2])):

@@ -63,28 +63,41 @@ class KernelDensityPosterior:
         log_evidence: ``[B]`` ``log p(x_obs | M)``.
     """
 
-    def __init__(self, memory: "KernelDensityMemory", cue: Tensor, mask: Tensor | None, *, return_weights: bool | None = None, chunk_size: int | None = None) -> None:
+    def __init__(
+        self,
+        memory: "KernelDensityMemory",
+        cue: Tensor,
+        mask: Tensor | None,
+        *,
+        return_weights: bool | None = None,
+        chunk_size: int | None = None,
+    ) -> None:
         s2, n2 = memory.bandwidth**2, memory.noise_scale**2
         c = s2 + n2
-        items = memory.items
-        B, D = cue.shape
         observed = torch.ones_like(cue, dtype=torch.bool) if mask is None else mask.expand_as(cue)
-        precision = mask.to(cue.dtype) / c if mask is not None else torch.as_tensor(1.0 / c, dtype=cue.dtype, device=cue.device)
-        stats = kernel_stats(cue, items, precision, second_moment=True, log_weights=want_weights(return_weights, B, len(memory)), chunk_size=chunk_size or memory.chunk_size)
-        zero = cue.new_zeros(())
+        # p(i | x) ∝ exp(-Σ_obs (x - ξ_i)² / 2c): a kernel with precision m / c
+        precision = (mask.to(cue.dtype) if mask is not None else cue.new_ones(())) / c
+        stats = kernel_stats(
+            cue,
+            memory.items,
+            precision,
+            second_moment=True,
+            log_weights=want_weights(return_weights, cue.shape[0], len(memory)),
+            chunk_size=chunk_size or memory.chunk_size,
+        )
+        one = cue.new_ones(())
         self.memory = memory
         self.cue, self.mask = cue, mask
-        self.scale_factor = torch.where(observed, cue.new_tensor(n2 / c), cue.new_tensor(1.0))  # a
-        self.shift = torch.where(observed, s2 * cue / c, zero)  # b
-        self.component_scale = torch.where(observed, cue.new_tensor(math.sqrt(s2 * n2 / c)), cue.new_tensor(math.sqrt(s2)))
+        self.scale_factor = torch.where(observed, one * (n2 / c), one)  # a
+        self.shift = torch.where(observed, s2 * cue / c, 0 * one)  # b
+        self.component_scale = torch.where(observed, one * math.sqrt(s2 * n2 / c), one * math.sqrt(s2))
         n_obs = observed.sum(-1).to(cue.dtype)
         self.log_evidence = stats.lse - math.log(len(memory)) - 0.5 * n_obs * math.log(2 * math.pi * c)
         self.log_weights = stats.log_weights
         self.weights = None if stats.log_weights is None else stats.log_weights.exp()
         self.index = stats.index
-        self.item_mean = stats.mean  # Σ_i w_i ξ_i
         self.mean = self.scale_factor * stats.mean + self.shift
-        item_var = (stats.second_moment - stats.mean**2).clamp_min(0)
+        item_var = (stats.second_moment - stats.mean**2).clamp_min(0)  # Var_w[ξ_i]
         self.variance = self.component_scale**2 + self.scale_factor**2 * item_var
 
     def component_mean(self, index: Tensor) -> Tensor:
@@ -164,7 +177,12 @@ class KernelDensityMemory(Memory):
         return self.items.shape[0]
 
     def config(self) -> dict[str, Any]:
-        return {"dim": self.dim, "bandwidth": self.bandwidth, "noise_scale": self.noise_scale, "chunk_size": self.chunk_size}
+        return {
+            "dim": self.dim,
+            "bandwidth": self.bandwidth,
+            "noise_scale": self.noise_scale,
+            "chunk_size": self.chunk_size,
+        }
 
     def check_state(self) -> None:
         if self.items.dim() != 2 or self.items.shape[1] != self.dim:
@@ -258,7 +276,14 @@ class KernelDensityMemory(Memory):
         return e
 
     # --- hooks used by the engines -----------------------------------------------------------
-    def posterior(self, cue: Tensor, mask: Tensor | None = None, *, return_weights: bool | None = None, chunk_size: int | None = None) -> KernelDensityPosterior:
+    def posterior(
+        self,
+        cue: Tensor,
+        mask: Tensor | None = None,
+        *,
+        return_weights: bool | None = None,
+        chunk_size: int | None = None,
+    ) -> KernelDensityPosterior:
         """The exact posterior ``p(z | x, M)`` (see :class:`KernelDensityPosterior`)."""
         self._check_not_empty()
         return KernelDensityPosterior(self, cue, mask, return_weights=return_weights, chunk_size=chunk_size)
@@ -305,5 +330,6 @@ class KernelDensityMemory(Memory):
         """Responsibilities ``p(i | z, M) = softmax_i(-‖z - ξ_i‖²/2s²)`` at a latent ``z [B, D]``:
         returns ``(log_weights [B, N] or None, argmax index [B])``."""
         dense = want_weights(return_weights, z.shape[0], len(self))
-        stats = kernel_stats(z, self.items, 1.0 / self.bandwidth**2, log_weights=dense, chunk_size=self.chunk_size)
+        precision = 1.0 / self.bandwidth**2
+        stats = kernel_stats(z, self.items, precision, log_weights=dense, chunk_size=self.chunk_size)
         return stats.log_weights, stats.index
