@@ -1,0 +1,271 @@
+"""The ``varmem`` command line.
+
+``varmem recall [options]`` runs the recall experiment (:mod:`varmem.recall`): store images in a
+kernel-density memory, corrupt some of them, retrieve them with each method, and write
+``results.json`` plus a figure.  ``varmem recall --help`` lists every option; the defaults are
+those of :class:`varmem.recall.RecallConfig`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from typing import Any, Sequence
+
+__all__ = ["main", "build_parser"]
+
+
+class _NameList(argparse.Action):
+    """A repeatable option whose values may also be comma-separated lists of known names."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, valid: Sequence[str] = (), **kwargs: Any) -> None:
+        self.valid = tuple(valid)
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        names = [n.strip() for n in str(values).split(",") if n.strip()]
+        if not names:
+            raise argparse.ArgumentError(self, f"expected one or more names; valid names are {', '.join(self.valid)}")
+        for name in names:
+            if name not in self.valid:
+                raise argparse.ArgumentError(self, f"invalid choice {name!r}; valid names are {', '.join(self.valid)}")
+        current = getattr(namespace, self.dest, None) or []
+        setattr(namespace, self.dest, [*current, *names])
+
+
+class _NamedValues(argparse.Action):
+    """A repeatable ``NAME=VALUE`` option (comma-separated pairs allowed); with ``allow_bare``, a
+    bare ``VALUE`` sets the value for every name (stored under the key ``None``)."""
+
+    def __init__(
+        self,
+        option_strings: Sequence[str],
+        dest: str,
+        valid: Sequence[str] = (),
+        allow_bare: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        self.valid = tuple(valid)
+        self.allow_bare = allow_bare
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        current = dict(getattr(namespace, self.dest, None) or {})
+        for part in (p.strip() for p in str(values).split(",") if p.strip()):
+            name, sep, text = part.partition("=")
+            if not sep:
+                if not self.allow_bare:
+                    raise argparse.ArgumentError(
+                        self, f"expected NAME=VALUE with NAME one of {', '.join(self.valid)}, got {part!r}"
+                    )
+                name, text = None, part
+            elif name.strip() not in self.valid:
+                raise argparse.ArgumentError(
+                    self, f"invalid name {name.strip()!r}; valid names are {', '.join(self.valid)}"
+                )
+            try:
+                value = float(text)
+            except ValueError:
+                raise argparse.ArgumentError(self, f"{text.strip()!r} is not a number") from None
+            current[None if name is None else name.strip()] = value
+        setattr(namespace, self.dest, current)
+
+
+def _int_at_least(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    parse.__name__ = "int"
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+_positive_float.__name__ = "float"
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show ``(default: ...)`` only where it says something (not for flags or unset lists)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or isinstance(action.default, bool):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+    from .recall import CORRUPTIONS, DATASETS, DTYPES, METHODS, SCORED, RecallConfig
+
+    d = RecallConfig()
+    parser = argparse.ArgumentParser(
+        prog="varmem",
+        description="varmem: associative memories as Pyro generative models; remembering is inference.",
+    )
+    parser.add_argument("--version", action="version", version=f"varmem {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser(
+        "recall",
+        help="store images, corrupt some, retrieve them with each method; write results.json and a figure",
+        description=(
+            "Store N images in a kernel-density memory, corrupt Q of them with each corruption and "
+            "retrieve them with each method (memory.retrieve). Prints a table of MSE, recall accuracy, "
+            "retrieval rate and wall time, and writes OUTPUT/results.json and OUTPUT/examples.png."
+        ),
+        formatter_class=_HelpFormatter,
+    )
+    p.add_argument("--dataset", choices=DATASETS, default=d.dataset, help="image data set")
+    p.add_argument(
+        "--n-items", type=_int_at_least(1), default=d.n_items, metavar="N", help="images stored in the memory"
+    )
+    p.add_argument(
+        "--n-queries",
+        type=_int_at_least(1),
+        default=d.n_queries,
+        metavar="Q",
+        help="stored images corrupted and retrieved",
+    )
+    p.add_argument(
+        "--corruption",
+        "--corruptions",
+        dest="corruptions",
+        action=_NameList,
+        valid=CORRUPTIONS,
+        default=None,
+        metavar="NAME",
+        help=f"corruption(s), repeatable or comma-separated; from {', '.join(CORRUPTIONS)} "
+        f"(default: {','.join(d.corruptions)})",
+    )
+    p.add_argument(
+        "--level",
+        "--levels",
+        dest="levels",
+        action=_NamedValues,
+        valid=CORRUPTIONS,
+        default=None,
+        metavar="NAME=VALUE",
+        help="level of a corruption, repeatable (white: noise std 0.2; drop: p 0.25; "
+        "mask: fraction of columns 0.25; square: side H//2); default: the corruption's own default",
+    )
+    p.add_argument(
+        "--method",
+        "--methods",
+        dest="methods",
+        action=_NameList,
+        valid=METHODS,
+        default=None,
+        metavar="NAME",
+        help=f"retrieval method(s), repeatable or comma-separated; from {', '.join(METHODS)} (default: all)",
+    )
+    p.add_argument(
+        "--bandwidth", type=_positive_float, default=d.bandwidth, help="kernel standard deviation s (pixel units)"
+    )
+    p.add_argument(
+        "--noise-scale",
+        dest="noise_scale",
+        action=_NamedValues,
+        valid=CORRUPTIONS,
+        allow_bare=True,
+        default=None,
+        metavar="[NAME=]SIGMA",
+        help="likelihood sigma: one value for all corruptions or NAME=SIGMA, repeatable "
+        "(default: the white-noise std for white, 0.05 for occlusions)",
+    )
+    p.add_argument(
+        "--nuts-queries",
+        type=_int_at_least(0),
+        default=d.nuts_queries,
+        metavar="K",
+        help="NUTS reads only the first K cues",
+    )
+    p.add_argument("--nuts-samples", type=_int_at_least(1), default=d.nuts_samples, metavar="S", help="NUTS draws kept")
+    p.add_argument(
+        "--nuts-warmup", type=_int_at_least(0), default=d.nuts_warmup, metavar="W", help="NUTS warm-up steps"
+    )
+    p.add_argument(
+        "--threshold", type=_positive_float, default=d.threshold, help="recall threshold on the per-query MSE"
+    )
+    p.add_argument("--scored", choices=SCORED, default=d.scored, help="entries the recall accuracy is scored on")
+    p.add_argument(
+        "--examples",
+        dest="n_examples",
+        type=_int_at_least(0),
+        default=d.n_examples,
+        metavar="E",
+        help="example queries in the figure",
+    )
+    p.add_argument("--seed", type=_int_at_least(0), default=d.seed, help="seed of every random choice")
+    p.add_argument("--output", "-o", default=d.output, metavar="DIR", help="folder for results.json and examples.png")
+    p.add_argument("--device", default=d.device, help="torch device, e.g. cpu, cuda, cuda:1")
+    p.add_argument("--dtype", choices=DTYPES, default=d.dtype, help="floating dtype of the memory")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
+    p.add_argument("--quiet", "-q", dest="verbose", action="store_false", help="do not print the table")
+    p.set_defaults(handler=_recall, command_parser=p)
+    return parser
+
+
+def _recall(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .recall import RecallConfig, run_recall
+
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(RecallConfig) if hasattr(args, f.name)}
+    defaults = RecallConfig()
+    for name in ("corruptions", "methods"):
+        values[name] = tuple(values[name]) if values[name] else getattr(defaults, name)
+    noise = values.get("noise_scale")
+    if noise:
+        values["noise_scale"] = noise[None] if list(noise) == [None] else noise
+        if isinstance(values["noise_scale"], dict) and None in values["noise_scale"]:
+            parser.error(
+                "argument --noise-scale: give either one SIGMA for all corruptions or NAME=SIGMA pairs, not both"
+            )
+    else:
+        values["noise_scale"] = None
+    config = RecallConfig(**values)
+    try:
+        config.validate()
+    except (ValueError, TypeError) as e:
+        parser.error(str(e))
+    run_recall(config)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``varmem`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "command", None) is None:
+        parser.print_help(sys.stderr)
+        return 2
+    return args.handler(args, args.command_parser)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
