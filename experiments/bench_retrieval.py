@@ -1,0 +1,610 @@
+"""Benchmark: fixed-point retrieval throughput and peak memory of varmem vs. plain torch.
+
+What is compared
+----------------
+* **varmem**: ``KernelDensityMemory.retrieve(cue, method="fixed_point", max_steps=K, tol=0,
+  trace=False, return_weights=False)``, which streams over the stored items in chunks
+  (``varmem.kernels.kernel_stats``).
+* **reference**: the same math written inline with dense torch ops (:func:`reference_fixed_point`)::
+
+      w     = softmax(-cdist(z, X) ** 2 / (2 s²))              # [B, N], materialised
+      z_new = (σ² · (w @ X) + s² · x) / (σ² + s²)               # the cue term, as varmem has it
+
+  i.e. the mean-shift / modern-Hopfield update extended by the cue term exactly as
+  ``KernelDensityMemory.fixed_point_step`` does it for a full cue, starting from ``z = x`` and
+  with the same stopping rule (stop once every cue moved by ``<= tol`` in max-norm).
+
+Before timing each size, both are run once on the same data and their results compared: the
+maximum absolute difference (and the difference relative to ``max |z|``) is printed, stored in
+the JSON and must be below a dtype-dependent tolerance (1e-4 relative in float32), otherwise the
+script stops with an ``AssertionError``.
+The difference is dominated by the reference's float32 rounding (against a float64 computation
+varmem is off by ~5e-7 relative at ``N = 1e6``, the reference by ~4e-5), so it grows with ``N``.
+
+Data: ``N`` items ``X ~ N(0, I_D)`` (seeded), ``B`` cues = randomly chosen stored items plus
+Gaussian noise (``--cue-noise``).  Defaults: ``D = 64``, ``B = 256``, float32,
+``N ∈ {1e3, 1e4, 1e5, 1e6}``, ``K = 1``, bandwidth ``s = 2``, memory noise scale ``σ = 1``,
+cue noise 0.5.  With ``s = 2`` the softmax is a genuine mixture at every ``N`` (with ``s = 1``
+it is one-hot to float precision, which makes the equality check trivial and drives ``exp``
+into subnormals).
+
+Timing
+------
+``time.perf_counter`` around each call, with ``torch.cuda.synchronize`` before and after on CUDA.
+The correctness check is the first warm-up call; below ``N = 1e6`` each variant gets
+``--warmup`` more.  Each repeat runs a variant ``n`` times in a row (``n`` chosen from the
+warm-up so that a repeat lasts at least ``--min-time`` seconds) and records the mean; the reported
+time per call is the **median over repeats** (``--repeats``, at most 3 at ``N >= 1e6``).  The two
+variants alternate within each repeat so slow drifts affect both alike.  "retrievals/s" counts
+cues: ``B / seconds per call``.  **Ratios are reference / varmem**: a throughput ratio > 1 means
+varmem is faster (target >= 0.9 at every size); a memory ratio > 1 means varmem uses less.
+
+Peak memory
+-----------
+"Peak additional memory of one call": the highest memory in use during the call minus what was
+in use just before it (inputs, stored items and the process's baseline are excluded).
+
+* CUDA: in-process, ``torch.cuda.max_memory_allocated()`` after
+  ``torch.cuda.reset_peak_memory_stats()`` minus ``torch.cuda.memory_allocated()`` before
+  (exact counts of the caching allocator; one extra call after the timings).
+* CPU: ``tracemalloc`` does not see torch's allocations, and a sampling thread misses short
+  peaks, so each (variant, size) runs in a **fresh subprocess** (this script with a hidden
+  ``--_probe`` option; the two variants' processes run side by side after the timings) that
+  builds the same data, runs one full-size warm-up call (so one-time
+  costs such as thread pools and BLAS buffers are not counted), returns freed heap memory to the
+  OS (glibc ``malloc_trim(0)``, where available), reads the current resident set ``VmRSS``,
+  resets the kernel's resident high-water mark (``echo 5 > /proc/self/clear_refs``), makes the
+  measured call and reads the high-water mark ``VmHWM``.  Peak growth = ``VmHWM - VmRSS``.
+  Where ``/proc`` is unavailable (non-Linux) it falls back to the growth of
+  ``resource.getrusage(RUSAGE_SELF).ru_maxrss``, which cannot be reset and so may undercount
+  (recorded as ``memory_method`` in the JSON).  Resident memory is counted in pages, so tiny
+  numbers (a few MB) are approximate.
+
+MB here means MiB (2**20 bytes).  The reference at ``N = 1e6`` holds two dense ``[B, N]`` float32
+matrices at once (``cdist`` output and its square, about 2 x 977 MB); varmem's peak does not
+grow with ``N`` (a few ``[B, chunk]`` blocks; the exact figure varies by tens of MB from run to
+run with the C allocator's heap reuse).
+
+Outputs (in ``--output``, default ``results/bench_retrieval``): ``bench_retrieval.json`` (seed,
+versions, device, threads, settings and one row per size) and ``bench_retrieval.png``
+(throughput and peak memory vs ``N``).  The table is also printed.
+
+Usage::
+
+    python experiments/bench_retrieval.py                      # the full benchmark
+    python experiments/bench_retrieval.py --smoke              # a few seconds (used by the tests)
+    python experiments/bench_retrieval.py --sizes 1e5 1e6 --steps 5 --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import ctypes.util
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+try:
+    import varmem
+except ImportError:  # running from a checkout without an install: use the repository next door
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import varmem
+
+DEFAULT_SIZES = (10**3, 10**4, 10**5, 10**6)
+SMOKE_SIZES = (10**3, 10**4)
+LARGE_N = 10**6  # from here on: no extra warm-up, at most 3 repeats
+TARGET_RATIO = 0.9
+TOLERANCE = {torch.float64: 1e-9, torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 2e-2}
+PROBE_MARKER = "BENCH_RETRIEVAL_PROBE "
+JSON_NAME, PNG_NAME = "bench_retrieval.json", "bench_retrieval.png"
+
+
+# --- the two variants -------------------------------------------------------------------------
+def reference_fixed_point(
+    items: torch.Tensor, cue: torch.Tensor, bandwidth: float, noise_scale: float, steps: int, tol: float = 0.0
+) -> tuple[torch.Tensor, int]:
+    """Plain dense torch: ``z <- (σ² softmax(-‖z - X‖²/2s²) @ X + s² x) / (σ² + s²)``, from ``z = x``.
+
+    Returns ``(z, steps_taken)``; stops early, like varmem, once no cue moves by more than ``tol``.
+    """
+    s2, n2 = bandwidth**2, noise_scale**2
+    z, taken = cue, 0
+    with torch.no_grad():
+        for taken in range(1, steps + 1):  # noqa: B007 (``taken`` is returned)
+            w = torch.softmax(-(torch.cdist(z, items) ** 2) / (2 * s2), dim=-1)
+            z_new = (n2 * (w @ items) + s2 * cue) / (n2 + s2)
+            done = bool(((z_new - z).abs().amax(-1) <= tol).all())
+            z = z_new
+            if done:
+                break
+    return z, taken
+
+
+def make_memory(items: torch.Tensor, args: argparse.Namespace) -> "varmem.KernelDensityMemory":
+    memory = varmem.KernelDensityMemory(
+        dim=items.shape[1],
+        bandwidth=args.bandwidth,
+        noise_scale=args.noise_scale,
+        chunk_size=args.chunk_size,
+        device=items.device,
+        dtype=items.dtype,
+    )
+    return memory.write(items)
+
+
+def make_runners(
+    items: torch.Tensor, cues: torch.Tensor, args: argparse.Namespace
+) -> dict[str, Callable[[], tuple[torch.Tensor, int]]]:
+    """``{"varmem": f, "reference": g}``; each call returns ``(z [B, D], steps_taken)``."""
+    runners: dict[str, Callable[[], tuple[torch.Tensor, int]]] = {}
+    if args.variant in (None, "varmem"):
+        memory = make_memory(items, args)
+
+        def run_varmem() -> tuple[torch.Tensor, int]:
+            out = memory.retrieve(
+                cues, method="fixed_point", max_steps=args.steps, tol=0.0, trace=False, return_weights=False
+            )
+            return out.pattern, out.steps
+
+        runners["varmem"] = run_varmem
+    if args.variant in (None, "reference"):
+        runners["reference"] = lambda: reference_fixed_point(
+            items, cues, args.bandwidth, args.noise_scale, args.steps, 0.0
+        )
+    return runners
+
+
+# --- data, devices, timing --------------------------------------------------------------------
+def make_data(n: int, args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded ``items [N, D]`` and ``cues [B, D]`` (stored items + noise), identical on any device.
+
+    Generated on the CPU in float32, then moved/converted; no large temporaries (the memory probes
+    rely on that).
+    """
+    gen = torch.Generator(device="cpu").manual_seed(args.seed)
+    items = torch.randn(n, args.dim, generator=gen, dtype=torch.float32, device="cpu")
+    which = torch.randint(n, (args.batch,), generator=gen, device="cpu")
+    noise = torch.randn(args.batch, args.dim, generator=gen, dtype=torch.float32, device="cpu")
+    cues = items[which] + args.cue_noise * noise
+    return items.to(device=args.torch_device, dtype=args.torch_dtype), cues.to(
+        device=args.torch_device, dtype=args.torch_dtype
+    )
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_call(fn: Callable[[], Any], device: torch.device, number: int = 1) -> float:
+    """Seconds per call, averaged over ``number`` consecutive calls."""
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(number):
+        fn()
+    synchronize(device)
+    return (time.perf_counter() - start) / number
+
+
+# --- peak memory ------------------------------------------------------------------------------
+def _proc_status_kb(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _reset_rss_peak() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _malloc_trim() -> None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _ru_maxrss_kb() -> int:
+    import resource
+
+    value = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return value // 1024 if sys.platform == "darwin" else value  # bytes on macOS, kB on Linux
+
+
+def measure_cpu_peak_in_this_process(fn: Callable[[], Any]) -> tuple[float, str]:
+    """Peak additional resident memory (MB) of one call of ``fn`` (see the module docstring)."""
+    fn()  # full-size warm-up: one-time allocations are not the call's
+    _malloc_trim()
+    before = _proc_status_kb("VmRSS")
+    if before is not None and _reset_rss_peak():
+        fn()
+        peak = _proc_status_kb("VmHWM")
+        if peak is not None:
+            return max(0, peak - before) / 1024, "subprocess_vmhwm"
+    before = _ru_maxrss_kb()
+    fn()
+    return max(0, _ru_maxrss_kb() - before) / 1024, "subprocess_ru_maxrss"
+
+
+def measure_cuda_peak(fn: Callable[[], Any], device: torch.device) -> tuple[float, str]:
+    synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    out = fn()
+    synchronize(device)
+    peak = torch.cuda.max_memory_allocated(device)
+    del out
+    return max(0, peak - before) / 2**20, "cuda_max_memory_allocated"
+
+
+def probe_argv(args: argparse.Namespace, variant: str, n: int) -> list[str]:
+    argv = [sys.executable, str(Path(__file__).resolve()), "--_probe", variant, "--sizes", str(n)]
+    argv += ["--steps", str(args.steps), "--dtype", args.dtype, "--device", args.device, "--seed", str(args.seed)]
+    argv += ["--dim", str(args.dim), "--batch", str(args.batch), "--bandwidth", repr(args.bandwidth)]
+    argv += ["--noise-scale", repr(args.noise_scale), "--cue-noise", repr(args.cue_noise)]
+    if args.threads:
+        argv += ["--threads", str(args.threads)]
+    if args.chunk_size:
+        argv += ["--chunk-size", str(args.chunk_size)]
+    return argv
+
+
+def measure_cpu_peaks_in_subprocesses(
+    args: argparse.Namespace, variants: Sequence[str], n: int
+) -> dict[str, tuple[float, str]]:
+    """One fresh process per variant, run side by side (resident memory is per process; the
+    timings are done by then)."""
+    procs = {
+        v: subprocess.Popen(probe_argv(args, v, n), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for v in variants
+    }
+    results = {}
+    for variant, proc in procs.items():
+        stdout, stderr = proc.communicate()
+        lines = [line for line in stdout.splitlines() if line.startswith(PROBE_MARKER)]
+        if proc.returncode != 0 or not lines:
+            raise RuntimeError(f"memory probe ({variant}, N={n}) failed (exit {proc.returncode}):\n{stderr[-3000:]}")
+        result = json.loads(lines[-1][len(PROBE_MARKER) :])
+        results[variant] = (result["peak_mb"], result["method"])
+    return results
+
+
+def run_probe(args: argparse.Namespace) -> None:
+    """Child process: print the peak additional memory of one call of one variant."""
+    (n,) = args.sizes
+    items, cues = make_data(n, args)
+    fn = make_runners(items, cues, args)[args.variant]
+    peak_mb, method = measure_cpu_peak_in_this_process(fn)
+    print(
+        PROBE_MARKER + json.dumps({"variant": args.variant, "N": n, "peak_mb": peak_mb, "method": method}), flush=True
+    )
+
+
+# --- one size ---------------------------------------------------------------------------------
+def bench_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
+    device = args.torch_device
+    items, cues = make_data(n, args)
+    runners = make_runners(items, cues, args)
+    names = ("varmem", "reference")
+
+    # correctness check = first warm-up call
+    first_time, outputs = {}, {}
+    for name in names:
+        synchronize(device)
+        start = time.perf_counter()
+        outputs[name] = runners[name]()
+        synchronize(device)
+        first_time[name] = time.perf_counter() - start
+    (z_v, steps_v), (z_r, steps_r) = outputs["varmem"], outputs["reference"]
+    max_abs = float((z_v.double() - z_r.double()).abs().max())
+    scale = float(z_r.double().abs().max())
+    rel = max_abs / scale if scale > 0 else max_abs
+    tol = TOLERANCE.get(args.torch_dtype, 1e-2)
+    passed = bool(rel <= tol and steps_v == steps_r)
+    tqdm.write(
+        f"N={n:>9,}: max |varmem - reference| = {max_abs:.3e} (relative {rel:.3e}, tolerance {tol:.0e}); "
+        f"steps {steps_v} vs {steps_r}"
+    )
+    if not passed:
+        raise AssertionError(
+            f"varmem and the reference disagree at N={n}: max abs diff {max_abs:.3e}, relative {rel:.3e} > {tol:.0e}, "
+            f"or steps differ ({steps_v} vs {steps_r})"
+        )
+    del outputs, z_v, z_r
+
+    large = n >= LARGE_N
+    warmup = 0 if large else args.warmup
+    repeats = min(args.repeats, 3) if large else args.repeats
+    number = {}
+    for name in names:
+        last = first_time[name]
+        for _ in range(warmup):
+            last = time_call(runners[name], device)
+        number[name] = max(1, math.ceil(args.min_time / max(last, 1e-9))) if args.min_time > 0 else 1
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        for name in names if r % 2 == 0 else names[::-1]:
+            times[name].append(time_call(runners[name], device, number[name]))
+
+    memory: dict[str, float | None] = {name: None for name in names}
+    memory_method = None
+    if args.skip_memory:
+        pass
+    elif device.type == "cuda":
+        for name in names:
+            memory[name], memory_method = measure_cuda_peak(runners[name], device)
+    else:
+        for name, (peak, method) in measure_cpu_peaks_in_subprocesses(args, names, n).items():
+            memory[name], memory_method = peak, method
+
+    sec = {name: statistics.median(times[name]) for name in names}
+    ratio = sec["reference"] / sec["varmem"]
+    mem_ratio = None
+    if memory["varmem"] is not None and memory["reference"] is not None:
+        mem_ratio = memory["reference"] / memory["varmem"] if memory["varmem"] > 0 else math.inf
+    return {
+        "N": n,
+        "repeats": repeats,
+        "calls_per_repeat": number,
+        "varmem_seconds": sec["varmem"],
+        "reference_seconds": sec["reference"],
+        "varmem_seconds_all": times["varmem"],
+        "reference_seconds_all": times["reference"],
+        "varmem_retrievals_per_second": args.batch / sec["varmem"],
+        "reference_retrievals_per_second": args.batch / sec["reference"],
+        "throughput_ratio": ratio,
+        "meets_target": ratio >= TARGET_RATIO,
+        "varmem_peak_mb": memory["varmem"],
+        "reference_peak_mb": memory["reference"],
+        "memory_ratio": mem_ratio,
+        "memory_method": memory_method,
+        "max_abs_diff": max_abs,
+        "relative_diff": rel,
+        "tolerance": tol,
+        "check_passed": passed,
+        "varmem_steps": steps_v,
+        "reference_steps": steps_r,
+        "chunk_size": args.chunk_size or varmem.kernels.default_chunk_size(args.batch),
+    }
+
+
+# --- reporting --------------------------------------------------------------------------------
+def environment(args: argparse.Namespace) -> dict[str, Any]:
+    import numpy
+    import pyro
+
+    device = args.torch_device
+    info: dict[str, Any] = {
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "varmem": varmem.__version__,
+            "pyro": pyro.__version__,
+            "numpy": numpy.__version__,
+        },
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else (platform.processor() or platform.machine()),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+    }
+    if device.type == "cuda":
+        info["cuda_matmul_allow_tf32"] = torch.backends.cuda.matmul.allow_tf32
+        info["cuda_version"] = torch.version.cuda
+    return info
+
+
+def _fmt_mb(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1f}"
+
+
+def format_table(rows: Sequence[dict[str, Any]]) -> str:
+    header = (
+        f"{'N':>9} | {'varmem s/call':>13} {'ref s/call':>11} | {'varmem ret/s':>12} {'ref ret/s':>11} | "
+        f"{'ratio ref/vm':>12} | {'varmem MB':>9} {'ref MB':>9} {'mem ref/vm':>10} | {'rel diff':>8}"
+    )
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        mem_ratio = "-" if row["memory_ratio"] is None else f"{row['memory_ratio']:.1f}"
+        flag = "" if row["meets_target"] else "  < target"
+        lines.append(
+            f"{row['N']:>9,} | {row['varmem_seconds']:>13.4g} {row['reference_seconds']:>11.4g} | "
+            f"{row['varmem_retrievals_per_second']:>12,.0f} {row['reference_retrievals_per_second']:>11,.0f} | "
+            f"{row['throughput_ratio']:>12.2f} | "
+            f"{_fmt_mb(row['varmem_peak_mb']):>9} {_fmt_mb(row['reference_peak_mb']):>9} "
+            f"{mem_ratio:>10} | {row['relative_diff']:>8.1e}{flag}"
+        )
+    return "\n".join(lines)
+
+
+def plot(rows: Sequence[dict[str, Any]], result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ns = [row["N"] for row in rows]
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for name, marker in (("varmem", "o"), ("reference", "s")):
+        ax_t.plot(ns, [row[f"{name}_retrievals_per_second"] for row in rows], marker=marker, label=name)
+        mem = [row[f"{name}_peak_mb"] for row in rows]
+        if all(m is not None for m in mem):
+            ax_m.plot(ns, [max(m, 1e-2) for m in mem], marker=marker, label=name)
+    ax_t.set(
+        xscale="log",
+        yscale="log",
+        xlabel="stored items N",
+        ylabel="retrievals / s (cues)",
+        title="fixed-point retrieval throughput",
+    )
+    ax_m.set(
+        xscale="log",
+        yscale="log",
+        xlabel="stored items N",
+        ylabel="peak additional memory (MB)",
+        title="peak memory of one call",
+    )
+    for ax in (ax_t, ax_m):
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    s = result["settings"]
+    fig.suptitle(
+        f"{result['device']} ({result['torch_threads']} threads), {s['dtype']}, "
+        f"D={s['dim']}, B={s['batch']}, K={s['steps']}"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# --- command line -----------------------------------------------------------------------------
+def parse_size(text: str) -> int:
+    value = float(text)
+    if value < 1 or value != int(value):
+        raise argparse.ArgumentTypeError(f"a size must be a positive integer (e.g. 1000 or 1e6), got {text!r}")
+    return int(value)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny run for tests: N in {1e3, 1e4}, 1 repeat, 1 warm-up"
+    )
+    parser.add_argument(
+        "--sizes", type=parse_size, nargs="+", help="numbers of stored items N (default 1e3 1e4 1e5 1e6)"
+    )
+    parser.add_argument("--steps", type=int, default=1, help="fixed-point steps K per retrieval (default 1)")
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="timed repeats per size; the median is reported (at most 3 at N >= 1e6)"
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=1, help="extra warm-up calls per variant below N = 1e6 (default 1)"
+    )
+    parser.add_argument(
+        "--min-time",
+        type=float,
+        default=0.2,
+        help="a repeat loops over calls for at least this many seconds (default 0.2)",
+    )
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float64", "float16", "bfloat16"])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dim", type=int, default=64, help="item dimension D (default 64)")
+    parser.add_argument("--batch", type=int, default=256, help="cues per retrieval call B (default 256)")
+    parser.add_argument(
+        "--bandwidth", type=float, default=2.0, help="kernel bandwidth s (default 2: a non-degenerate softmax)"
+    )
+    parser.add_argument("--noise-scale", type=float, default=1.0, help="cue noise scale σ of the memory (default 1)")
+    parser.add_argument(
+        "--cue-noise", type=float, default=0.5, help="std of the noise added to stored items to make cues (default 0.5)"
+    )
+    parser.add_argument("--chunk-size", type=int, default=None, help="varmem chunk size (default: varmem's own)")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's default)")
+    parser.add_argument("--skip-memory", action="store_true", help="do not measure peak memory")
+    parser.add_argument(
+        "--output",
+        default=str(Path("results") / "bench_retrieval"),
+        help="output folder (default results/bench_retrieval)",
+    )
+    parser.add_argument(
+        "--_probe", dest="variant", choices=["varmem", "reference"], default=None, help=argparse.SUPPRESS
+    )
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.sizes = args.sizes or list(SMOKE_SIZES)
+        args.repeats, args.warmup, args.min_time = 1, 1, 0.0
+    args.sizes = list(args.sizes or DEFAULT_SIZES)
+    if args.steps < 1 or args.repeats < 1 or args.warmup < 0 or args.dim < 1 or args.batch < 1:
+        parser.error("--steps, --repeats, --dim and --batch must be positive and --warmup non-negative")
+    args.torch_device = torch.device(args.device)
+    args.torch_dtype = getattr(torch, args.dtype)
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.variant is not None:
+        run_probe(args)
+        return {}
+    if args.torch_device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda requested but CUDA is not available")
+
+    rows = []
+    for n in tqdm(args.sizes, desc="sizes", unit="size"):
+        rows.append(bench_size(n, args))
+    result: dict[str, Any] = {
+        "benchmark": "fixed-point retrieval: varmem.KernelDensityMemory vs dense torch reference",
+        "seed": args.seed,
+        **environment(args),
+        "settings": {
+            "sizes": args.sizes,
+            "dim": args.dim,
+            "batch": args.batch,
+            "steps": args.steps,
+            "dtype": args.dtype,
+            "bandwidth": args.bandwidth,
+            "noise_scale": args.noise_scale,
+            "cue_noise": args.cue_noise,
+            "chunk_size": args.chunk_size,
+            "default_chunk_size": varmem.kernels.default_chunk_size(args.batch),
+            "repeats": args.repeats,
+            "warmup": args.warmup,
+            "min_time": args.min_time,
+            "smoke": args.smoke,
+        },
+        "ratios": "reference / varmem (throughput: > 1 means varmem faster; memory: > 1 means varmem uses less)",
+        "target_throughput_ratio": TARGET_RATIO,
+        "all_checks_passed": all(row["check_passed"] for row in rows),
+        "all_meet_target": all(row["meets_target"] for row in rows),
+        "rows": rows,
+    }
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / JSON_NAME).write_text(json.dumps(result, indent=2))
+    plot(rows, result, out / PNG_NAME)
+
+    print(
+        f"\nfixed-point retrieval, {result['device']} ({result['device_name']}), {result['torch_threads']} threads, "
+        f"{args.dtype}, D={args.dim}, B={args.batch}, K={args.steps}; median of {args.repeats} (<= 3 at N >= 1e6)"
+    )
+    print(format_table(rows))
+    print(
+        f"ratios are reference/varmem; throughput target >= {TARGET_RATIO}: "
+        f"{'met' if result['all_meet_target'] else 'NOT met'} at every size"
+    )
+    print(f"wrote {out / JSON_NAME} and {out / PNG_NAME}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
