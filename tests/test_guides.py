@@ -1,4 +1,4 @@
-"""Every guide in guides/ is executable documentation: its ```python blocks run in order, in one
+"""Every guide in guides/ (and the README) is executable documentation: its ```python blocks run in order, in one
 namespace, from a temporary folder.  The guides assert what they claim."""
 
 import re
@@ -9,7 +9,8 @@ import pytest
 
 matplotlib.use("Agg")
 
-GUIDES = sorted((Path(__file__).parents[1] / "guides").glob("*.md"))
+ROOT = Path(__file__).parents[1]
+GUIDES = sorted((ROOT / "guides").glob("*.md")) + [ROOT / "README.md"]
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 
 
