@@ -3,6 +3,7 @@
 import math
 
 import pyro.distributions as dist
+import pytest
 import torch
 
 from varmem.distributions import KernelDensity
@@ -40,3 +41,22 @@ def test_expand_under_a_plate_broadcasts_log_prob():
     d = KernelDensity(torch.randn(4, 2), 1.0).expand([3])
     z = torch.randn(3, 2)
     assert d.batch_shape == (3,) and d.log_prob(z).shape == (3,)
+
+
+def test_weighted_kernel_density_matches_the_written_out_mixture():
+    # p(z) = Σ π_i N(z; ξ_i, s² I): log_prob, mean, variance and sample frequencies vs direct formulas
+    items = torch.tensor([[0.0, 0.0], [3.0, 1.0], [-2.0, 4.0]])
+    pi = torch.tensor([0.6, 0.3, 0.1])
+    d = KernelDensity(items, 0.7, log_weights=pi.log())
+    z = torch.randn(5, 2)
+    comps = torch.distributions.Normal(items, 0.7)
+    expected = (comps.log_prob(z.unsqueeze(-2)).sum(-1) + pi.log()).logsumexp(-1)
+    torch.testing.assert_close(d.log_prob(z), expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(d.mean, pi @ items)
+    torch.testing.assert_close(d.variance, pi @ (items - pi @ items) ** 2 + 0.49)
+    samples = d.sample((20000,))
+    nearest = torch.cdist(samples, items).argmin(-1)
+    freq = torch.bincount(nearest, minlength=3) / 20000.0
+    assert (freq - pi).abs().max() < 0.02  # components are ≥ 3 s apart: nearest centre ≈ component
+    with pytest.raises(ValueError, match="log_weights must have shape"):
+        KernelDensity(items, 0.7, log_weights=pi[:2].log())

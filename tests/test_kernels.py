@@ -79,3 +79,33 @@ def test_default_chunk_size_bounds_the_block():
     assert default_chunk_size(256) * 256 <= 2**22
     assert default_chunk_size(1) == 2**22
     assert default_chunk_size(10**9) == 1024
+
+
+@pytest.mark.parametrize("precision_shape", ["scalar", "per_query"])
+@pytest.mark.parametrize("chunk_size", [None, 7])
+def test_item_bias_adds_to_the_logits(precision_shape, chunk_size):
+    query, items, bias = torch.randn(4, 3), torch.randn(30, 3), 3 * torch.randn(30)
+    precision = torch.tensor(0.8) if precision_shape == "scalar" else torch.rand(4, 3) + 0.1
+    stats = kernel_stats(query, items, precision, item_bias=bias, log_weights=True, chunk_size=chunk_size)
+    logits, _ = _dense(query, items, precision.expand(4, 3))
+    logits = logits + bias
+    torch.testing.assert_close(stats.lse, logits.logsumexp(-1), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(stats.mean, logits.softmax(-1) @ items, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(stats.log_weights, logits.log_softmax(-1), rtol=1e-12, atol=1e-12)
+    assert torch.equal(stats.index, logits.argmax(-1))
+    # without the index: same numbers, no arg-max tracked
+    lean = kernel_stats(query, items, precision, item_bias=bias, return_index=False, chunk_size=chunk_size)
+    assert lean.index is None
+    torch.testing.assert_close(lean.lse, stats.lse, rtol=0, atol=0)
+
+
+def test_item_bias_gradient_of_the_streaming_log_sum_exp():
+    # the analytic backward p (mean - q) still holds with a bias: check against plain autograd
+    query = torch.randn(6, 2, requires_grad=True)
+    items, bias = torch.randn(40, 2), torch.randn(40)
+    lse = kernel_log_sum_exp(query, items, 1.3, item_bias=bias, chunk_size=9)
+    (grad,) = torch.autograd.grad(lse.sum(), query)
+    dense = (-0.65 * ((query.unsqueeze(-2) - items) ** 2).sum(-1) + bias).logsumexp(-1)
+    (expected,) = torch.autograd.grad(dense.sum(), query)
+    torch.testing.assert_close(lse, dense.detach(), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grad, expected, rtol=1e-10, atol=1e-12)

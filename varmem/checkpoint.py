@@ -21,7 +21,7 @@ from safetensors.torch import save_file
 from ._version import __version__
 from .memory import Memory, memory_class
 
-__all__ = ["save", "load", "CheckpointError"]
+__all__ = ["save", "load", "CheckpointError", "register_checkpoint_class"]
 
 FORMAT = "varmem-checkpoint"
 FORMAT_VERSION = "1"
@@ -31,10 +31,40 @@ class CheckpointError(ValueError):
     """A file that is not a readable, consistent varmem checkpoint."""
 
 
-def save(memory: Memory, path: str | os.PathLike) -> Path:
-    """Write ``memory`` (configuration and stored state) to ``path`` (a ``.safetensors`` file)."""
-    if not isinstance(memory, Memory):
-        raise TypeError(f"save expects a varmem Memory, got {type(memory).__name__}")
+# Modules other than memories that checkpoints may hold (trained models such as varmem.VAE).  Like
+# a memory, such a class is rebuilt as ``cls(**config, device=..., dtype=...)`` and must define
+# ``config()`` (JSON-able constructor arguments) and ``check_state()``.
+_MODULE_CLASSES: dict[str, type[torch.nn.Module]] = {}
+
+
+def register_checkpoint_class(cls: type[torch.nn.Module]) -> type[torch.nn.Module]:
+    """Let :func:`save` / :func:`load` handle ``cls`` (memories are registered automatically)."""
+    for hook in ("config", "check_state"):
+        if not callable(getattr(cls, hook, None)):
+            raise TypeError(f"{cls.__name__} needs a {hook}() method to be checkpointed")
+    _MODULE_CLASSES[cls.__name__] = cls
+    return cls
+
+
+def _class_named(name: str) -> type[torch.nn.Module]:
+    return _MODULE_CLASSES[name] if name in _MODULE_CLASSES else memory_class(name)
+
+
+def _module_dtype(module: torch.nn.Module) -> torch.dtype:
+    if isinstance(module, Memory):
+        return module.dtype
+    floating = [t.dtype for t in module.state_dict().values() if t.is_floating_point()]
+    return floating[0] if floating else torch.get_default_dtype()
+
+
+def save(memory: Memory | torch.nn.Module, path: str | os.PathLike) -> Path:
+    """Write ``memory`` (configuration and stored state) to ``path`` (a ``.safetensors`` file).
+
+    ``memory`` is any varmem memory, or a module of a class registered with
+    :func:`register_checkpoint_class` (e.g. :class:`varmem.VAE`).
+    """
+    if not isinstance(memory, Memory) and type(memory).__name__ not in _MODULE_CLASSES:
+        raise TypeError(f"save expects a varmem Memory or a registered module class, got {type(memory).__name__}")
     path = Path(path)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in memory.state_dict().items()}
     metadata = {
@@ -42,7 +72,7 @@ def save(memory: Memory, path: str | os.PathLike) -> Path:
         "format_version": FORMAT_VERSION,
         "class": type(memory).__name__,
         "config": json.dumps(memory.config()),
-        "dtype": str(memory.dtype).removeprefix("torch."),
+        "dtype": str(_module_dtype(memory)).removeprefix("torch."),
         "varmem_version": __version__,
     }
     save_file(tensors, str(path), metadata=metadata)
@@ -59,8 +89,8 @@ def _read(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
     return metadata, tensors
 
 
-def load(path: str | os.PathLike, *, device: torch.device | str | None = None) -> Memory:
-    """Read a checkpoint written by :func:`save`; returns a memory of the saved class.
+def load(path: str | os.PathLike, *, device: torch.device | str | None = None) -> Memory | torch.nn.Module:
+    """Read a checkpoint written by :func:`save`; returns a memory (or module) of the saved class.
 
     Raises ``FileNotFoundError`` for a missing file and :class:`CheckpointError` for a corrupt,
     foreign or inconsistent one.
@@ -76,7 +106,7 @@ def load(path: str | os.PathLike, *, device: torch.device | str | None = None) -
             f"{path} has checkpoint format {metadata.get('format_version')!r}; this varmem reads {FORMAT_VERSION!r}"
         )
     try:
-        cls = memory_class(metadata["class"])
+        cls = _class_named(metadata["class"])
         config: dict[str, Any] = json.loads(metadata["config"])
         dtype = getattr(torch, metadata["dtype"])
         if not isinstance(dtype, torch.dtype):
@@ -91,7 +121,7 @@ def load(path: str | os.PathLike, *, device: torch.device | str | None = None) -
     return memory
 
 
-def _assign_state(memory: Memory, tensors: dict[str, torch.Tensor], path: Path) -> None:
+def _assign_state(memory: Memory | torch.nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:
     expected = set(memory.state_dict())
     if set(tensors) != expected:
         raise CheckpointError(
@@ -116,3 +146,5 @@ def _assign_state(memory: Memory, tensors: dict[str, torch.Tensor], path: Path) 
         memory.check_state()
     except ValueError as e:
         raise CheckpointError(f"{path}: stored state is invalid: {e}") from None
+    if hasattr(memory, "refresh_derived_state"):
+        memory.refresh_derived_state()

@@ -15,9 +15,9 @@ __all__ = ["KernelDensity"]
 
 
 class KernelDensity(dist.TorchDistribution):
-    """Equal-weight isotropic Gaussian kernel density over stored items.
+    """Isotropic Gaussian kernel density over stored items (equal weights unless given).
 
-    ``p(z) = (1/N) Σ_i N(z; ξ_i, s² I_D)``, with event shape ``[D]``.
+    ``p(z) = Σ_i π_i N(z; ξ_i, s² I_D)`` with ``π_i = 1/N`` by default, event shape ``[D]``.
 
     ``log_prob`` streams over the items in chunks (see :mod:`varmem.kernels`), so it works for
     millions of items and any ``D ≥ 1`` (Pyro's ``MixtureOfDiagNormalsSharedCovariance`` needs
@@ -27,6 +27,8 @@ class KernelDensity(dist.TorchDistribution):
     Args:
         items: ``[N, D]`` kernel centres (``N ≥ 1``).
         bandwidth: kernel standard deviation ``s > 0``.
+        log_weights: optional ``[N]`` normalised log mixture weights ``log π_i`` (constants, not
+            parameters: they enter the logits as a per-item bias).
         chunk_size: items per chunk in ``log_prob``.
     """
 
@@ -39,23 +41,29 @@ class KernelDensity(dist.TorchDistribution):
         items: Tensor,
         bandwidth: float,
         *,
+        log_weights: Tensor | None = None,
         chunk_size: int | None = None,
         validate_args: bool | None = None,
     ) -> None:
         if items.dim() != 2 or items.shape[0] == 0:
             raise ValueError(f"KernelDensity needs items of shape [N, D] with N >= 1, got {tuple(items.shape)}")
+        if log_weights is not None and log_weights.shape != items.shape[:1]:
+            raise ValueError(f"log_weights must have shape [{items.shape[0]}], got {tuple(log_weights.shape)}")
         self.items = items
+        self.log_weights = log_weights
         self.bandwidth = float(bandwidth)
         self.chunk_size = chunk_size
         super().__init__(batch_shape=Size(), event_shape=items.shape[-1:], validate_args=validate_args)
 
     @property
     def mean(self) -> Tensor:
-        return self.items.mean(0)
+        return self.items.mean(0) if self.log_weights is None else self.log_weights.exp() @ self.items
 
     @property
     def variance(self) -> Tensor:
-        return self.items.var(0, unbiased=False) + self.bandwidth**2
+        if self.log_weights is None:
+            return self.items.var(0, unbiased=False) + self.bandwidth**2
+        return self.log_weights.exp() @ (self.items - self.mean) ** 2 + self.bandwidth**2
 
     def log_prob(self, value: Tensor) -> Tensor:
         """``log p(z)`` for ``value [..., D]``, constants included: returns ``[...]``."""
@@ -63,12 +71,16 @@ class KernelDensity(dist.TorchDistribution):
             self._validate_sample(value)
         n, d = self.items.shape
         s2 = self.bandwidth**2
-        lse = kernel_log_sum_exp(value, self.items, 1.0 / s2, chunk_size=self.chunk_size)
-        return lse - math.log(n) - 0.5 * d * math.log(2 * math.pi * s2)
+        lse = kernel_log_sum_exp(value, self.items, 1.0 / s2, item_bias=self.log_weights, chunk_size=self.chunk_size)
+        log_norm = math.log(n) if self.log_weights is None else 0.0
+        return lse - log_norm - 0.5 * d * math.log(2 * math.pi * s2)
 
     def sample(self, sample_shape: Size = Size()) -> Tensor:  # noqa: B008 (torch's signature)
         shape = self._extended_shape(sample_shape)[:-1]
         with torch.no_grad():
-            index = torch.randint(self.items.shape[0], shape, device=self.items.device)
+            if self.log_weights is None:
+                index = torch.randint(self.items.shape[0], shape, device=self.items.device)
+            else:
+                index = torch.distributions.Categorical(logits=self.log_weights).sample(shape)
             centre = self.items[index]
             return centre + self.bandwidth * torch.randn_like(centre)

@@ -4,9 +4,11 @@ Every kernel-density computation in varmem reduces to the same quantities.  For 
 ``q`` (``[B, D]``), stored items ``ξ`` (``[N, D]``) and a diagonal precision ``p`` (a scalar,
 ``[D]`` shared by all queries, or ``[B, D]`` per query), the logits are
 
-    ℓ_bi = -½ Σ_d p_bd (q_bd - ξ_id)²,
+    ℓ_bi = -½ Σ_d p_bd (q_bd - ξ_id)² + c_i,
 
-and we need ``lse_b = log Σ_i exp(ℓ_bi)``, the softmax-weighted moments ``Σ_i w_bi ξ_i`` and
+with an optional per-item bias ``c`` (``[N]``: log mixture weights, or the ``β‖ξ_i‖²/2`` that turns
+Gaussian-kernel logits into the dot-product logits ``β ξ_iᵀq`` up to a per-query constant), and
+we need ``lse_b = log Σ_i exp(ℓ_bi)``, the softmax-weighted moments ``Σ_i w_bi ξ_i`` and
 ``Σ_i w_bi ξ_i²`` (``w = softmax_i ℓ``), the arg-max item and sometimes the full ``w``.
 
 They are computed chunk by chunk over the items with an online (running-max) log-sum-exp, as in
@@ -45,13 +47,13 @@ class KernelStats:
         lse: ``[B]`` ``log Σ_i exp(ℓ_bi)`` including the ``-½ Σ_d p q²`` term.
         mean: ``[B, D]`` ``Σ_i w_bi ξ_i``.
         second_moment: ``[B, D]`` ``Σ_i w_bi ξ_i²`` (only if requested).
-        index: ``[B]`` ``argmax_i ℓ_bi``.
+        index: ``[B]`` ``argmax_i ℓ_bi`` (None when not requested).
         log_weights: ``[B, N]`` ``log w_bi`` (only if requested).
     """
 
     lse: Tensor
     mean: Tensor
-    index: Tensor
+    index: Tensor | None
     second_moment: Tensor | None = None
     log_weights: Tensor | None = None
 
@@ -65,17 +67,22 @@ def _precision_terms(query: Tensor, precision: Tensor) -> tuple[Tensor, Tensor, 
 
 
 def _logit_chunks(
-    query: Tensor, items: Tensor, p: Tensor, per_query: bool, chunk_size: int
+    query: Tensor, items: Tensor, p: Tensor, per_query: bool, chunk_size: int, item_bias: Tensor | None
 ) -> Iterator[tuple[int, Tensor, Tensor]]:
     """Yield ``(start, logits_without_query_constant [B, C], items_chunk [C, D])``."""
     pq = p * query if per_query else None
     for start in range(0, items.shape[0], chunk_size):
         chunk = items[start : start + chunk_size]
+        extra = None if item_bias is None else item_bias[start : start + chunk_size]
         if per_query:
             logits = pq @ chunk.T - 0.5 * (p @ (chunk * chunk).T)
+            if extra is not None:
+                logits = logits + extra
         else:
             scaled = chunk * p
             bias = -0.5 * (scaled * chunk).sum(-1)
+            if extra is not None:
+                bias = bias + extra
             logits = torch.addmm(bias.unsqueeze(0), query, scaled.T)
         yield start, logits, chunk
 
@@ -87,6 +94,8 @@ def kernel_stats(
     *,
     second_moment: bool = False,
     log_weights: bool = False,
+    item_bias: Tensor | None = None,
+    return_index: bool = True,
     chunk_size: int | None = None,
 ) -> KernelStats:
     """Log-normaliser, softmax moments and arg-max of the Gaussian-kernel logits (see module doc).
@@ -97,6 +106,8 @@ def kernel_stats(
         precision: scalar, ``[D]`` or ``[B, D]``; non-negative.
         second_moment: also return ``Σ_i w_bi ξ_i²``.
         log_weights: also return the dense ``[B, N]`` log-softmax.
+        item_bias: ``[N]`` per-item term ``c_i`` added to the logits (a constant, not differentiated).
+        return_index: track the arg-max item (``index`` is None otherwise; slightly cheaper).
         chunk_size: items per chunk (default :func:`default_chunk_size`).
     """
     if not torch.is_tensor(precision):
@@ -110,15 +121,17 @@ def kernel_stats(
     total = query.new_zeros(B)
     mean = query.new_zeros(B, D)
     second = query.new_zeros(B, D) if second_moment else None
-    index = torch.zeros(B, dtype=torch.long, device=query.device)
+    index = torch.zeros(B, dtype=torch.long, device=query.device) if return_index else None
     dense = query.new_empty(B, N) if log_weights else None
 
-    for start, logits, chunk in _logit_chunks(query, items, p, per_query, chunk_size):
+    for start, logits, chunk in _logit_chunks(query, items, p, per_query, chunk_size, item_bias):
         if dense is not None:
             dense[:, start : start + chunk.shape[0]] = logits
-        chunk_max, chunk_arg = logits.max(-1)
-        improved = chunk_max > running_max
-        index = torch.where(improved, chunk_arg + start, index)
+        if index is not None:
+            chunk_max, chunk_arg = logits.max(-1)
+            index = torch.where(chunk_max > running_max, chunk_arg + start, index)
+        else:
+            chunk_max = logits.amax(-1)
         new_max = torch.maximum(running_max, chunk_max)
         rescale = torch.exp(running_max - new_max)
         expo = logits.sub_(new_max.unsqueeze(-1)).exp_()
@@ -143,8 +156,10 @@ class _KernelLogSumExp(torch.autograd.Function):
     """``lse(q) = log Σ_i exp(-½ p ‖q - ξ_i‖²)`` with the analytic, memory-light gradient."""
 
     @staticmethod
-    def forward(ctx, query: Tensor, items: Tensor, precision: Tensor, chunk_size: int | None):  # type: ignore[override]
-        stats = kernel_stats(query, items, precision, chunk_size=chunk_size)
+    def forward(  # type: ignore[override]
+        ctx, query: Tensor, items: Tensor, precision: Tensor, item_bias: Tensor | None, chunk_size: int | None
+    ):
+        stats = kernel_stats(query, items, precision, item_bias=item_bias, return_index=False, chunk_size=chunk_size)
         ctx.save_for_backward(query, stats.mean, precision)
         return stats.lse
 
@@ -153,24 +168,32 @@ class _KernelLogSumExp(torch.autograd.Function):
     def backward(ctx, grad_output: Tensor):  # type: ignore[override]
         query, mean, precision = ctx.saved_tensors
         grad = grad_output.unsqueeze(-1) * precision * (mean - query)
-        return grad, None, None, None
+        return grad, None, None, None, None
 
 
 def kernel_log_sum_exp(
-    query: Tensor, items: Tensor, precision: Tensor | float, *, chunk_size: int | None = None
+    query: Tensor,
+    items: Tensor,
+    precision: Tensor | float,
+    *,
+    item_bias: Tensor | None = None,
+    chunk_size: int | None = None,
 ) -> Tensor:
-    """``log Σ_i exp(-½ p ‖q - ξ_i‖²)`` for ``query [..., D]``, differentiable in ``query``.
+    """``log Σ_i exp(-½ p ‖q - ξ_i‖² + c_i)`` for ``query [..., D]``, differentiable in ``query``.
 
-    ``precision`` is a scalar or ``[D]``.  When ``items`` or ``precision`` require gradients the
-    plain (memory-hungry, ``[B, N]``) autograd path is used instead of the streaming one.
+    ``precision`` is a scalar or ``[D]``; ``item_bias`` ``c`` is ``[N]`` or None.  When ``items``,
+    ``precision`` or ``item_bias`` require gradients the plain (memory-hungry, ``[B, N]``) autograd
+    path is used instead of the streaming one.
     """
     if not torch.is_tensor(precision):
         precision = torch.as_tensor(precision, dtype=query.dtype, device=query.device)
     batch_shape = query.shape[:-1]
     flat = query.reshape(-1, query.shape[-1])
-    if torch.is_grad_enabled() and (items.requires_grad or precision.requires_grad):
+    bias_grad = item_bias is not None and item_bias.requires_grad
+    if torch.is_grad_enabled() and (items.requires_grad or precision.requires_grad or bias_grad):
         diff = flat.unsqueeze(-2) - items
-        lse = torch.logsumexp(-0.5 * (precision * diff * diff).sum(-1), dim=-1)
+        logits = -0.5 * (precision * diff * diff).sum(-1)
+        lse = torch.logsumexp(logits if item_bias is None else logits + item_bias, dim=-1)
     else:
-        lse = _KernelLogSumExp.apply(flat, items, precision, chunk_size)
+        lse = _KernelLogSumExp.apply(flat, items, precision, item_bias, chunk_size)
     return lse.reshape(batch_shape)

@@ -106,6 +106,9 @@ class Memory(PyroModule, metaclass=_MemoryMeta):
     def check_state(self) -> None:
         """Raise ``ValueError`` if the stored state is inconsistent (used after loading)."""
 
+    def refresh_derived_state(self) -> None:
+        """Rebuild state derived from the saved tensors (caches); called after loading a checkpoint."""
+
     def decode(self, z: Tensor) -> Tensor:
         """Map a latent ``z`` to data space (the identity for memories of data-space items)."""
         return z
