@@ -2,11 +2,29 @@
 
 A memory is ``p(x, z | M) = p(z | M) p(x | z)``: writing changes the prior over the clean item
 ``z``; reading infers ``z`` from a corrupted or partial cue ``x``.
+
+* probabilistic memories (``varmem.memories``): :class:`KernelDensityMemory`,
+  :class:`NonparametricMemory`, :class:`LatentMemory`, :class:`PredictiveCodingMemory`,
+  :class:`BayesPCN`;
+* baselines on the same protocol (``varmem.baselines``): classical, dense and modern Hopfield
+  networks, random-feature, kernelized and correlated dense memories, BayesPCN's mixture baseline;
+* retrieval engines (``varmem.inference``), training (:func:`fit`), ArviZ conversion
+  (:func:`to_inference_data`), safe checkpoints (:func:`save` / :func:`load`), and the workbench
+  (``datasets``, ``corruptions``, ``metrics``).
 """
 
 from . import corruptions, datasets, inference, metrics
 from ._version import __version__
-from .checkpoint import CheckpointError, load, save
+from .baselines import (
+    ClassicalHopfield,
+    CorrelatedDenseMemory,
+    DenseAssociativeMemory,
+    KernelizedHopfield,
+    ModernHopfield,
+    RandomFeatureMemory,
+    normalize_patterns,
+)
+from .checkpoint import CheckpointError, load, register_checkpoint_class, save
 from .distributions import KernelDensity
 from .memories import KernelDensityMemory, KernelDensityPosterior
 from .memory import Memory
@@ -19,11 +37,19 @@ __all__ = [
     "KernelDensityMemory",
     "KernelDensityPosterior",
     "KernelDensity",
+    "CorrelatedDenseMemory",
+    "ClassicalHopfield",
+    "DenseAssociativeMemory",
+    "KernelizedHopfield",
+    "ModernHopfield",
+    "normalize_patterns",
+    "RandomFeatureMemory",
     "save",
     "load",
+    "register_checkpoint_class",
     "CheckpointError",
-    "datasets",
     "corruptions",
-    "metrics",
+    "datasets",
     "inference",
+    "metrics",
 ]

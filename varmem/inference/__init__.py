@@ -5,13 +5,23 @@ registered under a name; a memory lists the names that make sense for it in ``me
 ``memory.retrieve(cue, mask, method=name, **options)`` validates the cue and the options and calls
 the engine.  Engines use documented hooks of the memory, not its internals:
 
-==============  ==========================================================================
-``exact``       ``memory.posterior(cue, mask)`` (a closed-form posterior)
-``fixed_point`` ``memory.init_latent``, ``memory.fixed_point_step``, ``memory.item_log_weights``
-``map``         ``memory.model`` (a Pyro model with latent site ``memory.latent_site``),
-                ``memory.init_latent``, ``memory.energy``
-``nuts``        ``memory.model``, ``memory.init_latent``
-==============  ==========================================================================
+====================  ====================================================================
+``exact``             ``memory.posterior(cue, mask)`` (a closed-form posterior)
+``fixed_point``       ``memory.init_latent``, ``memory.fixed_point_step``,
+                      ``memory.item_log_weights``
+``map``               ``memory.model`` (a Pyro model with latent site ``memory.latent_site``),
+                      ``memory.init_latent``, ``memory.energy``
+``nuts``              ``memory.model``, ``memory.init_latent``
+``amortized``         ``memory.encode``, ``memory.guide_encode`` (a trained retrieval guide)
+``iterative``         ``"map"`` hooks, or ``memory.decoder_stages`` / ``memory.latent_energy``
+                      for the predictive-coding relaxation through a decoder
+``hybrid``            ``amortized`` start, ``iterative`` refinement
+``learned_precision`` ``memory.codes``, ``memory.precision`` (a trained diagonal precision)
+``pc``, ``pc_pyro``   predictive-coding networks: ``memory.energy_grad`` (hand-written
+                      local errors) or ``memory.model`` (``AutoDelta`` over activity sites)
+``sync``, ``async``   binary memories: ``memory.init_spins``, ``memory.spin_cache``,
+                      ``memory.preferred_spins``, ``memory.update_cache``
+====================  ====================================================================
 """
 
 from __future__ import annotations
@@ -72,10 +82,17 @@ from .exact import retrieve_exact  # noqa: E402
 from .fixed_point import retrieve_fixed_point  # noqa: E402
 from .map import retrieve_map  # noqa: E402
 from .nuts import retrieve_nuts  # noqa: E402
+from .sign_dynamics import retrieve_async, retrieve_sync  # noqa: E402
 
-register_engine("exact", retrieve_exact)
-register_engine("fixed_point", retrieve_fixed_point)
-register_engine("map", retrieve_map)
-register_engine("nuts", retrieve_nuts)
+_BUILT_IN = {
+    "exact": retrieve_exact,
+    "fixed_point": retrieve_fixed_point,
+    "map": retrieve_map,
+    "nuts": retrieve_nuts,
+    "async": retrieve_async,
+    "sync": retrieve_sync,
+}
+for _name, _fn in _BUILT_IN.items():
+    register_engine(_name, _fn)
 
-__all__ += ["retrieve_exact", "retrieve_fixed_point", "retrieve_map", "retrieve_nuts"]
+__all__ += [fn.__name__ for fn in _BUILT_IN.values()]

@@ -1,0 +1,421 @@
+"""Benchmark: Hopfield-family retrieval throughput and peak memory, varmem vs plain torch, on CPU.
+
+Two comparisons, each timed alternately in one run (ratios are measured side by side):
+
+**A. ModernHopfield vs the plain expression.**  ``varmem.ModernHopfield(D, β, similarity="dot",
+update_steps_max=0).retrieve(cue, trace=False, return_weights=False)`` (one update, streamed over
+the stored patterns in chunks) against the plain torch expression of the same update::
+
+    softmax(β ξ Xᵀ) X                                   # [B, N] logits materialised
+
+Data: ``N`` unit-norm Gaussian patterns in ``D = 64``, ``B = 256`` cues = stored patterns plus
+noise (``--cue-noise``), renormalised; ``β = 8`` (on unit-norm patterns: a genuine mixture at
+large ``N``).  Before timing, both outputs are compared (relative max difference ≤ 1e-4 in float32).
+**Ratio A = plain seconds / ModernHopfield seconds** (> 1: varmem faster; target ≥ 0.9).
+
+**B. RandomFeatureMemory (DrDAM) vs the slot memory it approximates.**  ``K`` gradient-descent
+steps ``x ← x - α ∇E`` on the random-feature energy (``RandomFeatureMemory.retrieve(cue,
+max_steps=K, tol=0, trace=False)``) against the same steps on the exact L2 log-sum-exp energy
+streamed over the ``N`` stored patterns (``slot_energy_grad``, :mod:`varmem.kernels`).  Data:
+DrDAM's binary patterns in ``{0, 1/√D}``, ``D = 30``, ``β = 25``, ``α = 0.1``, ``K = 10``, cues =
+stored patterns with 10 % of the bits flipped, ``Y = 2048`` SinCos features.  The random-feature
+cost does not depend on ``N`` (writing does: its time is reported as ``rf_write_s``); the
+divergence ``‖x_RF - x_slot‖`` after ``K`` steps is reported as the approximation's price.
+**Ratio B = slot seconds / RF seconds**.
+
+Timing, as in ``bench_retrieval.py``: ``time.perf_counter`` (CUDA synchronised), first call =
+correctness check, warm-up below ``N = 1e6``, each repeat runs a variant enough times to last
+``--min-time``, the median over ``--repeats`` (≤ 3 at ``N = 1e6``) is reported, the variants of a
+pair alternate.  "retrievals/s" = cues per second.  Peak additional memory of one call (MiB):
+CPU = a fresh subprocess per (variant, N) reading ``VmHWM - VmRSS`` around one call after a
+warm-up (``bench_retrieval.measure_cpu_peak_in_this_process``; the RF probe loads the written
+memory from a ``varmem.save`` checkpoint); CUDA = ``max_memory_allocated``.
+
+Outputs (``--output``, default ``results/bench_hopfield``): ``bench_hopfield.json`` and
+``bench_hopfield.png``.
+
+Usage::
+
+    python experiments/bench_hopfield.py                  # N = 1e3 … 1e6
+    python experiments/bench_hopfield.py --smoke          # seconds (used by the tests)
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+try:
+    import varmem
+except ImportError:  # running from a checkout without an install
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import varmem
+from varmem.baselines.random_features import gradient_descent, slot_energy_grad
+
+
+def _load_bench_retrieval():
+    spec = importlib.util.spec_from_file_location("bench_retrieval", Path(__file__).with_name("bench_retrieval.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+BR = _load_bench_retrieval()  # shared timing / peak-memory helpers
+
+DEFAULT_SIZES = (10**3, 10**4, 10**5, 10**6)
+SMOKE_SIZES = (10**3, 10**4)
+LARGE_N = 10**6
+TARGET_RATIO = 0.9
+PAIRS = {"A": ("hopfield", "plain"), "B": ("rf", "slot")}
+PROBE_MARKER = "BENCH_HOPFIELD_PROBE "
+JSON_NAME, PNG_NAME = "bench_hopfield.json", "bench_hopfield.png"
+
+
+# --- the four variants ------------------------------------------------------------------------
+def plain_update(items: torch.Tensor, cues: torch.Tensor, beta: float) -> torch.Tensor:
+    """The plain torch expression ``softmax(β ξ Xᵀ) X`` (one modern-Hopfield update)."""
+    with torch.no_grad():
+        return torch.softmax(beta * cues @ items.T, dim=-1) @ items
+
+
+def make_data(pair: str, n: int, args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded ``(items [N, D], cues [B, D])`` of pair ``"A"`` or ``"B"`` (generated on the CPU)."""
+    gen = torch.Generator().manual_seed(args.seed + (0 if pair == "A" else 1))
+    if pair == "A":
+        items = torch.randn(n, args.dim, generator=gen)
+        items = items / items.norm(dim=-1, keepdim=True)
+        which = torch.randint(n, (args.batch,), generator=gen)
+        cues = items[which] + args.cue_noise / math.sqrt(args.dim) * torch.randn(args.batch, args.dim, generator=gen)
+        cues = cues / cues.norm(dim=-1, keepdim=True)
+    else:
+        d = args.rf_dim
+        items = (torch.rand(n, d, generator=gen) > 0.5).float() / math.sqrt(d)
+        which = torch.randint(n, (args.batch,), generator=gen)
+        flip = torch.rand(args.batch, d, generator=gen) < 0.1
+        cues = torch.where(flip, 1 / math.sqrt(d) - items[which], items[which])
+    return items.to(args.torch_device, args.torch_dtype), cues.to(args.torch_device, args.torch_dtype)
+
+
+def make_rf_memory(items: torch.Tensor, args: argparse.Namespace) -> "varmem.RandomFeatureMemory":
+    memory = varmem.RandomFeatureMemory(
+        items.shape[1], args.rf_beta, args.rf_features, seed=args.seed, step_size=args.rf_step_size,
+        device=items.device, dtype=items.dtype,
+    )
+    return memory.write(items)
+
+
+def make_runners(
+    pair: str, items: torch.Tensor, cues: torch.Tensor, args: argparse.Namespace, rf_memory: Any = None,
+    only: str | None = None,
+) -> dict[str, Callable[[], torch.Tensor]]:
+    runners: dict[str, Callable[[], torch.Tensor]] = {}
+    first, second = PAIRS[pair]
+    if pair == "A":
+        if only in (None, first):
+            hop = varmem.ModernHopfield(
+                items.shape[1], args.beta, similarity="dot", update_steps_max=0, device=items.device, dtype=items.dtype
+            ).write(items)
+            runners[first] = lambda: hop.retrieve(cues, trace=False, return_weights=False).pattern
+        if only in (None, second):
+            runners[second] = lambda: plain_update(items, cues, args.beta)
+    else:
+        if only in (None, first):
+            rf = rf_memory if rf_memory is not None else make_rf_memory(items, args)
+            runners[first] = lambda: rf.retrieve(cues, max_steps=args.rf_steps, tol=0.0, trace=False).pattern
+
+        if only in (None, second):
+
+            def slot() -> torch.Tensor:
+                with torch.no_grad():
+                    grad_fn = lambda x: slot_energy_grad(x, items, args.rf_beta)  # noqa: E731
+                    return gradient_descent(grad_fn, cues, args.rf_step_size, args.rf_steps)[0]
+
+            runners[second] = slot
+    return runners
+
+
+# --- peak memory in fresh processes -----------------------------------------------------------
+def probe_argv(args: argparse.Namespace, variant: str, n: int, checkpoint: Path | None) -> list[str]:
+    argv = [sys.executable, str(Path(__file__).resolve()), "--_probe", variant, "--sizes", str(n)]
+    for flag in ("seed", "dim", "batch", "beta", "cue_noise", "rf_dim", "rf_beta", "rf_features", "rf_steps",
+                 "rf_step_size", "dtype", "device"):
+        argv += ["--" + flag.replace("_", "-"), repr(getattr(args, flag)) if isinstance(getattr(args, flag), float)
+                 else str(getattr(args, flag))]
+    if args.threads:
+        argv += ["--threads", str(args.threads)]
+    if checkpoint is not None:
+        argv += ["--_checkpoint", str(checkpoint)]
+    return argv
+
+
+def run_probe(args: argparse.Namespace) -> None:
+    (n,) = args.sizes
+    pair = "A" if args.variant in PAIRS["A"] else "B"
+    items, cues = make_data(pair, n, args)
+    rf = varmem.load(args.checkpoint, device=args.torch_device) if args.variant == "rf" else None
+    fn = make_runners(pair, items, cues, args, rf_memory=rf, only=args.variant)[args.variant]
+    peak, method = BR.measure_cpu_peak_in_this_process(fn)
+    print(PROBE_MARKER + json.dumps({"variant": args.variant, "N": n, "peak_mb": peak, "method": method}), flush=True)
+
+
+def cpu_peaks(args: argparse.Namespace, n: int, checkpoint: Path | None) -> dict[str, tuple[float, str]]:
+    """One subprocess per variant, two at a time (one pair), after the timings."""
+    results = {}
+    for names in PAIRS.values():
+        procs = {
+            v: subprocess.Popen(
+                probe_argv(args, v, n, checkpoint if v == "rf" else None),
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            )
+            for v in names
+        }
+        for v, proc in procs.items():
+            out, err = proc.communicate()
+            lines = [line for line in out.splitlines() if line.startswith(PROBE_MARKER)]
+            if proc.returncode != 0 or not lines:
+                raise RuntimeError(f"memory probe ({v}, N={n}) failed (exit {proc.returncode}):\n{err[-3000:]}")
+            r = json.loads(lines[-1][len(PROBE_MARKER):])
+            results[v] = (r["peak_mb"], r["method"])
+    return results
+
+
+# --- one size ---------------------------------------------------------------------------------
+def time_pair(runners: dict[str, Callable[[], Any]], names: Sequence[str], first: dict[str, float],
+              n: int, args: argparse.Namespace) -> dict[str, list[float]]:
+    device = args.torch_device
+    large = n >= LARGE_N
+    warmup = 0 if large else args.warmup
+    repeats = min(args.repeats, 3) if large else args.repeats
+    number = {}
+    for name in names:
+        last = first[name]
+        for _ in range(warmup):
+            last = BR.time_call(runners[name], device)
+        number[name] = max(1, math.ceil(args.min_time / max(last, 1e-9))) if args.min_time > 0 else 1
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        for name in names if r % 2 == 0 else names[::-1]:
+            times[name].append(BR.time_call(runners[name], device, number[name]))
+    return times
+
+
+def first_calls(runners: dict[str, Callable[[], Any]], args: argparse.Namespace) -> tuple[dict, dict]:
+    outputs, seconds = {}, {}
+    for name, fn in runners.items():
+        BR.synchronize(args.torch_device)
+        start = time.perf_counter()
+        outputs[name] = fn()
+        BR.synchronize(args.torch_device)
+        seconds[name] = time.perf_counter() - start
+    return outputs, seconds
+
+
+def bench_size(n: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    row: dict[str, Any] = {"N": n}
+    times: dict[str, list[float]] = {}
+    # A: ModernHopfield vs plain expression
+    items, cues = make_data("A", n, args)
+    runners = make_runners("A", items, cues, args)
+    out, first = first_calls(runners, args)
+    max_abs = float((out["hopfield"].double() - out["plain"].double()).abs().max())
+    rel = max_abs / float(out["plain"].double().abs().max())
+    tol = BR.TOLERANCE.get(args.torch_dtype, 1e-2)
+    row.update(A_max_abs_diff=max_abs, A_relative_diff=rel, A_tolerance=tol, A_check_passed=rel <= tol)
+    if rel > tol:
+        raise AssertionError(f"ModernHopfield and softmax(β ξ Xᵀ) X disagree at N={n}: relative diff {rel:.3e}")
+    times.update(time_pair(runners, PAIRS["A"], first, n, args))
+    del runners, out, items, cues
+    # B: RandomFeatureMemory vs its slot memory
+    items, cues = make_data("B", n, args)
+    start = time.perf_counter()
+    rf = make_rf_memory(items, args)
+    row["rf_write_s"] = time.perf_counter() - start
+    runners = make_runners("B", items, cues, args, rf_memory=rf)
+    out, first = first_calls(runners, args)
+    div = (out["rf"].double() - out["slot"].double()).norm(dim=-1)
+    moved = (out["slot"].double() - cues.double()).norm(dim=-1)
+    row.update(B_divergence_mean=float(div.mean()), B_divergence_max=float(div.max()),
+               B_slot_distance_moved_mean=float(moved.mean()))
+    times.update(time_pair(runners, PAIRS["B"], first, n, args))
+    checkpoint = None
+    if not args.skip_memory and args.torch_device.type == "cpu":
+        checkpoint = varmem.save(rf, workdir / f"rf_{n}.safetensors")
+    del out, runners
+
+    sec = {k: statistics.median(v) for k, v in times.items()}
+    for k, v in sec.items():
+        row[f"{k}_seconds"] = v
+        row[f"{k}_seconds_all"] = times[k]
+        row[f"{k}_retrievals_per_second"] = args.batch / v
+    row["A_ratio_plain_over_hopfield"] = sec["plain"] / sec["hopfield"]
+    row["B_ratio_slot_over_rf"] = sec["slot"] / sec["rf"]
+    row["A_meets_target"] = row["A_ratio_plain_over_hopfield"] >= TARGET_RATIO
+
+    peaks: dict[str, float | None] = {k: None for k in sec}
+    method = None
+    if args.skip_memory:
+        pass
+    elif args.torch_device.type == "cuda":
+        for pair in PAIRS:
+            it, cu = (items, cues) if pair == "B" else make_data("A", n, args)
+            for name, fn in make_runners(pair, it, cu, args, rf_memory=rf).items():
+                peaks[name], method = BR.measure_cuda_peak(fn, args.torch_device)
+    else:
+        del rf, items, cues
+        for name, (peak, m) in cpu_peaks(args, n, checkpoint).items():
+            peaks[name], method = peak, m
+    for k, v in peaks.items():
+        row[f"{k}_peak_mb"] = v
+    row["memory_method"] = method
+    return row
+
+
+# --- reporting --------------------------------------------------------------------------------
+def format_table(rows: Sequence[dict[str, Any]]) -> str:
+    head = (
+        f"{'N':>9} | {'Hopfield r/s':>12} {'plain r/s':>10} {'plain/Hop':>9} | {'Hop MB':>7} {'plain MB':>8} | "
+        f"{'RF r/s':>9} {'slot r/s':>9} {'slot/RF':>8} | {'RF MB':>6} {'slot MB':>7} | {'RF div':>7} {'write s':>7}"
+    )
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        flag = "" if r["A_meets_target"] else "  < target"
+        lines.append(
+            f"{r['N']:>9,} | {r['hopfield_retrievals_per_second']:>12,.0f} {r['plain_retrievals_per_second']:>10,.0f} "
+            f"{r['A_ratio_plain_over_hopfield']:>9.2f} | {BR._fmt_mb(r['hopfield_peak_mb']):>7} "
+            f"{BR._fmt_mb(r['plain_peak_mb']):>8} | {r['rf_retrievals_per_second']:>9,.0f} "
+            f"{r['slot_retrievals_per_second']:>9,.0f} {r['B_ratio_slot_over_rf']:>8.2f} | "
+            f"{BR._fmt_mb(r['rf_peak_mb']):>6} {BR._fmt_mb(r['slot_peak_mb']):>7} | "
+            f"{r['B_divergence_mean']:>7.4f} {r['rf_write_s']:>7.2f}{flag}"
+        )
+    return "\n".join(lines)
+
+
+def plot(rows: Sequence[dict[str, Any]], result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ns = [r["N"] for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    labels = {"hopfield": "ModernHopfield (varmem)", "plain": "softmax(βξXᵀ)X (plain)",
+              "rf": "RandomFeatureMemory (DrDAM)", "slot": "slot LSE energy (exact)"}
+    for i, name in enumerate(labels):
+        axes[0].plot(ns, [r[f"{name}_retrievals_per_second"] for r in rows], marker="os^v"[i], label=labels[name])
+        mem = [r[f"{name}_peak_mb"] for r in rows]
+        if all(m is not None for m in mem):
+            axes[1].plot(ns, [max(m, 1e-2) for m in mem], marker="os^v"[i], label=labels[name])
+    axes[0].set(xscale="log", yscale="log", xlabel="stored patterns N", ylabel="retrievals / s",
+                title="throughput (A: 1 update; B: K GD steps)")
+    axes[1].set(xscale="log", yscale="log", xlabel="stored patterns N", ylabel="peak additional memory (MB)",
+                title="peak memory of one call")
+    for ax in axes:
+        ax.grid(True, which="both", alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:  # no memory curves with --skip-memory
+            ax.legend(fontsize=8)
+    s = result["settings"]
+    fig.suptitle(f"{result['device']} ({result['torch_threads']} threads), {s['dtype']}, B={s['batch']}; "
+                 f"A: D={s['dim']}, β={s['beta']:g}; B: D={s['rf_dim']}, Y={s['rf_features']}, K={s['rf_steps']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--smoke", action="store_true", help="N in {1e3, 1e4}, 1 repeat, Y = 256")
+    p.add_argument("--sizes", type=BR.parse_size, nargs="+", help="stored patterns N (default 1e3 1e4 1e5 1e6)")
+    p.add_argument("--repeats", type=int, default=5, help="timed repeats (median; at most 3 at N >= 1e6)")
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--min-time", type=float, default=0.2, help="seconds a repeat lasts at least")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch", type=int, default=256, help="cues per call B")
+    p.add_argument("--dim", type=int, default=64, help="A: pattern dimension")
+    p.add_argument("--beta", type=float, default=8.0, help="A: β on unit-norm patterns")
+    p.add_argument("--cue-noise", type=float, default=0.5, help="A: cue noise (per-dim std × √D)")
+    p.add_argument("--rf-dim", type=int, default=30, help="B: dimension of the binary patterns")
+    p.add_argument("--rf-beta", type=float, default=25.0)
+    p.add_argument("--rf-features", type=int, default=2048, help="B: random projections Y")
+    p.add_argument("--rf-steps", type=int, default=10, help="B: gradient-descent steps K")
+    p.add_argument("--rf-step-size", type=float, default=0.1)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--skip-memory", action="store_true", help="do not measure peak memory")
+    p.add_argument("--output", default=str(Path("results") / "bench_hopfield"))
+    p.add_argument("--_probe", dest="variant", choices=["hopfield", "plain", "rf", "slot"], default=None,
+                   help=argparse.SUPPRESS)
+    p.add_argument("--_checkpoint", dest="checkpoint", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.sizes = args.sizes or list(SMOKE_SIZES)
+        args.repeats, args.warmup, args.min_time = 1, 1, 0.0
+        args.rf_features = 256
+    args.sizes = list(args.sizes or DEFAULT_SIZES)
+    if min(args.repeats, args.batch, args.dim, args.rf_dim, args.rf_features, args.rf_steps) < 1 or args.warmup < 0:
+        p.error("--repeats, --batch, --dim, --rf-dim, --rf-features, --rf-steps must be >= 1, --warmup >= 0")
+    args.torch_device = torch.device(args.device)
+    args.torch_dtype = getattr(torch, args.dtype)
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    previous = torch.get_num_threads()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        if args.variant is not None:
+            run_probe(args)
+            return {}
+        return run(args)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    if args.torch_device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda requested but CUDA is not available")
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = [bench_size(n, args, Path(tmp)) for n in tqdm(args.sizes, desc="sizes", unit="size")]
+    settings = {k: getattr(args, k) for k in ("sizes", "batch", "dim", "beta", "cue_noise", "rf_dim", "rf_beta",
+                                              "rf_features", "rf_steps", "rf_step_size", "dtype", "repeats",
+                                              "warmup", "min_time", "smoke")}
+    result: dict[str, Any] = {
+        "benchmark": "A: ModernHopfield vs softmax(beta xi X^T) X; B: RandomFeatureMemory vs exact slot LSE memory",
+        "seed": args.seed,
+        **BR.environment(args),
+        "settings": settings,
+        "ratios": "A: plain/ModernHopfield seconds (>1: varmem faster); B: slot/RF seconds (>1: RF faster)",
+        "target_throughput_ratio_A": TARGET_RATIO,
+        "all_checks_passed": all(r["A_check_passed"] for r in rows),
+        "all_meet_target_A": all(r["A_meets_target"] for r in rows),
+        "rows": rows,
+    }
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / JSON_NAME).write_text(json.dumps(result, indent=2))
+    plot(rows, result, out / PNG_NAME)
+    print(f"\n{result['device']} ({result['device_name']}), {result['torch_threads']} threads, {args.dtype}, "
+          f"B={args.batch}; median of {args.repeats} (<= 3 at N >= 1e6)")
+    print(format_table(rows))
+    print(f"A target plain/Hopfield >= {TARGET_RATIO}: {'met' if result['all_meet_target_A'] else 'NOT met'} "
+          "at every size")
+    print(f"wrote {out / JSON_NAME} and {out / PNG_NAME}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

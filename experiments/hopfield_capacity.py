@@ -1,0 +1,299 @@
+"""Capacity reproductions for the Hopfield family: classical (Hebbian, Storkey) and Ramsauer's Theorem 3.
+
+(a) Classical network of ``n`` neurons (default 500), random ±1 patterns, ``varmem.ClassicalHopfield``:
+
+* **Hebbian, load α = K/n**: each stored pattern is the cue; we report the fraction of patterns that are
+  exact fixed points (one-step stable) and the mean final overlap ``m = ξ·s/n`` after synchronous sign
+  dynamics (``method="sync"``, at most ``--max-steps``) and, on ``--async-cues`` of them, asynchronous
+  dynamics.  Theory: retrieval with a few % of errors up to α_c ≈ 0.138 (Amit, Gutfreund and Sompolinsky
+  1985), collapse above; reference numbers at n = 500 (sync, one seed): overlap 0.998 at α = 0.10, 0.974 at
+  0.14, 0.918 at 0.16, 0.628 at 0.20.  Exactly-stable capacity ``n/(2 ln n)`` (McEliece et al. 1987).
+* **Storkey vs Hebbian, K patterns**: fraction of exact fixed points for K around Storkey's capacity
+  ``n/√(2 ln n)`` (141.8 at n = 500); reference: 100 % up to K = 140, 98 % at 160, 73 % at 200, 34 % at 250.
+
+(b) Ramsauer et al. (2021) Theorem 3: patterns on the sphere of radius ``M = K√(d-1)``, failure probability
+``p``; ``a = 2/(d-1)·(1 + ln(2βK²p(d-1)))``, ``b = 2K²β/5``, ``c = b / W₀(exp(a + ln b))``; if
+``c ≥ (2/√p)^{4/(d-1)}`` then ``N ≥ √p c^{(d-1)/4}`` patterns are storable w.p. 1-p.  Published: c = 3.1546
+(β=1, K=3, d=20, p=0.001) and c = 1.3718 (β=1, K=1, d=75, p=0.001).  As an empirical contrast we store
+``--thm3-patterns`` random sphere patterns with ``varmem.ModernHopfield`` at the same β and count those that
+one update maps back to themselves (within 1e-3·M): the theorem is a loose lower bound.
+
+Outputs (``--output``, default ``results/hopfield_capacity``): ``hopfield_capacity.json`` (config, seed,
+versions, device, tables and the checks against the reference) and ``hopfield_capacity.png``.
+
+Usage::
+
+    python experiments/hopfield_capacity.py            # n = 500, ~1 min on one CPU thread
+    python experiments/hopfield_capacity.py --smoke    # n = 200, a few seconds (used by the tests)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from scipy.special import lambertw
+from tqdm.auto import tqdm
+
+try:
+    import varmem
+except ImportError:  # running from a checkout without an install
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import varmem
+
+JSON_NAME, PNG_NAME = "hopfield_capacity.json", "hopfield_capacity.png"
+AMIT_ALPHA_C = 0.138
+REFERENCE_HEBBIAN_OVERLAP = {0.10: 0.998, 0.14: 0.974, 0.16: 0.918, 0.20: 0.628}  # n = 500, sync, one seed
+REFERENCE_STORKEY_STABLE = {140: 1.00, 160: 0.98, 200: 0.73, 250: 0.34}  # n = 500
+THEOREM3_SETTINGS = (
+    {"beta": 1.0, "K": 3.0, "d": 20, "p": 0.001, "published_c": 3.1546, "published_a_plus_ln_b": 1.27},
+    {"beta": 1.0, "K": 1.0, "d": 75, "p": 0.001, "published_c": 1.3718, "published_a_plus_ln_b": -0.94},
+)
+DEFAULT_ALPHAS = (0.05, 0.10, 0.12, 0.14, 0.16, 0.18, 0.20, 0.25)
+STORKEY_FRACTIONS = (0.7, 0.85, 1.0, 1.13, 1.41, 1.76)  # × n/√(2 ln n): 99 … 250 at n = 500
+
+
+def random_spins(k: int, n: int, generator: torch.Generator) -> torch.Tensor:
+    return torch.randint(0, 2, (k, n), generator=generator).to(torch.get_default_dtype()) * 2 - 1
+
+
+def one_step_stable(net: varmem.ClassicalHopfield, patterns: torch.Tensor) -> torch.Tensor:
+    """``[K]`` bool: the pattern is a fixed point of the sign update."""
+    return (net.preferred_spins(patterns, net.spin_cache(patterns)) == patterns).all(-1)
+
+
+def hebbian_load_sweep(args: argparse.Namespace, generator: torch.Generator) -> list[dict[str, Any]]:
+    rows = []
+    for alpha in tqdm(args.alphas, desc="Hebbian α", leave=False):
+        k = max(1, round(alpha * args.n))
+        patterns = random_spins(k, args.n, generator)
+        net = varmem.ClassicalHopfield(args.n).write(patterns)
+        sync = net.retrieve(patterns, method="sync", max_steps=args.max_steps, trace=False)
+        overlap = (sync.pattern * patterns).mean(-1)
+        row = {
+            "alpha": alpha,
+            "K": k,
+            "stable_fraction": float(one_step_stable(net, patterns).double().mean()),
+            "sync_mean_overlap": float(overlap.mean()),
+            "sync_retrieved_fraction": float((overlap >= 0.95).double().mean()),
+            "sync_steps": sync.steps,
+        }
+        if args.async_cues:
+            sub = patterns[: args.async_cues]
+            r = net.retrieve(sub, method="async", max_sweeps=args.max_steps, seed=args.seed, trace="none")
+            row["async_mean_overlap"] = float((r.pattern * sub).mean(-1).mean())
+            row["async_cues"] = sub.shape[0]
+        rows.append(row)
+    return rows
+
+
+def storkey_sweep(args: argparse.Namespace, generator: torch.Generator) -> list[dict[str, Any]]:
+    rows = []
+    capacity = args.n / math.sqrt(2 * math.log(args.n))
+    for fraction in tqdm(args.storkey_fractions, desc="Storkey K", leave=False):
+        k = max(1, round(fraction * capacity))
+        patterns = random_spins(k, args.n, generator)
+        row = {"K": k, "K_over_storkey_capacity": k / capacity}
+        for rule in ("storkey", "hebbian"):
+            net = varmem.ClassicalHopfield(args.n, rule=rule).write(patterns)
+            row[f"{rule}_stable_fraction"] = float(one_step_stable(net, patterns).double().mean())
+        rows.append(row)
+    return rows
+
+
+def theorem3(beta: float, K: float, d: int, p: float) -> dict[str, float]:
+    """Ramsauer et al. Theorem 3: the constants a, b, c, the condition on c and the storage bound."""
+    a = 2.0 / (d - 1) * (1.0 + math.log(2 * beta * K**2 * p * (d - 1)))
+    b = 2.0 * K**2 * beta / 5.0
+    c = b / float(lambertw(math.exp(a + math.log(b))).real)
+    c_required = (2.0 / math.sqrt(p)) ** (4.0 / (d - 1))
+    return {
+        "a": a,
+        "b": b,
+        "a_plus_ln_b": a + math.log(b),
+        "c": c,
+        "c_required": c_required,
+        "condition_holds": c >= c_required,
+        "N_lower_bound": math.sqrt(p) * c ** ((d - 1) / 4.0),
+    }
+
+
+def theorem3_empirical(setting: dict[str, Any], num: int, generator: torch.Generator) -> dict[str, Any]:
+    """Store ``num`` random patterns on the sphere of radius ``M = K√(d-1)``; count one-update fixed points."""
+    d, radius = setting["d"], setting["K"] * math.sqrt(setting["d"] - 1)
+    patterns = varmem.normalize_patterns(torch.randn(num, d, generator=generator), radius=radius)
+    hop = varmem.ModernHopfield(d, beta=setting["beta"]).write(patterns)
+    moved = (hop.update(patterns) - patterns).norm(dim=-1)
+    return {"patterns": num, "radius_M": radius, "fixed_fraction": float((moved <= 1e-3 * radius).double().mean())}
+
+
+def checks(result: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """Comparisons with the reference numbers; tolerances are stated with each check."""
+    heb = {round(r["alpha"], 4): r for r in result["hebbian"]}
+    out: dict[str, Any] = {}
+    low = [r for a, r in heb.items() if a <= 0.10]
+    if low:
+        out["hebbian_retrieval_below_0.10 (overlap >= 0.99)"] = min(r["sync_mean_overlap"] for r in low) >= 0.99
+    if 0.14 in heb and 0.2 in heb:
+        o14, o20 = heb[0.14]["sync_mean_overlap"], heb[0.2]["sync_mean_overlap"]
+        out["hebbian_collapse_between_0.14_and_0.20 (overlap(0.14) >= 0.9, overlap(0.20) <= 0.85, drop >= 0.1)"] = (
+            o14 >= 0.9 and o20 <= 0.85 and o14 - o20 >= 0.1
+        )
+    storkey = result["storkey"]
+    below = [r for r in storkey if r["K_over_storkey_capacity"] <= 1.0]
+    above = [r for r in storkey if r["K_over_storkey_capacity"] >= 1.7]
+    if below:
+        out["storkey_stable_up_to_capacity (>= 0.95)"] = min(r["storkey_stable_fraction"] for r in below) >= 0.95
+        out["hebbian_fails_at_the_same_K (<= 0.5)"] = max(r["hebbian_stable_fraction"] for r in below) <= 0.5
+    if above:
+        out["storkey_breaks_down_at_1.7x_capacity (<= 0.6)"] = max(r["storkey_stable_fraction"] for r in above) <= 0.6
+    for t in result["theorem3"]:
+        key = f"theorem3_c_d{t['d']} (|c - published| <= 2e-4)"
+        out[key] = abs(t["c"] - t["published_c"]) <= 2e-4
+        gap = abs(t["a_plus_ln_b"] - t["published_a_plus_ln_b"])
+        out[f"theorem3_a_plus_ln_b_d{t['d']} (|Δ| <= 0.01)"] = gap <= 0.01
+    return out
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    heb = result["hebbian"]
+    alphas = [r["alpha"] for r in heb]
+    ax = axes[0]
+    ax.plot(alphas, [r["sync_mean_overlap"] for r in heb], "o-", label="sync: mean final overlap")
+    if heb and "async_mean_overlap" in heb[0]:
+        ax.plot(alphas, [r["async_mean_overlap"] for r in heb], "s--", label="async (subset)")
+    ax.plot(alphas, [r["stable_fraction"] for r in heb], "^:", label="exactly stable fraction")
+    ref = sorted(REFERENCE_HEBBIAN_OVERLAP.items())
+    ax.plot([a for a, _ in ref], [o for _, o in ref], "kx", label="reference overlap (n=500)")
+    ax.axvline(AMIT_ALPHA_C, color="grey", ls="--", label="α_c = 0.138")
+    ax.set(xlabel="load α = K / n", ylabel="overlap / fraction", title=f"Hebbian, n = {result['config']['n']}")
+    ax.legend(fontsize=8)
+    ax = axes[1]
+    st = result["storkey"]
+    ks = [r["K"] for r in st]
+    ax.plot(ks, [r["storkey_stable_fraction"] for r in st], "o-", label="Storkey")
+    ax.plot(ks, [r["hebbian_stable_fraction"] for r in st], "s-", label="Hebbian")
+    n = result["config"]["n"]
+    ax.axvline(n / math.sqrt(2 * math.log(n)), color="C0", ls="--", label="n/√(2 ln n)")
+    ax.axvline(n / (2 * math.log(n)), color="C1", ls="--", label="n/(2 ln n)")
+    if n == 500:
+        ref = sorted(REFERENCE_STORKEY_STABLE.items())
+        ax.plot([k for k, _ in ref], [f for _, f in ref], "kx", label="reference Storkey")
+    ax.set(xlabel="patterns K", ylabel="fraction of exact fixed points", title="Storkey vs Hebbian")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def environment() -> dict[str, Any]:
+    import pyro
+
+    return {
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "pyro": pyro.__version__,
+            "varmem": varmem.__version__,
+        },
+        "device": "cpu",
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=None, help="neurons (default 500; 200 with --smoke)")
+    parser.add_argument("--alphas", type=float, nargs="+", default=None, help="Hebbian loads α = K/n")
+    parser.add_argument("--storkey-fractions", type=float, nargs="+", default=None,
+                        help="K as multiples of n/√(2 ln n)")
+    parser.add_argument("--max-steps", type=int, default=50, help="most sync steps / async sweeps")
+    parser.add_argument("--async-cues", type=int, default=None, help="cues per α for the async check")
+    parser.add_argument("--thm3-patterns", type=int, default=None, help="patterns stored in the Theorem 3 contrast")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (small ops: 1 is fastest)")
+    parser.add_argument("--output", type=Path, default=Path("results/hopfield_capacity"))
+    parser.add_argument("--smoke", action="store_true", help="tiny run (n = 200) for the tests")
+    args = parser.parse_args(argv)
+    args.n = args.n or (200 if args.smoke else 500)
+    args.alphas = args.alphas or ((0.05, 0.10, 0.14, 0.20) if args.smoke else DEFAULT_ALPHAS)
+    args.storkey_fractions = args.storkey_fractions or ((0.7, 1.0, 1.76) if args.smoke else STORKEY_FRACTIONS)
+    args.async_cues = (10 if args.smoke else 50) if args.async_cues is None else args.async_cues
+    args.thm3_patterns = args.thm3_patterns or (200 if args.smoke else 2000)
+    if args.n < 10 or args.max_steps < 1 or args.threads < 1:
+        parser.error("--n must be >= 10, --max-steps and --threads >= 1")
+    return args
+
+
+def format_table(result: dict[str, Any]) -> str:
+    lines = [f"Hebbian, n = {result['config']['n']} (reference n = 500 sync overlap in brackets)",
+             "   α     K  stable  sync overlap  async overlap  [ref]"]
+    for r in result["hebbian"]:
+        ref = REFERENCE_HEBBIAN_OVERLAP.get(round(r["alpha"], 4))
+        lines.append(
+            f"{r['alpha']:5.3f} {r['K']:5d}  {r['stable_fraction']:6.3f}  {r['sync_mean_overlap']:12.3f}  "
+            f"{r.get('async_mean_overlap', float('nan')):13.3f}  {'' if ref is None else f'[{ref}]'}"
+        )
+    lines += ["", f"Storkey vs Hebbian: exact fixed points (n/√(2 ln n) = {result['storkey_capacity']:.1f})",
+              "    K  K/cap  Storkey  Hebbian"]
+    for r in result["storkey"]:
+        lines.append(f"{r['K']:5d}  {r['K_over_storkey_capacity']:5.2f}  {r['storkey_stable_fraction']:7.3f}  "
+                     f"{r['hebbian_stable_fraction']:7.3f}")
+    lines += ["", "Ramsauer Theorem 3:  d   c (published)   a + ln b   c_required   N bound   empirical fixed"]
+    for t in result["theorem3"]:
+        lines.append(
+            f"{'':20s}{t['d']:3d}  {t['c']:.4f} ({t['published_c']})   {t['a_plus_ln_b']:7.3f}   "
+            f"{t['c_required']:9.4f}  {t['N_lower_bound']:8.1f}   {t['empirical']['fixed_fraction']:.3f} of "
+            f"{t['empirical']['patterns']}"
+        )
+    lines += ["", "checks:"] + [f"  {'PASS' if ok else 'FAIL'}  {name}" for name, ok in result["checks"].items()]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.set_default_dtype(torch.float64)
+    generator = torch.Generator().manual_seed(args.seed)
+    start = time.perf_counter()
+    result: dict[str, Any] = {
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "seed": args.seed,
+        **environment(),
+        "storkey_capacity": args.n / math.sqrt(2 * math.log(args.n)),
+        "hebbian_exact_capacity": args.n / (2 * math.log(args.n)),
+        "amit_alpha_c": AMIT_ALPHA_C,
+    }
+    result["hebbian"] = hebbian_load_sweep(args, generator)
+    result["storkey"] = storkey_sweep(args, generator)
+    result["theorem3"] = []
+    for setting in THEOREM3_SETTINGS:
+        row = {**setting, **theorem3(setting["beta"], setting["K"], setting["d"], setting["p"])}
+        row["empirical"] = theorem3_empirical(setting, args.thm3_patterns, generator)
+        result["theorem3"].append(row)
+    result["checks"] = checks(result, args)
+    result["seconds"] = time.perf_counter() - start
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / JSON_NAME).write_text(json.dumps(result, indent=2))
+    plot(result, out / PNG_NAME)
+    print(format_table(result))
+    print(f"\n{result['seconds']:.1f} s; wrote {out / JSON_NAME} and {out / PNG_NAME}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+"""Dense associative memory of Krotov & Hopfield (2016) and its exponential form (Demircigil et al. 2017).
+
+Spins ``σ ∈ {±1}^D``, stored bipolar patterns ``ξ_μ`` (``K`` rows of ``X``), interaction function ``F``::
+
+    E(σ) = -Σ_μ F(ξ_μ · σ)
+
+    F(x) = x^a                     interaction="polynomial"  (a ≥ 2 an integer; a = 2 is the classical
+                                                              Hopfield energy up to scale and a constant)
+    F(x) = max(x, 0)^a             interaction="polynomial", rectified=True (the rectified polynomial
+                                                              Krotov & Hopfield use on MNIST)
+    F(x) = exp(β x)                interaction="exponential" (Demircigil et al.; β = 1 is their model)
+
+Update (the standard spin-flip rule, Krotov & Hopfield eq. 3): a unit takes the value of lower energy
+given the others,
+
+    σ_i ← sign( Σ_μ [F(ξ_μi + Σ_{j≠i} ξ_μj σ_j) - F(-ξ_μi + Σ_{j≠i} ξ_μj σ_j)] )  =  sign(E(σ_i=-1) - E(σ_i=+1)),
+
+a tie (to rounding) keeps ``σ_i``.  The bracket is ``-∫_{-1}^{1} ∂E/∂σ_i dσ_i``: for ``a = 2`` this is ``-2 ∂E/∂σ_i`` at
+``σ_i = 0``, in general the sign of a finite difference, not of the gradient.  Asynchronous updates never
+increase ``E``; synchronous ones (all units from the same state, as in the paper's equation) may.  The
+comparison is computed scale-free (overlaps divided by ``D`` for the polynomial, log-sum-exp for the
+exponential), so it does not overflow; :meth:`DenseAssociativeMemory.energy` returns the raw energy.
+
+Capacity (random patterns, ``D`` neurons): ``≈ D^{a-1} / (2 (2a-3)!! ln D)`` exactly-stable patterns for
+``F = x^a``; exponential in ``D`` (``≈ 2^{D/2}``) for ``F = exp``.  Partial cues clamp observed entries
+(see :mod:`varmem.baselines.classical_hopfield`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .._checks import check_positive
+from .classical_hopfield import SpinMemory, _sign, check_bipolar
+
+__all__ = ["DenseAssociativeMemory"]
+
+INTERACTIONS = ("polynomial", "exponential")
+
+
+class DenseAssociativeMemory(SpinMemory):
+    """Krotov–Hopfield dense associative memory (see the module docstring).
+
+    Args:
+        dim: ``D``, the number of spins.
+        power: ``a`` for ``interaction="polynomial"`` (an int ≥ 2; ignored for the exponential).
+        interaction: ``"polynomial"`` or ``"exponential"``.
+        rectified: use ``F(x) = max(x, 0)^a``.
+        beta: the exponential's inverse temperature (overlaps of ±1 patterns are ``O(D)``).
+        device, dtype: where the patterns live.
+
+    Methods: ``"async"`` (default; never increases ``E``), ``"sync"`` and ``"fixed_point"`` (synchronous).
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> patterns = torch.randint(0, 2, (40, 30), generator=g).double() * 2 - 1   # 40 > 0.14·30
+        >>> dam = DenseAssociativeMemory(30, power=4).write(patterns)
+        >>> bool((dam.retrieve(patterns).pattern == patterns).all())
+        True
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        power: int = 3,
+        interaction: str = "polynomial",
+        *,
+        rectified: bool = False,
+        beta: float = 1.0,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(dim, device=device, dtype=dtype)
+        if interaction not in INTERACTIONS:
+            raise ValueError(f"interaction must be one of {list(INTERACTIONS)}, got {interaction!r}")
+        if isinstance(power, bool) or not isinstance(power, int) or power < 2:
+            raise ValueError(f"power must be an int >= 2, got {power!r}")
+        if not isinstance(rectified, bool):
+            raise TypeError(f"rectified must be a bool, got {rectified!r}")
+        self.interaction = interaction
+        self.power = power
+        self.rectified = rectified
+        self.beta = check_positive(beta, "beta")
+        self.register_buffer("items", torch.empty(0, dim, device=self.device, dtype=self.dtype))
+
+    def __len__(self) -> int:
+        return self.items.shape[0]
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "dim": self.dim,
+            "power": self.power,
+            "interaction": self.interaction,
+            "rectified": self.rectified,
+            "beta": self.beta,
+        }
+
+    def check_state(self) -> None:
+        if self.items.dim() != 2 or self.items.shape[1] != self.dim:
+            raise ValueError(f"items must have shape [K, {self.dim}], got {tuple(self.items.shape)}")
+        check_bipolar(self.items, "stored patterns")
+
+    def write(self, items: Any) -> "DenseAssociativeMemory":
+        """Append bipolar patterns ``[K, D]`` (or one ``[D]``)."""
+        self.items = torch.cat([self.items, check_bipolar(self.prepare_items(items))])
+        return self
+
+    # --- energy ------------------------------------------------------------------------------------
+    def interaction_fn(self, x: Tensor) -> Tensor:
+        """``F(x)`` elementwise (raw scale)."""
+        if self.interaction == "exponential":
+            return torch.exp(self.beta * x)
+        return (x.clamp_min(0) if self.rectified else x) ** self.power
+
+    def energy(self, z: Tensor, cue: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
+        """``E(σ) = -Σ_μ F(ξ_μ·σ)`` for ``z [..., D]`` → ``[...]`` (cue and mask do not enter: clamping).
+        Differentiable in ``z`` (the continuous extension used by the tests)."""
+        self._check_not_empty()
+        return -self.interaction_fn(z @ self.items.T).sum(-1)
+
+    def _preference(self, base: Tensor, xi: Tensor) -> Tensor:
+        """``E(σ_i=-1) - E(σ_i=+1)`` up to a positive factor, over the last (pattern) dim.
+
+        ``base`` = overlaps without unit ``i`` and ``xi`` = ``ξ_μi``, broadcast together.
+        """
+        if self.interaction == "exponential":
+            return torch.logsumexp(self.beta * (base + xi), -1) - torch.logsumexp(self.beta * (base - xi), -1)
+        scale = 1.0 / self.dim  # F is homogeneous: dividing overlaps by D keeps the sign
+        plus, minus = (base + xi) * scale, (base - xi) * scale
+        if self.rectified:
+            plus, minus = plus.clamp_min(0), minus.clamp_min(0)
+        return (plus**self.power - minus**self.power).sum(-1)
+
+    def _tie_tol(self) -> float:
+        """Preferences within rounding of 0 are ties: each scaled polynomial term is at most 1 in size, the
+        log-sum-exps at most ``β D + log K``."""
+        k = max(len(self), 1)
+        size = k if self.interaction == "polynomial" else self.beta * self.dim + math.log(k)
+        return 1e3 * torch.finfo(self.dtype).eps * size
+
+    # --- hooks of the sign-dynamics engines ---------------------------------------------------------
+    def spin_cache(self, s: Tensor) -> Tensor:
+        """Overlaps ``m = σ Xᵀ`` ``[B, K]``."""
+        return s @ self.items.T
+
+    def preferred_spins(self, s: Tensor, cache: Tensor, units: Tensor | None = None) -> Tensor:
+        if units is None:  # all units: [B, D, K] overlaps without unit i (O(B·D·K) memory)
+            xi = self.items.T.unsqueeze(0)  # [1, D, K]
+            base = cache.unsqueeze(1) - xi * s.unsqueeze(-1)
+            return _sign(self._preference(base, xi), s, self._tie_tol())
+        rows = torch.arange(s.shape[0], device=s.device)
+        xi = self.items.T[units]  # [B, K]
+        current = s[rows, units]
+        base = cache - xi * current.unsqueeze(-1)
+        return _sign(self._preference(base, xi), current, self._tie_tol())
+
+    def update_cache(self, cache: Tensor, units: Tensor, delta: Tensor) -> None:
+        cache.add_(delta.unsqueeze(-1) * self.items.T[units])
+
+    def item_log_weights(self, z: Tensor, return_weights: bool | None = None) -> tuple[Tensor | None, Tensor | None]:
+        """``(log softmax_μ(β ξ_μ·σ) for the exponential else None, argmax_μ ξ_μ·σ)``."""
+        overlaps = z @ self.items.T
+        log_w = torch.log_softmax(self.beta * overlaps, -1) if self.interaction == "exponential" else None
+        return (log_w if return_weights is not False else None), overlaps.argmax(-1)

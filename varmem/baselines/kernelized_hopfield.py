@@ -1,0 +1,453 @@
+"""Kernelized Hopfield model (KHM) with U-Hop+ feature learning (Hu, Wu & Liu, NeurIPS 2024;
+Wu et al., ICML 2024).
+
+Stored patterns ``Ξ = (ξ_1 … ξ_N)`` (``[N, D]`` rows), a feature map ``Φ: R^D → R^F`` and the kernel
+``𝒦(x, y) = ⟨Φ(x), Φ(y)⟩``.  With a separation map ``α ∈ {softmax, 1.5-entmax, sparsemax}``
+(:mod:`varmem.baselines.sparse_attention`, ``α = ∇Ψ*``), inverse temperature ``β`` and
+``K(x) = Φ(Ξ) Φ(x) ∈ R^N``::
+
+    E(x)    = ½ ‖Φ(x)‖² - β⁻¹ Ψ*(β K(x))                        (no additive constants)
+    ∇E(x)   = J_Φ(x)ᵀ (Φ(x) - Φ(Ξ)ᵀ p),   p = α(β K(x))
+    x ← Ξᵀ α(β Φ(Ξ) Φ(x))                                       (kernelised retrieval; output in data space)
+
+For softmax ``Ψ* = logsumexp``, so ``Φ = identity`` gives Ramsauer's modern Hopfield energy minus
+its constants ``β⁻¹ log N + ½ M²`` (and the same update).  For an affine ``Φ(x) = W x + b`` with
+``WᵀW`` invertible (``F ≥ D``, full rank), ``½‖Φ(x)‖²`` is convex and ``Φ(Ξ)ᵀ p = W Ξᵀ p + b``
+(``Σ p = 1``), so ``∇E(x) = WᵀW (x - x_new)``: the update is the CCCP step of ``E`` and never
+increases it.  For the ``"mlp"`` map the same update is used (as in U-Hop+) but it is not CCCP,
+so no monotone decrease is promised.
+
+**Temperature.**  The logits are ``β ⟨Φ(ξ_μ), Φ(x)⟩``; a learned ``Φ`` changes their scale, so
+``β`` alone is not comparable with a plain modern Hopfield network.  :meth:`effective_beta`
+reports ``β_eff = β · mean_μ‖Φ(ξ_μ)‖² / mean_μ‖ξ_μ‖²`` (the inverse temperature of the
+self-similarity logits in units of the raw patterns' scale); :meth:`matched_modern_hopfield`
+builds the plain model (``Φ = identity``) at ``β_eff``, and :meth:`rescale_features` normalises
+``Φ`` so that ``β_eff = β``.  Stage I of U-Hop+ with Adam at ``lr = 1`` inflates ``‖Φ‖`` by an order
+of magnitude (the reference's pitfall), so compare at matched ``β_eff``.
+
+**U-Hop+ stage I** (:meth:`fit`) minimises the separation loss of the normalised stored features
+``Φ̂_μ = Φ(ξ_μ) / ‖Φ(ξ_μ)‖`` (:func:`separation_loss`)::
+
+    L(Φ) = (1/N) log( (2 / (N(N-1))) Σ_{μ<ν} exp(⟨Φ̂_μ, Φ̂_ν⟩ / τ) ),
+
+a smooth surrogate of ``-Δ_min^Φ = -min_{μ≠ν}(1 - ⟨Φ̂_μ, Φ̂_ν⟩)``: memories become a good spherical
+code in feature space.  Stage II is retrieval with the learned ``Φ``.  :func:`separation_bounds`
+gives Prop. 3.1's bounds on the optimal ``Δ_min`` of ``N`` points on ``S^{F-1}``.
+
+Softmax retrieval streams over the patterns in chunks (:func:`varmem.kernels.kernel_stats` on
+augmented items, see :meth:`KernelizedHopfield._stats`); sparse maps need the whole ``[B, N]``
+logit row (a sort), so they materialise ``[chunk of cues, N]`` blocks.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.distributions import constraints
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .._checks import check_positive
+from ..kernels import default_chunk_size, kernel_stats
+from ..memories.kernel_density import want_weights
+from ..memory import Memory
+from .sparse_attention import canonical_separation, separation_conjugate
+
+__all__ = ["KernelizedHopfield", "separation_loss", "separation_bounds", "min_separation"]
+
+FEATURE_MAPS = ("linear", "mlp", "identity")
+
+
+def separation_loss(features: Tensor, tau: float = 0.1) -> Tensor:
+    """U-Hop+'s average separation loss of ``features [N, F]`` (module docstring); needs ``N ≥ 2``."""
+    n = features.shape[0]
+    if n < 2:
+        raise ValueError(f"the separation loss needs at least 2 memories, got {n}")
+    unit = features / features.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    cos = unit @ unit.T
+    iu = torch.triu_indices(n, n, offset=1, device=features.device)
+    pairs = cos[iu[0], iu[1]] / tau
+    return (torch.logsumexp(pairs, 0) + math.log(2.0 / (n * (n - 1)))) / n
+
+
+def min_separation(features: Tensor) -> float:
+    """``Δ_min = min_{μ≠ν} (1 - cos∠(f_μ, f_ν))`` of the rows of ``features [N, F]`` (``N ≥ 2``)."""
+    n = features.shape[0]
+    if n < 2:
+        raise ValueError(f"a minimum separation needs at least 2 points, got {n}")
+    unit = features / features.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    cos = unit @ unit.T
+    cos.fill_diagonal_(-math.inf)
+    return float(1 - cos.max())
+
+
+def separation_bounds(num_points: int, dim: int) -> tuple[float, float]:
+    """Prop. 3.1 of Hu et al. (2024): ``(lower, upper)`` bounds on the optimal minimal separation
+    ``max_{codes} min_{μ≠ν}(1 - cos θ_μν)`` of ``M = num_points`` points on ``S^{d-1}``, ``d = dim ≥ 2``::
+
+        upper = 2 ((2√π / M) Γ((d+1)/2) / Γ(d/2))^{1/(d-1)}
+        lower = ½ ((√π / M) Γ((d+1)/2) / Γ(d/2 + 1))^{2/(d-1)}
+
+    (``upper`` holds for every code; ``lower`` says a code at least that good exists.)
+    """
+    if not isinstance(num_points, int) or num_points < 2:
+        raise ValueError(f"num_points must be an int >= 2, got {num_points!r}")
+    if not isinstance(dim, int) or dim < 2:
+        raise ValueError(f"dim must be an int >= 2, got {dim!r}")
+    d, m = dim, num_points
+    log_ratio_up = math.lgamma((d + 1) / 2) - math.lgamma(d / 2)
+    log_ratio_lo = math.lgamma((d + 1) / 2) - math.lgamma(d / 2 + 1)
+    upper = 2 * math.exp((math.log(2 * math.sqrt(math.pi) / m) + log_ratio_up) / (d - 1))
+    lower = 0.5 * math.exp(2 * (math.log(math.sqrt(math.pi) / m) + log_ratio_lo) / (d - 1))
+    return lower, upper
+
+
+def _make_feature_map(
+    kind: str, dim: int, feature_dim: int, hidden_dim: int, seed: int, device: torch.device, dtype: torch.dtype
+) -> nn.Module:
+    """``Φ``: identity, ``Linear(D, F)`` (Kaiming-normal weight, bias) or ``Linear → tanh → Linear``."""
+    if kind == "identity":
+        return nn.Identity()
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+
+    def linear(n_in: int, n_out: int) -> nn.Linear:
+        layer = nn.Linear(n_in, n_out, device=device, dtype=dtype)
+        with torch.no_grad():
+            w = torch.randn(n_out, n_in, generator=gen, dtype=torch.float64) * math.sqrt(2.0 / n_in)
+            b = (torch.rand(n_out, generator=gen, dtype=torch.float64) * 2 - 1) / math.sqrt(n_in)
+            layer.weight.copy_(w)
+            layer.bias.copy_(b)
+        return layer
+
+    if kind == "linear":
+        return linear(dim, feature_dim)
+    return nn.Sequential(linear(dim, hidden_dim), nn.Tanh(), linear(hidden_dim, feature_dim))
+
+
+class KernelizedHopfield(Memory):
+    """A kernelised Hopfield memory with a learnable feature map (see the module docstring).
+
+    Args:
+        dim: ``D``, the pattern dimension.
+        beta: inverse temperature ``β > 0`` of the kernel logits (see :meth:`effective_beta`).
+        feature_dim: ``F`` (default ``D``; must be ``D`` for ``"identity"``).
+        feature_map: ``"linear"`` (affine ``W x + b``, the map Hu et al. analyse), ``"mlp"``
+            (``Linear → tanh → Linear``) or ``"identity"`` (a plain modern Hopfield network).
+        separation: ``"softmax"``, ``"entmax15"`` (``"1.5-entmax"``) or ``"sparsemax"``.
+        hidden_dim: width of the ``"mlp"`` hidden layer (default ``max(D, F)``).
+        seed: seed of ``Φ``'s initialisation.
+        chunk_size: patterns per chunk for softmax, cues per block for sparse maps.
+        device, dtype: where patterns and ``Φ`` live.
+
+    Example:
+        >>> X = torch.nn.functional.normalize(torch.randn(10, 5, generator=torch.Generator().manual_seed(0)), dim=-1)
+        >>> khm = KernelizedHopfield(5, beta=1.0, separation="sparsemax").write(X)
+        >>> losses = khm.fit(steps=20, lr=1.0)
+        >>> out = khm.retrieve(X, max_steps=20)
+        >>> bool((out.weights > 0).sum(-1).eq(1).all())   # every memory is a singleton fixed point
+        True
+    """
+
+    methods = ("fixed_point",)
+    default_method = "fixed_point"
+
+    def __init__(
+        self,
+        dim: int,
+        beta: float = 1.0,
+        feature_dim: int | None = None,
+        feature_map: str = "linear",
+        separation: str = "softmax",
+        *,
+        hidden_dim: int | None = None,
+        seed: int = 0,
+        chunk_size: int | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(dim, device=device, dtype=dtype)
+        self.beta = check_positive(beta, "beta")
+        if feature_map not in FEATURE_MAPS:
+            raise ValueError(f"feature_map must be one of {list(FEATURE_MAPS)}, got {feature_map!r}")
+        feature_dim = dim if feature_dim is None else feature_dim
+        if isinstance(feature_dim, bool) or not isinstance(feature_dim, int) or feature_dim < 1:
+            raise ValueError(f"feature_dim must be a positive int, got {feature_dim!r}")
+        if feature_map == "identity" and feature_dim != dim:
+            raise ValueError(f"feature_map='identity' needs feature_dim == dim ({dim}), got {feature_dim}")
+        hidden_dim = max(dim, feature_dim) if hidden_dim is None else hidden_dim
+        if isinstance(hidden_dim, bool) or not isinstance(hidden_dim, int) or hidden_dim < 1:
+            raise ValueError(f"hidden_dim must be a positive int, got {hidden_dim!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"seed must be an int, got {seed!r}")
+        bad_chunk = isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
+        if chunk_size is not None and bad_chunk:
+            raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+        self.separation = canonical_separation(separation)
+        self.feature_map_kind = feature_map
+        self.feature_dim = feature_dim
+        self.hidden_dim = hidden_dim
+        self.seed = seed
+        self.chunk_size = chunk_size
+        self.feature = _make_feature_map(feature_map, dim, feature_dim, hidden_dim, seed, self.device, self.dtype)
+        self.register_buffer("items", torch.empty(0, dim, device=self.device, dtype=self.dtype))
+        self._cache: tuple[tuple, Tensor] | None = None
+
+    # --- state ---------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self.items.shape[0]
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "dim": self.dim,
+            "beta": self.beta,
+            "feature_dim": self.feature_dim,
+            "feature_map": self.feature_map_kind,
+            "separation": self.separation,
+            "hidden_dim": self.hidden_dim,
+            "seed": self.seed,
+            "chunk_size": self.chunk_size,
+        }
+
+    def check_state(self) -> None:
+        if self.items.dim() != 2 or self.items.shape[1] != self.dim:
+            raise ValueError(f"items must have shape [N, {self.dim}], got {tuple(self.items.shape)}")
+        if not torch.isfinite(self.items).all():
+            raise ValueError("stored patterns contain NaN or inf")
+        if not all(torch.isfinite(p).all() for p in self.feature.parameters()):
+            raise ValueError("feature map parameters contain NaN or inf")
+
+    def write(self, items: Any) -> "KernelizedHopfield":
+        """Append patterns ``[N, D]`` (or one ``[D]``).  ``Φ`` is not retrained: call :meth:`fit`."""
+        self.items = torch.cat([self.items, self.prepare_items(items)])
+        return self
+
+    # --- features ------------------------------------------------------------------------------
+    def features(self, x: Tensor) -> Tensor:
+        """``Φ(x)`` for ``x [..., D]`` → ``[..., F]`` (differentiable in ``x`` and ``Φ``)."""
+        return self.feature(x)
+
+    def _augmented(self) -> Tensor:
+        """``[N, F + 1 + D]`` rows ``(Φ(ξ_μ), √(c - ‖Φ(ξ_μ)‖²), ξ_μ)``, ``c = max_μ ‖Φ(ξ_μ)‖²``, cached
+        until the patterns or ``Φ`` change."""
+        params = tuple((p.data_ptr(), p._version) for p in self.feature.parameters())
+        key = (self.items.data_ptr(), self.items._version, self.items.shape, params)
+        if self._cache is None or self._cache[0] != key:
+            with torch.no_grad():
+                keys = self.features(self.items)
+                sq = (keys * keys).sum(-1, keepdim=True)
+                pad = (sq.max() - sq).clamp_min(0).sqrt()
+                self._cache = (key, torch.cat([keys, pad, self.items], -1))
+        return self._cache[1]
+
+    def _stats(self, q: Tensor, log_weights: bool) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        """Softmax path: ``(lse [B], Ξᵀ softmax [B, D], argmax [B], log-softmax [B, N] or None)`` of
+        the logits ``β ⟨Φ(ξ_μ), q⟩`` for features ``q [B, F]``, streamed by :func:`kernel_stats`.
+
+        The Gaussian-kernel logits of ``kernel_stats`` with precision ``β`` on the first ``F + 1``
+        columns and 0 on the last ``D`` are ``β⟨Φ_μ, q⟩ - β c/2 - β‖q‖²/2`` for the augmented items:
+        the padding column makes every key's norm ``√c``, so the softmax is the dot-product softmax
+        and the weighted mean of the last ``D`` columns is ``Ξᵀ softmax``.
+        """
+        aug = self._augmented()
+        f = self.feature_dim
+        precision = q.new_zeros(aug.shape[1])
+        precision[: f + 1] = self.beta
+        query = torch.cat([q, q.new_zeros(q.shape[0], aug.shape[1] - f)], -1)
+        chunk = self.chunk_size or default_chunk_size(q.shape[0])
+        stats = kernel_stats(query, aug, precision, log_weights=log_weights, chunk_size=chunk)
+        c = float(aug[0, f] ** 2 + (aug[0, :f] ** 2).sum())
+        lse = stats.lse + 0.5 * self.beta * (c + (q * q).sum(-1))
+        return lse, stats.mean[:, f + 1 :], stats.index, stats.log_weights
+
+    def _sparse(self, q: Tensor) -> tuple[Tensor, Tensor]:
+        """Sparse path: ``(Ψ*(β K) [B], p [B, N])`` for features ``q [B, F]`` (blocks of cues)."""
+        keys = self._augmented()[:, : self.feature_dim]
+        block = self.chunk_size or max(1, 2**22 // max(1, len(self)))
+        values, probs = [], []
+        for start in range(0, q.shape[0], block):
+            v, p = separation_conjugate(self.beta * q[start : start + block] @ keys.T, self.separation)
+            values.append(v)
+            probs.append(p)
+        return torch.cat(values), torch.cat(probs)
+
+    # --- energy and the fast update --------------------------------------------------------------
+    def energy(self, z: Tensor, cue: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
+        """``E(z) = ½‖Φ(z)‖² - β⁻¹ Ψ*(β Φ(Ξ) Φ(z))`` for ``z [..., D]`` → ``[...]`` (no constants).
+
+        ``cue``/``mask`` add no term (a partial cue clamps entries).  Differentiable in ``z``; the
+        stored features are treated as constants.
+        """
+        self._check_not_empty()
+        shape = z.shape[:-1]
+        q = self.features(z.reshape(-1, self.dim))
+        keys = self._augmented()[:, : self.feature_dim]
+        if self.separation == "softmax" and not (torch.is_grad_enabled() and q.requires_grad):
+            psi = self._stats(q, log_weights=False)[0]
+        else:
+            psi = separation_conjugate(self.beta * q @ keys.T, self.separation)[0]
+        return (0.5 * (q * q).sum(-1) - psi / self.beta).reshape(shape)
+
+    def step(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """One update at states ``z [B, D]``: ``(Ξᵀ α(β K(z)) [B, D], E(z) [B], p or argmax)``.
+
+        The third entry is the ``[B, N]`` probabilities for sparse maps and the ``[B]`` argmax for
+        softmax (whose weights are not materialised here).
+        """
+        q = self.features(z)
+        if self.separation == "softmax":
+            lse, mean, index, _ = self._stats(q, log_weights=False)
+            return mean, 0.5 * (q * q).sum(-1) - lse / self.beta, index
+        psi, p = self._sparse(q)
+        return p @ self.items, 0.5 * (q * q).sum(-1) - psi / self.beta, p
+
+    def association_matrix(self, cue: Any, mask: Any = None) -> Tensor:
+        """``[B, N]`` probabilities ``α(β Φ(Ξ) Φ(x))`` at the cue (dense)."""
+        self._check_not_empty()
+        cue, _ = self.prepare_cue(cue, mask)
+        with torch.no_grad():
+            return self.item_log_weights(cue, True)[0].exp()
+
+    # --- hooks of the "fixed_point" engine ---------------------------------------------------------
+    def init_latent(self, cue: Tensor, mask: Tensor | None, init: str | Tensor) -> Tensor:
+        """``"cue"`` (free entries start at the mean pattern), ``"prior_mean"`` or a ``[B, D]`` tensor."""
+        if torch.is_tensor(init):
+            if init.shape != cue.shape:
+                raise ValueError(f"init tensor must have the cue's shape {tuple(cue.shape)}, got {tuple(init.shape)}")
+            z = init.to(cue)
+        elif init == "cue":
+            z = cue.clone()
+        elif init == "prior_mean":
+            z = self.items.mean(0).expand_as(cue).clone()
+        else:
+            raise ValueError(f"unknown init {init!r}; choose 'cue', 'prior_mean' or a tensor")
+        if mask is None:
+            return z
+        free = z if torch.is_tensor(init) or init != "cue" else self.items.mean(0).expand_as(cue)
+        return torch.where(mask, cue, free)
+
+    def fixed_point_step(self, z: Tensor, cue: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+        """``(x_new, E(x))``; observed entries (``mask``) are clamped to the cue (for a partial cue
+        the monotone-energy guarantee holds only when ``WᵀW`` is a multiple of the identity)."""
+        z_new, energy, _ = self.step(z)
+        return (z_new if mask is None else torch.where(mask, cue, z_new)), energy
+
+    def item_log_weights(self, z: Tensor, return_weights: bool | None = None) -> tuple[Tensor | None, Tensor]:
+        """``(log α [B, N] or None, argmax [B])`` at states ``z`` (``-inf`` where a sparse map is 0)."""
+        q = self.features(z)
+        if self.separation == "softmax":
+            _, _, index, log_w = self._stats(q, log_weights=want_weights(return_weights, z.shape[0], len(self)))
+            return log_w, index
+        _, p = self._sparse(q)
+        dense = want_weights(return_weights, z.shape[0], len(self))
+        return (p.log() if dense else None), p.argmax(-1)
+
+    # --- U-Hop+ stage I -------------------------------------------------------------------------------
+    def fit(
+        self,
+        steps: int = 20,
+        lr: float = 1.0,
+        tau: float = 0.1,
+        *,
+        batch_size: int | None = None,
+        seed: int = 0,
+        progress: bool = False,
+    ) -> Tensor:
+        """Learn ``Φ`` by minimising :func:`separation_loss` of the stored patterns with Adam.
+
+        Args:
+            steps: optimiser steps (defaults follow U-Hop+'s synthetic script: 20 steps, lr 1).
+            lr: Adam learning rate.
+            tau: temperature ``τ`` of the loss (0.1 as in the paper's code).
+            batch_size: memories per step, drawn without replacement by epochs from a generator
+                seeded with ``seed`` (``None`` = all memories every step).
+            progress: show a tqdm bar.
+
+        Returns the ``[steps]`` loss history.  If the loss becomes non-finite, ``Φ`` is restored
+        and ``FloatingPointError`` is raised.
+        """
+        if self.feature_map_kind == "identity":
+            raise ValueError("feature_map='identity' has nothing to learn")
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"steps must be a positive int, got {steps!r}")
+        lr, tau = check_positive(lr, "lr"), check_positive(tau, "tau")
+        n = len(self)
+        if n < 2:
+            raise ValueError(f"fit needs at least 2 stored patterns, got {n}")
+        bad_batch = isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 2
+        if batch_size is not None and bad_batch:
+            raise ValueError(f"batch_size must be an int >= 2 or None, got {batch_size!r}")
+        saved = {k: v.detach().clone() for k, v in self.feature.state_dict().items()}
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        order, cursor = torch.randperm(n, generator=gen), 0
+        opt = torch.optim.Adam(self.feature.parameters(), lr=lr)
+        losses = []
+        for _ in tqdm(range(steps), desc="U-Hop+ stage I", disable=not progress, leave=False):
+            if batch_size is None or batch_size >= n:
+                batch = self.items
+            else:
+                if cursor + batch_size > n:
+                    order, cursor = torch.randperm(n, generator=gen), 0
+                batch = self.items[order[cursor : cursor + batch_size].to(self.device)]
+                cursor += batch_size
+            opt.zero_grad()
+            loss = separation_loss(self.features(batch), tau)
+            if not torch.isfinite(loss):
+                self.feature.load_state_dict(saved)
+                raise FloatingPointError("the separation loss became non-finite; feature map restored")
+            loss.backward()
+            opt.step()
+            losses.append(loss.detach())
+        return torch.stack(losses)
+
+    # --- temperature --------------------------------------------------------------------------------
+    def min_separation(self) -> float:
+        """``Δ_min^Φ`` of the stored features (module docstring)."""
+        self._check_not_empty()
+        return min_separation(self._augmented()[:, : self.feature_dim])
+
+    def feature_scale(self) -> float:
+        """``s = sqrt(mean_μ ‖Φ(ξ_μ)‖² / mean_μ ‖ξ_μ‖²)``: how much ``Φ`` scales the logits."""
+        self._check_not_empty()
+        keys = self._augmented()[:, : self.feature_dim]
+        return math.sqrt(float((keys * keys).sum(-1).mean() / (self.items * self.items).sum(-1).mean()))
+
+    def effective_beta(self) -> float:
+        """``β_eff = β s²`` (:meth:`feature_scale`): the matched plain-Hopfield inverse temperature."""
+        return self.beta * self.feature_scale() ** 2
+
+    def matched_modern_hopfield(self) -> "KernelizedHopfield":
+        """The plain modern Hopfield network (``Φ = identity``, same separation map and patterns) at
+        ``β = β_eff``, the control that separates U-Hop+'s gain from its temperature change."""
+        plain = KernelizedHopfield(
+            self.dim, beta=self.effective_beta(), feature_map="identity", separation=self.separation,
+            chunk_size=self.chunk_size, device=self.device, dtype=self.dtype,
+        )
+        return plain.write(self.items)
+
+    def rescale_features(self) -> "KernelizedHopfield":
+        """Divide ``Φ``'s output layer (weight and bias) by :meth:`feature_scale`, so ``β_eff = β``."""
+        if self.feature_map_kind == "identity":
+            return self
+        s = self.feature_scale()
+        last = self.feature if isinstance(self.feature, nn.Linear) else self.feature[-1]
+        with torch.no_grad():
+            last.weight.div_(s)
+            last.bias.div_(s)
+        return self
+
+    # --- the Boltzmann reading ------------------------------------------------------------------------
+    def model(self, cue: Tensor | None = None, mask: Tensor | None = None, num_cues: int = 1) -> Tensor:
+        """The unnormalised Boltzmann prior ``p(z | M) ∝ exp(-β E(z))``: an improper flat site ``"z"``
+        plus ``pyro.factor("energy", -β E(z))`` (plate ``"cues"``).  Hopfield reading has no cue
+        likelihood (a cue is the initial state), so ``cue`` must be None."""
+        if cue is not None:
+            raise ValueError("KernelizedHopfield.model has no cue likelihood (a cue is the initial state)")
+        self._check_not_empty()
+        with pyro.plate("cues", num_cues, dim=-1):
+            z = pyro.sample(self.latent_site, dist.ImproperUniform(constraints.real, (num_cues,), (self.dim,)))
+            pyro.factor("energy", -self.beta * self.energy(z))
+        return z

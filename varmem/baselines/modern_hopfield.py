@@ -1,0 +1,292 @@
+"""Modern (continuous) Hopfield network of Ramsauer et al. (2021), "Hopfield Networks is All You Need".
+
+Stored patterns ``X = (x_1 … x_N)`` (``[N, D]`` rows), state ``ξ ∈ R^D``, inverse temperature ``β``.
+
+``similarity="dot"`` (the paper's energy, ``M = max_i ‖x_i‖``)::
+
+    E(ξ) = -β⁻¹ log Σ_i exp(β x_iᵀξ) + ½ ξᵀξ + β⁻¹ log N + ½ M²          (0 ≤ E ≤ 2M² on the ball ‖ξ‖ ≤ M)
+    ∇E(ξ) = ξ - Xᵀ softmax(β X ξ)
+    ξ ← Xᵀ softmax(β X ξ)  =  ξ - ∇E(ξ)                                  (CCCP: E never increases)
+
+``similarity="l2"`` (the L2 log-sum-exp energy of DrDAM / the kernel-density memory)::
+
+    E(ξ) = -β⁻¹ log (1/N) Σ_i exp(-β ‖ξ - x_i‖² / 2)                     (≥ 0, = 0 only on a lone pattern)
+    ξ ← Xᵀ softmax_i(-β ‖ξ - x_i‖² / 2)  =  ξ - ∇E(ξ)
+
+The L2 update *is* :class:`varmem.KernelDensityMemory`'s mean-shift step with bandwidth
+``s = β^{-1/2}`` and no cue term, and ``E_l2 = s² (E_KDE(ξ) - (D/2) log 2πs²)``; that step is
+computed here by the same chunked code (:func:`varmem.kernels.kernel_stats`).  The two energies
+coincide on a sphere: if every ``‖x_i‖ = M`` then ``E_dot = E_l2`` (expand ``‖ξ - x_i‖²``).
+
+**β only means something together with the pattern scale.**  The logits are ``β x_iᵀξ``: for
+unit-norm patterns (:func:`normalize_patterns` ``mode="unit"``) they lie in ``[-β, β]`` and one
+update retrieves a single pattern once ``β·Δ ≳ log N`` (``Δ`` the gap between the best and the
+second-best overlap, ≈ 1 for random unit patterns in high dimension); ±1 patterns of dimension
+``D`` have overlaps of order ``D``, i.e. ``β_eff = β D`` on the unit scale (hopfield-layers'
+demo divides by ``√D``).  Small β gives the global average, intermediate β metastable mixtures.
+
+Reading follows hopfield-layers' static mode: the cue is the initial state and ``update_steps_max``
+counts *extra* updates (``0`` = one update = one attention step; ``k`` = at most ``k + 1``;
+``None`` = until converged).  For a partial cue (``mask``) the observed entries are clamped to
+the cue and the free entries start at 0; the clamped update is CCCP on the energy restricted to
+the free entries (so it still never increases ``E``), and for ``"l2"`` it equals the
+kernel-density memory's step in the noise-free limit ``σ → 0`` on the observed entries.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pyro
+import pyro.distributions as dist
+import torch
+from torch import Tensor
+
+from .._checks import check_positive
+from ..kernels import default_chunk_size, kernel_log_sum_exp, kernel_stats
+from ..memories.kernel_density import want_weights
+from ..memory import Memory
+from ..retrieval import Retrieval
+
+__all__ = ["ModernHopfield", "normalize_patterns"]
+
+SIMILARITIES = ("dot", "l2")
+NORMALIZATIONS = ("unit", "layer", "sign")
+_MAX_STEPS_UNBOUNDED = 10_000  # the cap used for update_steps_max=None
+
+
+def normalize_patterns(x: Tensor, mode: str = "unit", *, radius: float = 1.0, eps: float = 1e-12) -> Tensor:
+    """Put patterns ``x [..., D]`` on a known scale before storing them (or cueing with them).
+
+    * ``"unit"``: ``radius · x / ‖x‖`` (a sphere; dot and L2 retrieval then agree up to β scaling),
+    * ``"layer"``: ``(x - mean_d x) / std_d x`` per pattern (hopfield-layers' LayerNorm without
+      affine terms; the norm becomes ``√D``),
+    * ``"sign"``: ``sign(x)`` with 0 → +1 (bipolar ±1 patterns, for the binary memories).
+    """
+    if mode == "unit":
+        return radius * x / x.norm(dim=-1, keepdim=True).clamp_min(eps)
+    if mode == "layer":
+        centred = x - x.mean(-1, keepdim=True)
+        return centred / centred.pow(2).mean(-1, keepdim=True).add(eps).sqrt()
+    if mode == "sign":
+        return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
+    raise ValueError(f"unknown normalisation mode {mode!r}; choose from {list(NORMALIZATIONS)}")
+
+
+class ModernHopfield(Memory):
+    """Ramsauer et al.'s modern Hopfield network as a varmem memory (see the module docstring).
+
+    Args:
+        dim: ``D``.
+        beta: inverse temperature ``β > 0`` (state it together with the pattern scale).
+        similarity: ``"dot"`` (Ramsauer's energy) or ``"l2"`` (the kernel-density / DrDAM energy).
+        update_steps_max: extra updates after the first (``0`` = one update, ``None`` = until the
+            state moves by at most ``update_steps_eps``, capped at 10 000 updates).
+        update_steps_eps: convergence threshold on ``max_d |Δξ_d|`` (> 0).
+        chunk_size: stored patterns per chunk (default about ``2**22 / B``), so ``N = 10⁶`` fits.
+        device, dtype: where patterns are stored.
+
+    ``retrieve(cue, mask, method="fixed_point", **options)`` runs the generic ``"fixed_point"``
+    engine (:func:`varmem.inference.retrieve_fixed_point`) with ``max_steps =
+    update_steps_max + 1`` and ``tol = update_steps_eps`` unless the call passes them.  Stopping
+    rule: hopfield-layers stops on the L2 change of the association (softmax) matrix, maximised
+    over the batch; here a cue is converged when its *state* moves by ``≤ eps`` in max-norm
+    (which needs no second pass over ``N`` patterns).  With ``update_steps_max=0`` both are
+    exactly one update.  The engine's ``trace=True`` and ``return_weights`` cost one extra pass
+    over the patterns each; pass ``trace=False, return_weights=False`` for one pass per update.
+
+    Example:
+        >>> X = normalize_patterns(torch.randn(50, 16, generator=torch.Generator().manual_seed(0)))
+        >>> hopfield = ModernHopfield(16, beta=30.0).write(X)
+        >>> cue = X[:2] + 0.1 * torch.randn(2, 16, generator=torch.Generator().manual_seed(1))
+        >>> bool(torch.allclose(hopfield.retrieve(cue).pattern, X[:2], atol=1e-3))
+        True
+    """
+
+    methods = ("fixed_point",)
+    default_method = "fixed_point"
+
+    def __init__(
+        self,
+        dim: int,
+        beta: float,
+        similarity: str = "dot",
+        update_steps_max: int | None = 0,
+        update_steps_eps: float = 1e-4,
+        *,
+        chunk_size: int | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(dim, device=device, dtype=dtype)
+        self.beta = check_positive(beta, "beta")
+        if similarity not in SIMILARITIES:
+            raise ValueError(f"similarity must be one of {list(SIMILARITIES)}, got {similarity!r}")
+        self.similarity = similarity
+        if update_steps_max is not None and (
+            isinstance(update_steps_max, bool) or not isinstance(update_steps_max, int) or update_steps_max < 0
+        ):
+            raise ValueError(f"update_steps_max must be an int >= 0 or None, got {update_steps_max!r}")
+        self.update_steps_max = update_steps_max
+        self.update_steps_eps = check_positive(update_steps_eps, "update_steps_eps")
+        bad_chunk = isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
+        if chunk_size is not None and bad_chunk:
+            raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+        self.chunk_size = chunk_size
+        self.register_buffer("items", torch.empty(0, dim, device=self.device, dtype=self.dtype))
+        # ½β‖x_i‖² per pattern: the item bias that turns Gaussian-kernel logits into dot products
+        # (derived state, rebuilt on write and on load, never saved)
+        self.register_buffer("_half_beta_sq_norms", torch.empty(0, device=self.device, dtype=self.dtype),
+                             persistent=False)
+        self.register_load_state_dict_post_hook(lambda module, _keys: module.refresh_derived_state())
+        self._max_norm = 0.0
+
+    def __len__(self) -> int:
+        return self.items.shape[0]
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "dim": self.dim,
+            "beta": self.beta,
+            "similarity": self.similarity,
+            "update_steps_max": self.update_steps_max,
+            "update_steps_eps": self.update_steps_eps,
+            "chunk_size": self.chunk_size,
+        }
+
+    def check_state(self) -> None:
+        if self.items.dim() != 2 or self.items.shape[1] != self.dim:
+            raise ValueError(f"items must have shape [N, {self.dim}], got {tuple(self.items.shape)}")
+        if not torch.isfinite(self.items).all():
+            raise ValueError("stored patterns contain NaN or inf")
+
+    def write(self, items: Any) -> "ModernHopfield":
+        """Append patterns ``[N, D]`` (or one ``[D]``) as they are (normalise them first if needed)."""
+        self.items = torch.cat([self.items, self.prepare_items(items)])
+        self.refresh_derived_state()
+        return self
+
+    def refresh_derived_state(self) -> None:
+        """Recompute the cached ``½β‖x_i‖²`` and ``M = max_i ‖x_i‖`` from the stored patterns."""
+        self._half_beta_sq_norms = 0.5 * self.beta * self.items.square().sum(-1)
+        self._max_norm = float(self.items.norm(dim=-1).max()) if len(self) else 0.0
+
+    @property
+    def max_norm(self) -> float:
+        """``M = max_i ‖x_i‖`` (0 for an empty memory)."""
+        return self._max_norm
+
+    # --- energy and the fast update ------------------------------------------------------------
+    def _chunk(self, batch: int) -> int:
+        return self.chunk_size or default_chunk_size(batch)
+
+    def _stats(
+        self, z: Tensor, log_weights: bool = False, return_index: bool = True
+    ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+        """``(lse [B], softmax mean [B, D], argmax [B], log-weights)`` at states ``z [B, D]``.
+
+        ``lse`` is ``log Σ exp(-β‖z - x_i‖²/2 + c_i)`` with ``c_i = β‖x_i‖²/2`` for ``"dot"`` (that is
+        ``log Σ exp(β x_iᵀz) - β‖z‖²/2``) and ``c = 0`` for ``"l2"``.
+        """
+        s = kernel_stats(z, self.items, self.beta, log_weights=log_weights, item_bias=self._item_bias(),
+                         return_index=return_index, chunk_size=self._chunk(z.shape[0]))
+        return s.lse, s.mean, s.index, s.log_weights
+
+    def _item_bias(self) -> Tensor | None:
+        """Dot logits ``β x_iᵀz = -½β‖z - x_i‖² + ½β‖x_i‖² + ½β‖z‖²``: the Gaussian-kernel logits of
+        :func:`kernel_stats` plus this per-item bias (the per-query ``½β‖z‖²`` cancels in the softmax)."""
+        return self._half_beta_sq_norms if self.similarity == "dot" else None
+
+    def _energy_from_lse(self, lse: Tensor, z: Tensor) -> Tensor:
+        """``E`` from the kernel log-sum-exp (with the item bias for ``"dot"``): for ``"dot"``,
+        ``lse_dot = lse + ½β‖z‖²`` and the ``½‖z‖²`` of Ramsauer's energy cancels."""
+        log_n = math.log(len(self))
+        if self.similarity == "l2":
+            return (log_n - lse) / self.beta
+        return (log_n - lse) / self.beta + 0.5 * self.max_norm**2
+
+    def energy(self, z: Tensor, cue: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
+        """Ramsauer's energy ``E(ξ)`` (module docstring) for ``z [..., D]`` → ``[...]``.
+
+        ``βE`` is the negative log-density of the Boltzmann prior of :meth:`model` up to a
+        constant.  ``cue`` and ``mask`` do not enter: a partial cue clamps entries, it adds no
+        energy term.  Differentiable in ``z`` (dense ``[B, N]`` logits when ``z`` requires grad, streamed otherwise).
+        """
+        self._check_not_empty()
+        shape = z.shape[:-1]
+        flat = z.reshape(-1, self.dim)
+        lse = kernel_log_sum_exp(
+            flat, self.items, self.beta, item_bias=self._item_bias(), chunk_size=self._chunk(flat.shape[0])
+        )
+        return self._energy_from_lse(lse, flat).reshape(shape)
+
+    def update(self, z: Tensor, mask: Tensor | None = None, cue: Tensor | None = None) -> Tensor:
+        """One Hopfield update ``ξ ← Xᵀ softmax(β sim(X, ξ))`` (``= ξ - ∇E(ξ)``), observed entries
+        (``mask``) reset to ``cue``."""
+        return self.fixed_point_step(z, z if cue is None else cue, mask)[0]
+
+    def association_matrix(self, cue: Any, mask: Any = None) -> Tensor:
+        """``[B, N]`` softmax weights ``softmax_i(β sim(x_i, ξ))`` at the initial state of ``cue``
+        (hopfield-layers' ``get_association_matrix`` for one update; dense, so ``B·N`` must fit)."""
+        self._check_not_empty()
+        cue, mask = self.prepare_cue(cue, mask)
+        return self._stats(cue, log_weights=True)[3].exp()
+
+    # --- hooks of the "fixed_point" engine -------------------------------------------------------
+    def retrieve(self, cue: Any, mask: Any = None, method: str | None = None, **options: Any) -> Retrieval:
+        """Read the memory (see :meth:`varmem.Memory.retrieve`); ``"fixed_point"`` defaults to
+        ``max_steps = update_steps_max + 1`` and ``tol = update_steps_eps`` (class docstring)."""
+        if (method or self.default_method) == "fixed_point":
+            steps = _MAX_STEPS_UNBOUNDED if self.update_steps_max is None else self.update_steps_max + 1
+            options = {"max_steps": steps, "tol": self.update_steps_eps, **options}
+        return super().retrieve(cue, mask, method, **options)
+
+    def init_latent(self, cue: Tensor, mask: Tensor | None, init: str | Tensor) -> Tensor:
+        """Initial state: ``"cue"`` (free entries 0), ``"prior_mean"`` (mean pattern on the free
+        entries) or a ``[B, D]`` tensor; observed entries always hold the cue."""
+        if torch.is_tensor(init):
+            if init.shape != cue.shape:
+                raise ValueError(f"init tensor must have the cue's shape {tuple(cue.shape)}, got {tuple(init.shape)}")
+            z = init.to(cue)
+        elif init == "cue":
+            z = cue.clone()
+        elif init == "prior_mean":
+            z = self.items.mean(0).expand_as(cue).clone()
+        else:
+            raise ValueError(f"unknown init {init!r}; choose 'cue', 'prior_mean' or a tensor")
+        return z if mask is None else torch.where(mask, cue, z)
+
+    def fixed_point_step(self, z: Tensor, cue: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+        """One update and the energy before it: ``(Xᵀ softmax(β sim(X, z)) clamped, E(z))``."""
+        lse, mean, _, _ = self._stats(z, return_index=False)
+        z_new = mean if mask is None else torch.where(mask, cue, mean)
+        return z_new, self._energy_from_lse(lse, z)
+
+    def item_log_weights(self, z: Tensor, return_weights: bool | None = None) -> tuple[Tensor | None, Tensor]:
+        """``(log softmax [B, N] or None, argmax [B])`` of the association at states ``z``."""
+        _, _, index, log_w = self._stats(z, log_weights=want_weights(return_weights, z.shape[0], len(self)))
+        return log_w, index
+
+    def model(self, cue: Tensor | None = None, mask: Tensor | None = None, num_cues: int = 1) -> Tensor:
+        """The Boltzmann prior ``z ~ p(z | M) ∝ exp(-β E(z))`` as a Pyro model (site ``"z"``, plate
+        ``"cues"``).  It is a Gaussian mixture with component scale ``β^{-1/2}``: equal weights for
+        ``"l2"``, weights ``∝ exp(β‖x_i‖²/2)`` for ``"dot"`` (complete the square in ``E``).
+
+        Hopfield reading has no cue likelihood (a cue is the initial state and clamps observed
+        entries), so ``cue`` must be None; for a noisy-cue model use
+        :class:`varmem.KernelDensityMemory` with ``bandwidth = β^{-1/2}``.
+        """
+        if cue is not None:
+            raise ValueError(
+                "ModernHopfield.model has no cue likelihood (a cue clamps entries); use "
+                "varmem.KernelDensityMemory(dim, bandwidth=beta ** -0.5, noise_scale=...) for a noisy cue"
+            )
+        self._check_not_empty()
+        x = self.items
+        logits = 0.5 * self.beta * (x * x).sum(-1) if self.similarity == "dot" else torch.zeros_like(x[:, 0])
+        prior = dist.MixtureSameFamily(
+            dist.Categorical(logits=logits), dist.Normal(x, self.beta**-0.5).to_event(1)
+        )
+        with pyro.plate("cues", num_cues, dim=-1):
+            return pyro.sample(self.latent_site, prior)

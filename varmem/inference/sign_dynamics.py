@@ -1,0 +1,143 @@
+"""``"sync"`` and ``"async"``: sign (spin-flip) dynamics of the binary memories.
+
+Both use the hooks of :class:`varmem.baselines.classical_hopfield.SpinMemory`:
+``init_spins(cue, mask)``, ``spin_cache(s)`` (local fields or overlaps), ``preferred_spins(s, cache,
+units)`` (the value of lower energy given the other units; ties keep the current value),
+``update_cache(cache, units, delta)``, ``energy(s)`` and ``item_log_weights(s)``.
+
+* ``"sync"``: every free unit updated at once from the same state.  No Lyapunov guarantee: for a
+  symmetric ``W`` the dynamics end in a fixed point or a 2-cycle (Goles et al. 1985); a cue stops
+  when it is at either, and ``info["two_cycle"]`` marks the latter.
+* ``"async"``: one unit at a time in a random order (a fresh permutation per sweep and per cue, from a
+  ``torch.Generator`` seeded by ``seed``; vectorised over the batch: at each of the ``D`` sub-steps every
+  cue updates its own next unit).  Each update picks the lower-energy value, so ``E`` never increases;
+  a cue has converged after a sweep without a flip (a fixed point of the dynamics).
+
+Clamped (observed) units of a partial cue are never changed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from ..retrieval import Retrieval
+from ._options import choice, positive_int
+
+__all__ = ["retrieve_sync", "retrieve_async"]
+
+
+def _finish(memory: Any, s: Tensor, method: str, energies: list[Tensor], steps: int, converged: Tensor,
+            return_weights: bool | None, info: dict[str, Any]) -> Retrieval:
+    log_w, index = memory.item_log_weights(s, return_weights)
+    return Retrieval(
+        pattern=s,
+        method=method,
+        weights=None if log_w is None else log_w.exp(),
+        index=index,
+        trace=torch.stack(energies) if energies else None,
+        steps=steps,
+        converged=converged,
+        info=info,
+    )
+
+
+def retrieve_sync(
+    memory: Any,
+    cue: Tensor,
+    mask: Tensor | None,
+    *,
+    max_steps: int = 100,
+    trace: bool = True,
+    return_weights: bool | None = None,
+    progress: bool = False,
+) -> Retrieval:
+    """Synchronous sign dynamics ``s ← argmin-energy value of every unit`` from ``init_spins``.
+
+    ``trace`` is ``[T + 1, B]``, the energy before the first and after every update.  ``steps`` counts
+    the updates made; ``converged`` marks cues at a fixed point, ``info["two_cycle"]`` those in a 2-cycle.
+
+    Options:
+        max_steps: most synchronous updates.
+        trace: record the energies.
+        return_weights: keep weights over stored items where the memory defines them.
+        progress: show a progress bar.
+    """
+    positive_int(max_steps, "max_steps", allow_zero=True)
+    with torch.no_grad():
+        s = memory.init_spins(cue, mask)
+        energies = [memory.energy(s)] if trace else []
+        fixed = torch.zeros(s.shape[0], dtype=torch.bool, device=s.device)
+        cycle = torch.zeros_like(fixed)
+        previous, steps = None, 0
+        for steps in tqdm(range(1, max_steps + 1), desc="sync", disable=not progress, leave=False):  # noqa: B007
+            new = memory.preferred_spins(s, memory.spin_cache(s))
+            if mask is not None:
+                new = torch.where(mask, s, new)
+            fixed = (new == s).all(-1)
+            cycle = ~fixed & (previous == new).all(-1) if previous is not None else cycle
+            previous, s = s, new
+            if trace:
+                energies.append(memory.energy(s))
+            if bool((fixed | cycle).all()):
+                break
+    return _finish(memory, s, "sync", energies, steps, fixed, return_weights, {"two_cycle": cycle})
+
+
+def retrieve_async(
+    memory: Any,
+    cue: Tensor,
+    mask: Tensor | None,
+    *,
+    max_sweeps: int = 100,
+    seed: int = 0,
+    trace: str = "sweep",
+    return_weights: bool | None = None,
+    progress: bool = False,
+) -> Retrieval:
+    """Asynchronous sign dynamics in a seeded random order (see the module docstring).
+
+    Options:
+        max_sweeps: most sweeps (one sweep visits every unit of every cue once).
+        seed: seed of the ``torch.Generator`` that draws the update orders (same seed, same result).
+        trace: ``"sweep"`` (energy at the start and after every sweep, ``[T + 1, B]``), ``"unit"`` (after
+            every single-unit update, ``[T·D + 1, B]``; costs a full energy per unit, for tests) or ``"none"``.
+        return_weights: keep weights over stored items where the memory defines them.
+        progress: show a progress bar.
+    """
+    positive_int(max_sweeps, "max_sweeps", allow_zero=True)
+    positive_int(seed, "seed", allow_zero=True)
+    choice(trace, "trace", ("sweep", "unit", "none"))
+    generator = torch.Generator(device=cue.device).manual_seed(seed)
+    with torch.no_grad():
+        s = memory.init_spins(cue, mask)
+        B, D = s.shape
+        rows = torch.arange(B, device=s.device)
+        free = torch.ones_like(s, dtype=torch.bool) if mask is None else ~mask.expand_as(s)
+        cache = memory.spin_cache(s)
+        energies = [memory.energy(s)] if trace != "none" else []
+        flipped = torch.ones(B, dtype=torch.bool, device=s.device)
+        sweeps = 0
+        for sweeps in tqdm(range(1, max_sweeps + 1), desc="async", disable=not progress, leave=False):  # noqa: B007
+            order = torch.rand(B, D, generator=generator, device=s.device, dtype=s.dtype).argsort(-1)
+            flipped = torch.zeros(B, dtype=torch.bool, device=s.device)
+            if sweeps > 1:
+                cache = memory.spin_cache(s)  # refresh: no rounding drift across sweeps
+            for t in range(D):  # the D sub-steps of a sweep; each is vectorised over the batch
+                units = order[:, t]
+                old = s[rows, units]
+                new = torch.where(free[rows, units], memory.preferred_spins(s, cache, units), old)
+                delta = new - old
+                s[rows, units] = new
+                memory.update_cache(cache, units, delta)
+                flipped |= delta != 0
+                if trace == "unit":
+                    energies.append(memory.energy(s))
+            if trace == "sweep":
+                energies.append(memory.energy(s))
+            if not bool(flipped.any()):
+                break
+    return _finish(memory, s, "async", energies, sweeps, ~flipped, return_weights, {"seed": seed})
