@@ -26,7 +26,7 @@ from .baselines import (
 )
 from .checkpoint import CheckpointError, load, register_checkpoint_class, save
 from .distributions import KernelDensity
-from .memories import KernelDensityMemory, KernelDensityPosterior
+from .memories import KernelDensityMemory, KernelDensityPosterior, NonparametricMemory, NonparametricPosterior
 from .memory import Memory
 from .retrieval import Retrieval
 
@@ -37,6 +37,8 @@ __all__ = [
     "KernelDensityMemory",
     "KernelDensityPosterior",
     "KernelDensity",
+    "NonparametricMemory",
+    "NonparametricPosterior",
     "CorrelatedDenseMemory",
     "ClassicalHopfield",
     "DenseAssociativeMemory",
