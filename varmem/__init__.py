@@ -13,8 +13,9 @@ A memory is ``p(x, z | M) = p(z | M) p(x | z)``: writing changes the prior over 
   (``datasets``, ``corruptions``, ``metrics``).
 """
 
-from . import corruptions, datasets, inference, metrics
+from . import corruptions, datasets, inference, metrics, models
 from ._version import __version__
+from .analysis import to_inference_data
 from .baselines import (
     ClassicalHopfield,
     CorrelatedDenseMemory,
@@ -26,9 +27,17 @@ from .baselines import (
 )
 from .checkpoint import CheckpointError, load, register_checkpoint_class, save
 from .distributions import KernelDensity
-from .memories import KernelDensityMemory, KernelDensityPosterior, NonparametricMemory, NonparametricPosterior
+from .memories import (
+    KernelDensityMemory,
+    KernelDensityPosterior,
+    LatentMemory,
+    NonparametricMemory,
+    NonparametricPosterior,
+)
 from .memory import Memory
+from .models import VAE
 from .retrieval import Retrieval
+from .training import FitResult, fit
 
 __all__ = [
     "__version__",
@@ -37,6 +46,7 @@ __all__ = [
     "KernelDensityMemory",
     "KernelDensityPosterior",
     "KernelDensity",
+    "LatentMemory",
     "NonparametricMemory",
     "NonparametricPosterior",
     "CorrelatedDenseMemory",
@@ -46,6 +56,10 @@ __all__ = [
     "ModernHopfield",
     "normalize_patterns",
     "RandomFeatureMemory",
+    "fit",
+    "FitResult",
+    "VAE",
+    "to_inference_data",
     "save",
     "load",
     "register_checkpoint_class",
@@ -54,4 +68,5 @@ __all__ = [
     "datasets",
     "inference",
     "metrics",
+    "models",
 ]

@@ -78,8 +78,12 @@ def available_engines() -> list[str]:
     return sorted(_ENGINES)
 
 
+from .amortized import retrieve_amortized  # noqa: E402
 from .exact import retrieve_exact  # noqa: E402
 from .fixed_point import retrieve_fixed_point  # noqa: E402
+from .hybrid import retrieve_hybrid  # noqa: E402
+from .iterative import retrieve_iterative  # noqa: E402
+from .learned_precision import retrieve_learned_precision  # noqa: E402
 from .map import retrieve_map  # noqa: E402
 from .nuts import retrieve_nuts  # noqa: E402
 from .sign_dynamics import retrieve_async, retrieve_sync  # noqa: E402
@@ -89,6 +93,10 @@ _BUILT_IN = {
     "fixed_point": retrieve_fixed_point,
     "map": retrieve_map,
     "nuts": retrieve_nuts,
+    "amortized": retrieve_amortized,
+    "hybrid": retrieve_hybrid,
+    "iterative": retrieve_iterative,
+    "learned_precision": retrieve_learned_precision,
     "async": retrieve_async,
     "sync": retrieve_sync,
 }

@@ -1,6 +1,13 @@
 """Probabilistic memories: Pyro models whose prior depends on what was stored."""
 
 from .kernel_density import KernelDensityMemory, KernelDensityPosterior
+from .latent import LatentMemory
 from .nonparametric import NonparametricMemory, NonparametricPosterior
 
-__all__ = ["KernelDensityMemory", "KernelDensityPosterior", "NonparametricMemory", "NonparametricPosterior"]
+__all__ = [
+    "KernelDensityMemory",
+    "KernelDensityPosterior",
+    "LatentMemory",
+    "NonparametricMemory",
+    "NonparametricPosterior",
+]

@@ -1,0 +1,360 @@
+"""ArviZ data from Pyro inference: MCMC, SVI guides, predictive draws, and memory retrievals.
+
+:func:`to_inference_data` builds the nested ``{group: {variable: array}}`` dictionary itself and
+hands it to ``arviz.from_dict``, so it works where ``arviz.from_pyro`` does not (SVI results) and
+where it no longer exists (ArviZ ≥ 1.0, whose ``from_dict`` lives in ``arviz_base`` and returns an
+``xarray.DataTree``).  Arrays carry the ArviZ sample dimensions ``(chain, draw, ...)``.
+
+Groups (each present when its ingredients are):
+
+==========================  ==================================================================
+``posterior``               latent sites, ``[chain, draw, *site_shape]``; for a retrieval also
+                            ``recalled`` (``[chain, draw, query]``: draws of *which* stored item
+                            was recalled) and, with per-draw responsibilities, ``item_prob``
+                            (``[chain, draw, query, item]``, ``p(i | z_s, M)``)
+``posterior_predictive``    observed sites re-drawn given each posterior draw
+``log_likelihood``          ``log p(x_obs | draw)`` per observation: the observed site's
+                            ``log_prob`` (batch shape, event dims summed), ``[chain, draw, *batch]``
+``observed_data``           the observed values
+``prior``, ``prior_predictive``  draws of the model with nothing observed
+``sample_stats``            ``diverging`` for NUTS/HMC runs
+``item_posterior``          a retrieval's ``prob`` (``[query, item]``, ``p(i | x, M)``) and
+                            ``index`` (``[query]``, the most probable item)
+==========================  ==================================================================
+
+The log-likelihood is computed by us, one model trace per draw: each posterior draw of the latent
+sites is substituted (``poutine.condition``), observed sites are turned back into samples
+(``poutine.uncondition``), and the trace gives both the posterior predictive draw and
+``fn.log_prob(observed value)`` (masked entries contribute 0, as in the model).
+"""
+
+from __future__ import annotations
+
+import warnings
+from contextlib import nullcontext
+from typing import Any, Callable
+
+import numpy as np
+import pyro
+import torch
+from pyro import poutine
+from pyro.poutine.subsample_messenger import _Subsample
+from torch import Tensor
+
+from .retrieval import Retrieval
+
+__all__ = ["to_inference_data", "arviz_major_version"]
+
+RETRIEVAL_DIMS = {
+    "recalled": ["query"],
+    "item_prob": ["query", "item"],
+    "prob": ["query", "item"],
+    "index": ["query"],
+}
+
+
+def _arviz() -> Any:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # arviz 0.2x announces its 1.0 refactor on import
+        import arviz
+
+    return arviz
+
+
+def arviz_major_version(az: Any = None) -> int:
+    """The major version of the installed ArviZ (``az``: a module-like object, for tests)."""
+    az = az or _arviz()
+    return int(str(az.__version__).split(".")[0])
+
+
+def _from_dict(
+    az: Any,
+    groups: dict[str, dict[str, np.ndarray]],
+    extra: dict[str, Any],
+    coords: dict | None,
+    dims: dict | None,
+) -> Any:
+    """Call the ``from_dict`` of ArviZ 0.x or 1.x; add ``extra`` groups (``xarray.Dataset`` s).
+
+    * ArviZ < 1: ``from_dict(posterior=..., log_likelihood=..., ..., coords=, dims=)`` →
+      ``InferenceData``; extra groups through ``InferenceData.add_groups``.
+    * ArviZ ≥ 1 (``arviz_base``): ``from_dict({group: {var: array}}, coords=, dims=)`` →
+      ``xarray.DataTree``; extra groups become child nodes.
+    """
+    groups = {k: v for k, v in groups.items() if v}
+    if arviz_major_version(az) >= 1:
+        import xarray as xr
+
+        tree = az.from_dict(groups, coords=coords, dims=dims)
+        for name, dataset in extra.items():
+            tree[name] = xr.DataTree(dataset=dataset)
+        return tree
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "default dims chain and draw will be added"
+        data = az.from_dict(**groups, coords=coords, dims=dims)
+    if extra:
+        data.add_groups(extra)
+    return data
+
+
+def _numpy(x: Tensor) -> np.ndarray:
+    return x.detach().to("cpu").numpy()
+
+
+def _sites(trace: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(latent, observed)`` sample sites of a model trace (subsample, factor and deterministic
+    sites left out of ``observed``; deterministic sites are reported as latents)."""
+    latent, observed = {}, {}
+    for name, site in trace.nodes.items():
+        if site["type"] != "sample" or isinstance(site["fn"], _Subsample):
+            continue
+        if site["infer"].get("_deterministic"):
+            latent[name] = site
+        elif site["is_observed"] or site["infer"].get("was_observed"):
+            if type(site["fn"]).__name__ != "Unit":  # pyro.factor
+                observed[name] = site
+        else:
+            latent[name] = site
+    return latent, observed
+
+
+def _posterior_from_guide(guide: Callable, args: tuple, kwargs: dict, num_samples: int) -> dict[str, Tensor]:
+    """``{site: [1, S, *shape]}``: ``num_samples`` independent runs of the guide (no gradients)."""
+    draws: dict[str, list[Tensor]] = {}
+    with torch.no_grad():
+        for _ in range(num_samples):
+            trace = poutine.trace(guide).get_trace(*args, **kwargs)
+            for name, site in trace.nodes.items():
+                if site["type"] != "sample" or site["is_observed"] or isinstance(site["fn"], _Subsample):
+                    continue
+                if not site["infer"].get("is_auxiliary"):  # e.g. AutoMultivariateNormal's joint latent
+                    draws.setdefault(name, []).append(site["value"].detach())
+    return {k: torch.stack(v)[None] for k, v in draws.items()}
+
+
+def _diverging(mcmc: Any, chains: int, draws: int) -> np.ndarray | None:
+    try:
+        divergences = mcmc.diagnostics().get("divergences")
+    except Exception:  # diagnostics need >= 1 draw and a kernel that reports them
+        return None
+    if not isinstance(divergences, dict):
+        return None
+    out = np.zeros((chains, draws), dtype=bool)
+    for c in range(chains):
+        for i in divergences.get(f"chain {c}", []):
+            if 0 <= int(i) < draws:
+                out[c, int(i)] = True
+    return out
+
+
+def _run_draws(
+    model: Callable, args: tuple, kwargs: dict, draws: dict[str, Tensor], want_ll: bool, want_pp: bool
+) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Tensor]]:
+    """For each ``(chain, draw)``: condition the latents, uncondition the observations, trace.
+
+    Returns ``(posterior_predictive, log_likelihood, deterministic)``, each ``{site: [C, S, ...]}``.
+    """
+    first = next(iter(draws.values()))
+    chains, num = first.shape[:2]
+    predictive: dict[str, list[Tensor]] = {}
+    loglik: dict[str, list[Tensor]] = {}
+    deterministic: dict[str, list[Tensor]] = {}
+    free = poutine.uncondition(model)
+    with torch.no_grad():
+        for c in range(chains):
+            for s in range(num):
+                values = {k: v[c, s] for k, v in draws.items()}
+                trace = poutine.trace(poutine.condition(free, data=values)).get_trace(*args, **kwargs)
+                for name, site in trace.nodes.items():
+                    if site["type"] != "sample" or isinstance(site["fn"], _Subsample):
+                        continue
+                    if site["infer"].get("_deterministic") and name not in draws:
+                        deterministic.setdefault(name, []).append(site["value"])
+                    elif site["infer"].get("was_observed") and type(site["fn"]).__name__ != "Unit":
+                        if want_pp:
+                            predictive.setdefault(name, []).append(site["value"])
+                        if want_ll:
+                            loglik.setdefault(name, []).append(site["fn"].log_prob(site["infer"]["obs"]))
+
+    def stack(d: dict[str, list[Tensor]]) -> dict[str, Tensor]:
+        return {k: torch.stack(v).reshape(chains, num, *v[0].shape) for k, v in d.items()}
+
+    return stack(predictive), stack(loglik), stack(deterministic)
+
+
+def _prior(model: Callable, args: tuple, kwargs: dict, num_samples: int) -> tuple[dict, dict]:
+    latent: dict[str, list[Tensor]] = {}
+    predictive: dict[str, list[Tensor]] = {}
+    free = poutine.uncondition(model)
+    with torch.no_grad():
+        for _ in range(num_samples):
+            trace = poutine.trace(free).get_trace(*args, **kwargs)
+            lat, obs = _sites(trace)
+            for name, site in lat.items():
+                latent.setdefault(name, []).append(site["value"])
+            for name, site in obs.items():
+                predictive.setdefault(name, []).append(site["value"])
+    return (
+        {k: torch.stack(v)[None] for k, v in latent.items()},
+        {k: torch.stack(v)[None] for k, v in predictive.items()},
+    )
+
+
+def _retrieval_groups(
+    retrieval: Retrieval, memory: Any, num_samples: int, latent_site: str
+) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """``(posterior variables, item_posterior variables)`` of a retrieval (see the module docs)."""
+    posterior: dict[str, Tensor] = {}
+    item_posterior: dict[str, Tensor] = {}
+    if retrieval.weights is not None:
+        item_posterior["prob"] = retrieval.weights
+    if retrieval.index is not None:
+        item_posterior["index"] = retrieval.index
+    probs = None
+    if retrieval.samples is not None:
+        samples = retrieval.samples  # [S, B, L]
+        posterior[latent_site] = samples[None]
+        if memory is not None and hasattr(memory, "item_log_weights"):
+            S, B, L = samples.shape
+            with torch.no_grad():
+                log_w, _ = memory.item_log_weights(samples.reshape(S * B, L), True)
+            probs = log_w.exp().reshape(S, B, -1)  # p(i | z_s, M)
+            posterior["item_prob"] = probs[None]
+    if probs is None and retrieval.weights is not None:
+        probs = retrieval.weights.expand(num_samples, *retrieval.weights.shape)  # exact p(i | x), one per draw
+    if probs is not None:
+        flat = probs.reshape(-1, probs.shape[-1]).clamp_min(0)
+        item = torch.multinomial(flat, 1).reshape(probs.shape[:-1])  # i_s ~ p(i | z_s) or p(i | x)
+        posterior["recalled"] = item[None]
+    return posterior, item_posterior
+
+
+def to_inference_data(
+    model: Callable | None = None,
+    args: tuple = (),
+    kwargs: dict[str, Any] | None = None,
+    *,
+    mcmc: Any = None,
+    guide: Callable | None = None,
+    samples: dict[str, Tensor] | None = None,
+    retrieval: Retrieval | None = None,
+    memory: Any = None,
+    num_samples: int = 500,
+    num_prior_samples: int = 0,
+    posterior_predictive: bool = True,
+    log_likelihood: bool = True,
+    coords: dict[str, Any] | None = None,
+    dims: dict[str, list[str]] | None = None,
+    seed: int | None = 0,
+) -> Any:
+    """ArviZ data (``InferenceData`` for ArviZ < 1, ``xarray.DataTree`` for ArviZ ≥ 1).
+
+    Exactly one source of posterior draws may be given (or none, for a prior-only result):
+
+    * ``mcmc``: a finished ``pyro.infer.MCMC``; draws ``[chain, draw, ...]`` from
+      ``get_samples(group_by_chain=True)``; ``model``/``args``/``kwargs`` default to the run's;
+      ``sample_stats.diverging`` from its diagnostics.
+    * ``guide``: a fitted guide (after SVI, e.g. :func:`varmem.fit`); ``num_samples`` independent
+      guide draws form one chain.
+    * ``samples``: ``{site: [S, ...]}`` posterior draws (one chain).
+    * ``retrieval``: a :class:`varmem.Retrieval`; its ``samples`` ``[S, B, L]`` become the latent
+      site (``memory.latent_site``, default ``"z"``), its ``weights`` the ``item_posterior`` group
+      and ``recalled`` draws (see the module docstring).  With ``memory`` (and ``args=(cue, mask)``)
+      the model defaults to ``memory.model`` and the log-likelihood of the cue is included.
+
+    Args:
+        model, args, kwargs: the Pyro model and the arguments it was conditioned on (observed
+            sites hold the data); needed for ``posterior_predictive``, ``log_likelihood``,
+            ``observed_data`` and the prior.
+        num_samples: guide draws (``guide``), or ``recalled`` draws for a retrieval without samples.
+        num_prior_samples: draws of the prior and prior predictive (0 = no prior groups).
+        posterior_predictive, log_likelihood: include these groups (need ``model``).
+        coords, dims: passed to ``from_dict`` (dims of a retrieval's variables default to
+            ``query`` / ``item``).
+        seed: makes the draws reproducible without touching the global RNG (``None``: use it).
+    """
+    kwargs = dict(kwargs or {})
+    sources = [s for s in (mcmc, guide, samples, retrieval) if s is not None]
+    if len(sources) > 1:
+        raise ValueError("give at most one of mcmc=, guide=, samples=, retrieval=")
+    if not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
+    if not isinstance(num_prior_samples, int) or num_prior_samples < 0:
+        raise ValueError(f"num_prior_samples must be an int >= 0, got {num_prior_samples!r}")
+    if mcmc is not None:
+        model = model or mcmc.kernel.model
+        args = args or tuple(getattr(mcmc, "_args", ()) or ())
+        kwargs = kwargs or dict(getattr(mcmc, "_kwargs", {}) or {})
+    if retrieval is not None:
+        if not isinstance(retrieval, Retrieval):
+            raise TypeError(f"retrieval must be a varmem.Retrieval, got {type(retrieval).__name__}")
+        if model is None and memory is not None and args:
+            model = memory.model
+    if guide is not None and model is None:
+        raise ValueError("guide= needs the model (and its args) too")
+    if not isinstance(args, tuple):
+        args = (args,)
+
+    device = next((a.device for a in args if torch.is_tensor(a)), torch.device("cpu"))
+    rng = nullcontext()
+    if seed is not None:
+        rng = torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
+    groups: dict[str, dict[str, Tensor]] = {}
+    extra: dict[str, dict[str, Tensor]] = {}
+    dims = dict(dims or {})
+    with rng:
+        if seed is not None:
+            pyro.set_rng_seed(seed)
+        draws: dict[str, Tensor] = {}
+        if mcmc is not None:
+            draws = {k: v.detach() for k, v in mcmc.get_samples(group_by_chain=True).items()}
+        elif guide is not None:
+            draws = _posterior_from_guide(guide, args, kwargs, num_samples)
+        elif samples is not None:
+            draws = {k: torch.as_tensor(v)[None] for k, v in samples.items()}
+        elif retrieval is not None:
+            site = getattr(memory, "latent_site", "z")
+            posterior, item_posterior = _retrieval_groups(retrieval, memory, num_samples, site)
+            draws = {site: posterior.pop(site)} if site in posterior else {}
+            groups["posterior"] = posterior
+            extra["item_posterior"] = item_posterior
+            for name, d in RETRIEVAL_DIMS.items():
+                dims.setdefault(name, d)
+            if site in draws:
+                dims.setdefault(site, ["query", f"{site}_dim"])
+
+        if model is not None:
+            trace = poutine.trace(poutine.condition(model, data={k: v[0, 0] for k, v in draws.items()})).get_trace(
+                *args, **kwargs
+            )
+            _, observed = _sites(trace)
+            groups["observed_data"] = {k: s["value"] for k, s in observed.items() if k not in draws}
+            if draws and (posterior_predictive or log_likelihood):
+                pp, ll, det = _run_draws(model, args, kwargs, draws, log_likelihood, posterior_predictive)
+                if posterior_predictive:
+                    groups["posterior_predictive"] = pp
+                if log_likelihood:
+                    groups["log_likelihood"] = ll
+                draws.update(det)
+            if num_prior_samples:
+                prior, prior_pred = _prior(model, args, kwargs, num_prior_samples)
+                groups["prior"], groups["prior_predictive"] = prior, prior_pred
+        groups["posterior"] = {**draws, **groups.get("posterior", {})}
+
+    if mcmc is not None and draws:
+        chains, num = next(iter(draws.values())).shape[:2]
+        diverging = _diverging(mcmc, chains, num)
+        if diverging is not None:
+            groups["sample_stats"] = {"diverging": diverging}
+
+    az = _arviz()
+    arrays = {g: {k: v if isinstance(v, np.ndarray) else _numpy(v) for k, v in d.items()} for g, d in groups.items()}
+    datasets = {}
+    if extra.get("item_posterior"):
+        import xarray as xr
+
+        datasets["item_posterior"] = xr.Dataset(
+            {k: (dims.get(k, RETRIEVAL_DIMS[k]), _numpy(v)) for k, v in extra["item_posterior"].items()},
+            coords={k: v for k, v in (coords or {}).items() if k in ("query", "item")},
+        )
+    return _from_dict(az, arrays, datasets, coords, dims or None)

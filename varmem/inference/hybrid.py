@@ -1,0 +1,57 @@
+"""``"hybrid"``: an amortized start, then iterative refinement (Annabi et al.'s proposal).
+
+The encoder (or the trained retrieval guide) gives ``z_0`` in one forward pass; the
+``"iterative"`` engine then climbs ``log p(x, z | M)`` from there, by gradient steps through the
+decoder (``scheme="map"``, BP-GMM) or by a predictive-coding relaxation (``scheme="pc"``,
+VAE-PC-GMM).  The encoder supplies the basin, the iterations use the memory prior and the exact
+masked likelihood, which the encoder never saw.
+
+Hooks: those of ``"amortized"`` (``memory.init_latent`` with ``"encoder"`` / ``"guide"``) and of
+``"iterative"``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor
+
+from ..retrieval import Retrieval
+from ._options import choice
+from .iterative import retrieve_iterative
+
+__all__ = ["retrieve_hybrid"]
+
+
+def retrieve_hybrid(
+    memory: Any,
+    cue: Tensor,
+    mask: Tensor | None,
+    *,
+    start: str = "encoder",
+    scheme: str = "map",
+    optimizer: str | None = None,
+    lr: float | None = None,
+    max_steps: int = 200,
+    tol: float | None = None,
+    hidden_scale: float | None = None,
+    return_weights: bool | None = None,
+    progress: bool = False,
+) -> Retrieval:
+    """Encoder start, iterative refinement; ``info["start_code"]`` is the amortized ``z_0``.
+
+    Options:
+        start: ``"encoder"`` (the VAE encoder) or ``"guide"`` (the retrieval guide trained by
+            ``memory.fit_retrieval_guide``).
+        scheme, optimizer, lr, max_steps, tol, hidden_scale, return_weights, progress: as for
+            ``"iterative"``.
+    """
+    choice(start, "start", ("encoder", "guide"))
+    choice(scheme, "scheme", ("map", "pc"))
+    z0 = memory.init_latent(cue, mask, start).detach()
+    result = retrieve_iterative(memory, cue, mask, scheme=scheme, init=z0, optimizer=optimizer, lr=lr,
+                                max_steps=max_steps, tol=tol, hidden_scale=hidden_scale,
+                                return_weights=return_weights, progress=progress)
+    result.method = "hybrid"
+    result.info.update(start=start, start_code=z0)
+    return result

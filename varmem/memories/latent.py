@@ -1,0 +1,425 @@
+"""Latent memory: items are stored as codes of a learned (β-)VAE; reading is inference in code space.
+
+Generative model (``N`` stored codes ``m_i = μ_enc(x_i) ∈ R^L``, bandwidth ``s``, decoder mean
+``g``, pixel noise ``σ``)::
+
+    z ~ p(z | M) = (1/N) Σ_i N(z; m_i, s² I_L)            (kernel-density prior over the codes)
+    x_d ~ N(g(z)_d, σ²)   for every observed dimension d    (the decoder likelihood)
+
+so ``p(x, z | M) = (1/N) Σ_i N(z; m_i, s² I) · p(x | z)`` (Annabi, Pitti & Quoy 2022).  The prior
+is a :class:`~varmem.KernelDensityMemory` over the codes (``memory.code_memory``), so its density,
+mean-shift step and responsibilities are that memory's, not re-derived here.
+
+Energy (a negative log-density, all constants kept, ``B`` cues, ``m`` the mask)::
+
+    E(z; x) = -log p(z | M) - log p(x | z)
+            = -log Σ_i exp(-‖z - m_i‖² / 2s²) + log N + (L/2) log(2π s²)
+              + Σ_{d obs} [(x_d - g(z)_d)² / 2σ² + ½ log(2π σ²)]
+
+which equals minus the log-density of the Pyro trace of :meth:`LatentMemory.model` at ``z``.
+
+Learning: :meth:`LatentMemory.fit_autoencoder` trains encoder and decoder as a β-VAE (standard
+normal training prior, the KL term scaled by ``β``) with SVI.  Writing stores ``μ_enc(x)`` in one
+shot and never changes a weight.  :meth:`fit_retrieval_guide` trains an amortized guide
+``q_φ(z | x̃)`` on corrupted cues against *this* memory's model; :meth:`fit_precision` trains the
+diagonal precision of the GMM* fixed-point step.
+
+Retrieval methods: ``"amortized"`` (encoder or retrieval guide, one forward pass),
+``"fixed_point"`` (VAE-GMM: encoder mean, then mean-shift steps on the code prior),
+``"iterative"`` (MAP by gradient steps through the decoder, BP-GMM, or a predictive-coding
+relaxation, VAE-PC-GMM, started away from the encoder), ``"hybrid"`` (the same started at the
+encoder), ``"learned_precision"`` (GMM*), ``"map"`` and ``"nuts"``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Sequence
+
+import pyro
+import pyro.distributions as dist
+import pyro.poutine as poutine
+import torch
+from torch import Tensor
+
+from .._checks import check_positive
+from ..distributions import KernelDensity
+from ..kernels import kernel_stats
+from ..memory import Memory
+from ..models.coders import ARCHITECTURES, Encoder, build_coders
+from .kernel_density import KernelDensityMemory
+
+__all__ = ["LatentMemory"]
+
+
+def _shape(data_shape: int | Sequence[int]) -> tuple[int, ...]:
+    if isinstance(data_shape, bool):
+        raise TypeError(f"data_shape must be an int or a sequence of ints, got {data_shape!r}")
+    if isinstance(data_shape, int):
+        data_shape = (data_shape,)
+    try:
+        shape = tuple(data_shape)
+    except TypeError:
+        raise TypeError(f"data_shape must be an int or a sequence of ints, got {data_shape!r}") from None
+    if len(shape) not in (1, 3) or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in shape):
+        raise ValueError(f"data_shape must be (D,) or (C, H, W) of positive ints, got {data_shape!r}")
+    return shape
+
+
+def _widths(hidden: Sequence[int], name: str) -> tuple[int, ...]:
+    out = tuple(hidden)
+    if any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in out):
+        raise ValueError(f"{name} must be a sequence of positive ints, got {hidden!r}")
+    return out
+
+
+class _VAEModel(torch.nn.Module):
+    """The β-VAE training model ``z ~ N(0, I)`` (KL scaled by β), ``x ~ N(g(z), σ²)``."""
+
+    def __init__(self, memory: "LatentMemory") -> None:
+        super().__init__()
+        self.decoder = memory.decoder
+        self.code_dim = memory.code_dim
+        self.noise_scale = memory.noise_scale
+        self.beta = memory.beta
+
+    def forward(self, x: Tensor, num_data: int | None = None) -> None:
+        B, L = x.shape[0], self.code_dim
+        zeros = x.new_zeros(B, L)
+        with pyro.plate("data", num_data or B, subsample=torch.arange(B, device=x.device)):
+            with poutine.scale(scale=self.beta):
+                z = pyro.sample("z", dist.Normal(zeros, 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(self.decoder(z), self.noise_scale).to_event(1), obs=x)
+
+
+class _VAEGuide(torch.nn.Module):
+    """The β-VAE guide ``q(z | x) = N(μ_enc(x), diag σ_enc(x)²)`` (scaled by β like the prior)."""
+
+    def __init__(self, encoder: Encoder, beta: float) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.beta = beta
+
+    def forward(self, x: Tensor, num_data: int | None = None) -> None:
+        B = x.shape[0]
+        loc, scale = self.encoder(x)
+        with pyro.plate("data", num_data or B, subsample=torch.arange(B, device=x.device)):
+            with poutine.scale(scale=self.beta):
+                pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+
+
+class LatentMemory(Memory):
+    """An associative memory over the codes of a learned encoder/decoder pair.
+
+    See the module docstring for the model and the energy.
+
+    Args:
+        data_shape: ``D`` (or ``(D,)``) for vectors, ``(C, H, W)`` for images; items and cues are
+            always passed flat, ``[N, D]`` with ``D = C·H·W``.
+        code_dim: ``L``, the dimension of a code.
+        architecture: ``"dense"`` (MLP), ``"conv"`` (stride-2 convolutions, needs ``(C, H, W)``) or
+            ``"linear"`` (``x̂ = Wz + b``: the latent posterior is then a Gaussian mixture in
+            closed form).
+        hidden: hidden widths (dense) or channels per conv stage (conv); unused for linear.
+        output: ``"sigmoid"`` (data in ``[0, 1]``) or ``"identity"`` decoder output.
+        bandwidth: ``s``, the kernel width of the prior over codes (Annabi: σ = 0.1).  Fixed, for
+            the reason given in :class:`~varmem.KernelDensityMemory`.
+        noise_scale: ``σ`` of the decoder likelihood (MSE reconstruction ⇔ Gaussian).
+        beta: weight of the KL term when training the autoencoder (β-VAE).
+        code_noise: ``None`` (default, Annabi's VAE-GMM): ``"fixed_point"`` trusts the encoder only
+            as a starting point and runs mean-shift steps on the prior.  A number ``τ``: the encoder
+            mean is a Gaussian observation ``N(μ_enc(x); z, τ²)`` in code space, and the step is
+            exactly :meth:`KernelDensityMemory.fixed_point_step` of the code memory.
+        guide_hidden: hidden widths / channels of the amortized retrieval guide (default:
+            ``hidden``, or ``(64,)`` for the linear architecture).
+        chunk_size: stored codes per chunk in kernel computations.
+        device, dtype: where the networks and codes live.
+
+    ``Retrieval.code`` is always the code ``z`` (``[B, L]``) and ``pattern = decode(z)``;
+    ``variance`` (``"nuts"``) is the posterior variance of the code.
+
+    Example:
+        >>> import varmem
+        >>> x = varmem.datasets.load_digits().flat()[:200]                  # [200, 64] in [0, 1]
+        >>> memory = LatentMemory((1, 8, 8), code_dim=4, hidden=(32,), bandwidth=0.3)
+        >>> result = memory.fit_autoencoder(x[50:], num_steps=20, batch_size=50)
+        >>> memory = memory.write(x[:50])
+        >>> cue, mask = varmem.corruptions.corrupt(x[:2], "mask", 0.5, image_shape=(1, 8, 8))
+        >>> memory.retrieve(cue, mask, method="hybrid").pattern.shape
+        torch.Size([2, 64])
+    """
+
+    methods = ("amortized", "fixed_point", "iterative", "hybrid", "learned_precision", "map", "nuts")
+    default_method = "hybrid"
+
+    def __init__(
+        self,
+        data_shape: int | Sequence[int],
+        code_dim: int,
+        *,
+        architecture: str = "dense",
+        hidden: Sequence[int] = (256,),
+        output: str = "sigmoid",
+        bandwidth: float = 0.1,
+        noise_scale: float = 0.2,
+        beta: float = 1.0,
+        code_noise: float | None = None,
+        guide_hidden: Sequence[int] | None = None,
+        chunk_size: int | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        # every PyroModule gets module-local parameter state, so engines and varmem.fit (which run
+        # with module_local_params=True) and code using Pyro's global param store can both call it
+        with pyro.settings.context(module_local_params=True):
+            self._build(data_shape, code_dim, architecture, hidden, output, bandwidth, noise_scale, beta,
+                        code_noise, guide_hidden, chunk_size, device, dtype)
+
+    def _build(self, data_shape: Any, code_dim: Any, architecture: str, hidden: Sequence[int], output: str,
+               bandwidth: float, noise_scale: float, beta: float, code_noise: float | None,
+               guide_hidden: Sequence[int] | None, chunk_size: int | None, device: Any, dtype: Any) -> None:
+        shape = _shape(data_shape)
+        super().__init__(math.prod(shape), device=device, dtype=dtype)
+        if isinstance(code_dim, bool) or not isinstance(code_dim, int) or code_dim < 1:
+            raise ValueError(f"code_dim must be a positive int, got {code_dim!r}")
+        if architecture not in ARCHITECTURES:
+            raise ValueError(f"unknown architecture {architecture!r}; choose from {list(ARCHITECTURES)}")
+        if architecture == "conv" and len(shape) != 3:
+            raise ValueError(f"architecture 'conv' needs data_shape (C, H, W), got {shape}")
+        self.data_shape = shape
+        self.code_dim = code_dim
+        self.architecture = architecture
+        self.hidden = _widths(hidden, "hidden")
+        self.output = output
+        self.noise_scale = check_positive(noise_scale, "noise_scale")
+        self.beta = check_positive(beta, "beta")
+        self.code_noise = None if code_noise is None else check_positive(code_noise, "code_noise")
+        default_guide = self.hidden if architecture != "linear" else (64,)
+        self.guide_hidden = _widths(default_guide if guide_hidden is None else guide_hidden, "guide_hidden")
+        self.encoder, self.decoder = build_coders(
+            architecture, shape, code_dim, self.hidden, output, device=self.device, dtype=self.dtype
+        )
+        guide_arch = "conv" if architecture == "conv" else "dense"
+        self.retrieval_guide = Encoder(guide_arch, shape, code_dim, self.guide_hidden, in_channels_factor=2).to(
+            device=self.device, dtype=self.dtype
+        )
+        self.code_memory = KernelDensityMemory(
+            code_dim, bandwidth, code_noise or 1.0, chunk_size=chunk_size, device=self.device, dtype=self.dtype
+        )
+        self.register_buffer("log_precision", torch.zeros(code_dim, device=self.device, dtype=self.dtype))
+        self.register_buffer("guide_fitted", torch.zeros((), dtype=torch.bool, device=self.device))
+
+    # --- configuration and state -------------------------------------------------------------
+    @property
+    def bandwidth(self) -> float:
+        return self.code_memory.bandwidth
+
+    @property
+    def chunk_size(self) -> int | None:
+        return self.code_memory.chunk_size
+
+    @property
+    def codes(self) -> Tensor:
+        """``[N, L]`` the stored codes ``m_i = μ_enc(x_i)``."""
+        return self.code_memory.items
+
+    @property
+    def precision(self) -> Tensor:
+        """``[L]`` the GMM* precision ``exp(θ) / s²`` (``1/s²`` until :meth:`fit_precision`)."""
+        return self.log_precision.exp() / self.bandwidth**2
+
+    def __len__(self) -> int:
+        return len(self.code_memory)
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "data_shape": list(self.data_shape),
+            "code_dim": self.code_dim,
+            "architecture": self.architecture,
+            "hidden": list(self.hidden),
+            "output": self.output,
+            "bandwidth": self.bandwidth,
+            "noise_scale": self.noise_scale,
+            "beta": self.beta,
+            "code_noise": self.code_noise,
+            "guide_hidden": list(self.guide_hidden),
+            "chunk_size": self.chunk_size,
+        }
+
+    def check_state(self) -> None:
+        self.code_memory.check_state()
+        if self.log_precision.shape != (self.code_dim,) or not torch.isfinite(self.log_precision).all():
+            raise ValueError(f"log_precision must be finite of shape [{self.code_dim}]")
+        for name, p in self.named_parameters():
+            if not torch.isfinite(p).all():
+                raise ValueError(f"parameter {name} contains NaN or inf")
+
+    # --- writing -----------------------------------------------------------------------------
+    def write(self, items: Any) -> "LatentMemory":
+        """Store the encoder means ``μ_enc(x)`` of ``items`` (``[N, D]`` or ``[D]``), in one shot.
+
+        Nothing is trained: every weight is left exactly as it was.
+        """
+        x = self.prepare_items(items)
+        with torch.no_grad():
+            codes = self.encoder(x)[0]
+        if not torch.isfinite(codes).all():
+            raise ValueError("the encoder gave non-finite codes for these items; nothing was stored")
+        self.code_memory.write(codes)
+        return self
+
+    def forget(self, index: Any) -> "LatentMemory":
+        """Remove stored codes by position (see :meth:`KernelDensityMemory.forget`)."""
+        self.code_memory.forget(index)
+        return self
+
+    # --- the probabilistic model -------------------------------------------------------------
+    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(μ_enc(x), σ_enc(x))``, each ``[B, L]``, for flat items ``x [B, D]``."""
+        return self.encoder(x)
+
+    def decode(self, z: Tensor) -> Tensor:
+        """``g(z)``: codes ``[..., L]`` → data-space means ``[..., D]``."""
+        return self.decoder(z)
+
+    def decoder_stages(self) -> list[Callable[[Tensor], Tensor]]:
+        """The decoder as ``[f_1, …, f_K]`` with ``g = f_K ∘ … ∘ f_1`` (predictive coding)."""
+        return list(self.decoder.stages)
+
+    def prior(self) -> KernelDensity:
+        """``p(z | M)``: the kernel density of the stored codes (event shape ``[L]``)."""
+        self._check_not_empty()
+        return self.code_memory.prior()
+
+    def latent_energy(self, z: Tensor) -> Tensor:
+        """``-log p(z | M)`` for ``z [..., L]`` → ``[...]`` (constants kept)."""
+        return -self.prior().log_prob(z)
+
+    def likelihood(self, z: Tensor, mask: Tensor | None = None) -> dist.TorchDistribution:
+        """``p(x | z)``: independent ``N(g(z)_d, σ²)``, masked by Pyro where ``mask`` is False."""
+        base = dist.Normal(self.decode(z), self.noise_scale)
+        if mask is not None:
+            base = base.mask(mask)
+        return base.to_event(1)
+
+    def model(self, cue: Tensor | None = None, mask: Tensor | None = None, num_cues: int = 1) -> Tensor:
+        """``z ~ p(z | M)``; ``x ~ p(x | z)`` observed at ``cue`` (sampled when ``cue`` is None).
+
+        Sites ``"z"`` (``[B, L]``) and ``"x"`` (``[B, D]``) under the plate ``"cues"`` (``dim=-1``);
+        unobserved entries are left out with ``poutine``-level masking (``Normal.mask``).
+        """
+        size = cue.shape[0] if cue is not None else num_cues
+        with pyro.plate("cues", size, dim=-1):
+            z = pyro.sample(self.latent_site, self.prior())
+            pyro.sample(self.observed_site, self.likelihood(z, mask), obs=cue)
+        return z
+
+    def energy(self, z: Tensor, cue: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
+        """``-log p(z | M)``, or ``-log p(x, z | M)`` given a cue, for ``z [..., L]`` → ``[...]``.
+
+        Equal to minus the log-density of the Pyro trace of :meth:`model` at ``z``.
+        """
+        e = self.latent_energy(z)
+        if cue is not None:
+            e = e - self.likelihood(z, mask).log_prob(cue)
+        return e
+
+    # --- hooks used by the engines -----------------------------------------------------------
+    def guide_encode(self, cue: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+        """``(loc, scale)`` of the amortized retrieval guide ``q_φ(z | x̃, m)``; its input is
+        ``[x̃ ⊙ m, m]``.  Raises if :meth:`fit_retrieval_guide` has not been run."""
+        if not bool(self.guide_fitted):
+            raise ValueError("the retrieval guide is not trained: call memory.fit_retrieval_guide(...) first")
+        return self.retrieval_guide(_guide_input(cue, mask))
+
+    def init_latent(self, cue: Tensor, mask: Tensor | None, init: str | Tensor) -> Tensor:
+        """Starting code ``[B, L]`` of iterative engines.
+
+        ``"cue"`` or ``"encoder"``: ``μ_enc`` of the cue (unobserved entries are 0);
+        ``"guide"``: the retrieval guide's mean; ``"prior_mean"``: the mean of the stored codes;
+        or a ``[B, L]`` tensor.
+        """
+        if torch.is_tensor(init):
+            if init.shape != (cue.shape[0], self.code_dim):
+                raise ValueError(f"init tensor must have shape [{cue.shape[0]}, {self.code_dim}], got "
+                                 f"{tuple(init.shape)}")
+            return init.to(cue)
+        with torch.no_grad():
+            if init in ("cue", "encoder"):
+                return self.encoder(cue)[0]
+            if init == "guide":
+                return self.guide_encode(cue, mask)[0]
+        if init == "prior_mean":
+            return self.codes.mean(0).expand(cue.shape[0], -1).clone()
+        raise ValueError(f"unknown init {init!r}; choose 'encoder' ('cue'), 'guide', 'prior_mean' or a tensor")
+
+    def fixed_point_step(self, z: Tensor, cue: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+        """One VAE-GMM step in code space; returns ``(z_new, E(z; x))`` (the joint energy at ``z``).
+
+        ``code_noise=None``: ``z_new = Σ_i softmax_i(-‖z - m_i‖²/2s²) m_i`` (mean shift on the
+        prior; the encoder only chose the start).  ``code_noise=τ``: the code memory's
+        EM step with the encoder mean as its cue, ``(τ² Σ_i w_i m_i + s² μ_enc(x)) / (τ² + s²)``.
+        """
+        if self.code_noise is None:
+            z_new = kernel_stats(z, self.codes, 1.0 / self.bandwidth**2, chunk_size=self.chunk_size).mean
+        else:
+            z_new, _ = self.code_memory.fixed_point_step(z, self.encoder(cue)[0], None)
+        return z_new, self.energy(z, cue, mask)
+
+    def item_log_weights(self, z: Tensor, return_weights: bool | None = None) -> tuple[Tensor | None, Tensor]:
+        """Responsibilities ``p(i | z, M)`` of the stored codes at ``z [B, L]`` (see the code memory)."""
+        return self.code_memory.item_log_weights(z, return_weights)
+
+    # --- learning ----------------------------------------------------------------------------
+    def fit_autoencoder(
+        self,
+        data: Any,
+        *,
+        num_steps: int = 2000,
+        batch_size: int = 100,
+        lr: float = 1e-3,
+        seed: int | None = 0,
+        progress: bool = False,
+        **fit_options: Any,
+    ) -> Any:
+        """Train encoder and decoder as a β-VAE on ``data`` (``[N, D]``) with :func:`varmem.fit`.
+
+        The loss is ``-E_q[log p(x | z)] + β KL(q(z | x) ‖ N(0, I))`` per item, summed over the
+        data (minibatches of the ``"data"`` plate).  Refused while codes are stored (they would go
+        stale): train first, then write.  Returns the :class:`varmem.FitResult`.
+        """
+        if len(self):
+            raise ValueError(
+                f"this memory holds {len(self)} codes computed by the current encoder; train the autoencoder "
+                "before writing (forget the codes first to retrain)"
+            )
+        x = self.prepare_items(data, "data")
+        from ..training import fit
+
+        # the retrieval guide and the GMM* precision live in the old code space: reset them
+        self.guide_fitted.fill_(False)
+        self.log_precision.zero_()
+
+        return fit(_VAEModel(self), _VAEGuide(self.encoder, self.beta), x, num_steps=num_steps,
+                   batch_size=min(batch_size, len(x)), kwargs={"num_data": len(x)}, lr=lr, seed=seed,
+                   progress=progress, **fit_options)
+
+    def fit_retrieval_guide(self, items: Any = None, **options: Any) -> Any:
+        """Train the amortized retrieval guide ``q_φ(z | x̃)`` on corrupted cues against this memory's
+        model (see :func:`varmem.inference.amortized.fit_retrieval_guide` for the options)."""
+        from ..inference.amortized import fit_retrieval_guide
+
+        return fit_retrieval_guide(self, items, **options)
+
+    def fit_precision(self, items: Any = None, **options: Any) -> Any:
+        """Train the GMM* diagonal precision for one corruption (see
+        :func:`varmem.inference.learned_precision.fit_precision` for the options)."""
+        from ..inference.learned_precision import fit_precision
+
+        return fit_precision(self, items, **options)
+
+
+def _guide_input(cue: Tensor, mask: Tensor | None) -> Tensor:
+    """``[x̃ ⊙ m, m]`` (``[B, 2D]``): what the retrieval guide sees."""
+    m = torch.ones_like(cue) if mask is None else mask.expand_as(cue).to(cue.dtype)
+    return torch.cat([cue * m, m], -1)
