@@ -21,6 +21,7 @@ from .baselines import (
     CorrelatedDenseMemory,
     DenseAssociativeMemory,
     KernelizedHopfield,
+    MixtureHopfieldMemory,
     ModernHopfield,
     RandomFeatureMemory,
     normalize_patterns,
@@ -28,11 +29,13 @@ from .baselines import (
 from .checkpoint import CheckpointError, load, register_checkpoint_class, save
 from .distributions import KernelDensity
 from .memories import (
+    BayesPCN,
     KernelDensityMemory,
     KernelDensityPosterior,
     LatentMemory,
     NonparametricMemory,
     NonparametricPosterior,
+    PredictiveCodingMemory,
 )
 from .memory import Memory
 from .models import VAE
@@ -41,21 +44,28 @@ from .training import FitResult, fit
 
 __all__ = [
     "__version__",
+    # protocol and result record
     "Memory",
     "Retrieval",
+    # probabilistic memories
     "KernelDensityMemory",
     "KernelDensityPosterior",
-    "KernelDensity",
-    "LatentMemory",
     "NonparametricMemory",
     "NonparametricPosterior",
-    "CorrelatedDenseMemory",
+    "LatentMemory",
+    "PredictiveCodingMemory",
+    "BayesPCN",
+    "KernelDensity",
+    # baselines
     "ClassicalHopfield",
     "DenseAssociativeMemory",
-    "KernelizedHopfield",
     "ModernHopfield",
     "normalize_patterns",
     "RandomFeatureMemory",
+    "KernelizedHopfield",
+    "CorrelatedDenseMemory",
+    "MixtureHopfieldMemory",
+    # training, analysis, checkpoints
     "fit",
     "FitResult",
     "VAE",
@@ -64,9 +74,10 @@ __all__ = [
     "load",
     "register_checkpoint_class",
     "CheckpointError",
-    "corruptions",
+    # modules
     "datasets",
-    "inference",
+    "corruptions",
     "metrics",
+    "inference",
     "models",
 ]

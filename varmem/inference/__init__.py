@@ -86,6 +86,7 @@ from .iterative import retrieve_iterative  # noqa: E402
 from .learned_precision import retrieve_learned_precision  # noqa: E402
 from .map import retrieve_map  # noqa: E402
 from .nuts import retrieve_nuts  # noqa: E402
+from .predictive_coding import retrieve_pc, retrieve_pc_pyro  # noqa: E402
 from .sign_dynamics import retrieve_async, retrieve_sync  # noqa: E402
 
 _BUILT_IN = {
@@ -94,11 +95,13 @@ _BUILT_IN = {
     "map": retrieve_map,
     "nuts": retrieve_nuts,
     "amortized": retrieve_amortized,
-    "hybrid": retrieve_hybrid,
     "iterative": retrieve_iterative,
+    "hybrid": retrieve_hybrid,
     "learned_precision": retrieve_learned_precision,
-    "async": retrieve_async,
+    "pc": retrieve_pc,
+    "pc_pyro": retrieve_pc_pyro,
     "sync": retrieve_sync,
+    "async": retrieve_async,
 }
 for _name, _fn in _BUILT_IN.items():
     register_engine(_name, _fn)

@@ -1,13 +1,17 @@
 """Probabilistic memories: Pyro models whose prior depends on what was stored."""
 
+from .bayes_pcn import BayesPCN
 from .kernel_density import KernelDensityMemory, KernelDensityPosterior
 from .latent import LatentMemory
 from .nonparametric import NonparametricMemory, NonparametricPosterior
+from .predictive_coding import PredictiveCodingMemory
 
 __all__ = [
     "KernelDensityMemory",
     "KernelDensityPosterior",
-    "LatentMemory",
     "NonparametricMemory",
     "NonparametricPosterior",
+    "LatentMemory",
+    "PredictiveCodingMemory",
+    "BayesPCN",
 ]

@@ -1,0 +1,396 @@
+"""BayesPCN against independent computations.
+
+References:
+* the batch Bayesian-linear-regression posterior ``U = (U0⁻¹ + ZᵀZ/σ²)⁻¹``,
+  ``R = U (U0⁻¹ R0 + ZᵀX/σ²)`` computed here with explicit inverses from the recorded activities
+  (reference §1.2: sequential rank-1 updates equal it to 4e-13);
+* the forget semigroup ``β1 ⊕ β2 = β1 + β2 − β1β2`` and its fixed point, the initial prior (§1.4);
+* minus the log-density of the Pyro trace (``poutine.trace``) for the energy; ``torch.autograd.grad``
+  of the energy for the hand-written activity update;
+* recall on sklearn digits in [−1, 1] with the protocol's corruptions and its threshold 0.01
+  (§1.6), with a never-written network as the negative control.
+"""
+
+import copy
+
+import pyro.poutine as poutine
+import pytest
+import torch
+
+import varmem
+from varmem import corruptions
+from varmem.inference import get_engine
+from varmem.memories._pcn import FusedEnergy
+
+SMALL = dict(n_layers=3, h_dim=5, sigma_obs=0.1, T_infer=30)
+
+
+def _small(K=1, **kw):
+    return varmem.BayesPCN(6, **{**SMALL, "n_particles": K, **kw})
+
+
+def _state(m):
+    return {k: v.clone() for k, v in m.state_dict().items()}
+
+
+def _assert_state_equal(a, b, atol=0.0):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k].shape == b[k].shape, k
+        torch.testing.assert_close(a[k], b[k], atol=atol, rtol=0, msg=k)
+
+
+# --- conjugate write, delete, forget ----------------------------------------------------------
+def _assert_blr_posterior(m, atol=1e-10):
+    """Batch Bayesian linear regression over the recorded (Z, X) of every layer and particle."""
+    N, K, L, s2 = len(m), m.n_particles, m.n_layers, m.sigma_obs**2
+    hid = m.history_hidden.to(torch.float64)  # [N, K, L-1, h]
+    acts = [m.items.unsqueeze(1).expand(N, K, m.dim)] + [hid[:, :, j] for j in range(L - 1)]
+    for i in range(L):
+        Z = torch.relu(acts[i + 1]) if i < L - 1 else torch.ones(N, K, 1)
+        for k in range(K):
+            U0inv = torch.eye(Z.shape[-1]) / m.sigma_prior**2
+            U = torch.linalg.inv(U0inv + Z[:, k].T @ Z[:, k] / s2)
+            R = U @ (U0inv @ m.initial_mean(i)[k] + Z[:, k].T @ acts[i][:, k] / s2)
+            torch.testing.assert_close(m.weight_cov(i)[k], U, atol=atol, rtol=0)
+            torch.testing.assert_close(m.weight_mean(i)[k], R, atol=atol, rtol=0)
+
+
+@pytest.mark.parametrize("write_batch, K", [(1, 1), (1, 3), (4, 2)])
+def test_sequential_writes_equal_the_batch_linear_regression_posterior(write_batch, K):
+    m = _small(K, write_batch=write_batch)
+    X = torch.randn(8, 6)
+    m.write(X[:3]).write(X[3:])
+    assert len(m) == 8 and torch.equal(m.items, X)
+    _assert_blr_posterior(m)
+
+
+def test_conjugate_statistics_stay_float64_in_a_float32_memory():
+    m = varmem.BayesPCN(6, **SMALL, dtype=torch.float32).write(torch.randn(3, 6))
+    assert m.weight_mean(0).dtype == m.weight_cov(0).dtype == m.log_w.dtype == torch.float64
+    assert m.retrieve(torch.randn(2, 6), seed=0, steps=5).pattern.dtype == torch.float32
+
+
+@pytest.mark.parametrize("K", [1, 3])
+def test_delete_after_write_restores_the_state(K):
+    m = _small(K).write(torch.randn(4, 6))
+    before = _state(m)
+    new = torch.randn(3, 6)
+    m.write(new).delete(new[[2, 0, 1]])
+    _assert_state_equal(_state(m), before, atol=1e-10)
+    # deleting an older item gives the posterior of the other records (the posterior is order-free)
+    rest = m.items[[0, 2, 3]].clone()
+    m.delete(m.items[1].clone())
+    assert torch.equal(m.items, rest)
+    _assert_blr_posterior(m)
+
+
+def test_forget_composes_as_a_semigroup_and_returns_to_the_initial_prior():
+    m = _small(2).write(torch.randn(5, 6))
+    a, b = copy.deepcopy(m), copy.deepcopy(m)
+    a.forget(0.3).forget(0.5)
+    b.forget(0.3 + 0.5 - 0.3 * 0.5)
+    _assert_state_equal(_state(a), _state(b), atol=1e-14)
+    start = _state(m.forget(0.0))
+    for _ in range(2000):
+        m.forget(0.01)
+    # after n steps: U − σ_W² I = 0.99ⁿ (U_0 − σ_W² I),  R − R_init = 0.99^(n/2) (R_0 − R_init)
+    for i in range(m.n_layers):
+        eye = torch.eye(m.weight_cov(i).shape[-1]).expand_as(m.weight_cov(i))
+        torch.testing.assert_close(m.weight_cov(i) - eye, 0.99**2000 * (start[f"U{i}"] - eye), atol=1e-13, rtol=0)
+        torch.testing.assert_close(m.weight_cov(i), eye, atol=1e-8, rtol=0)
+        r_init = m.initial_mean(i)
+        torch.testing.assert_close(m.weight_mean(i) - r_init, 0.99**1000 * (start[f"R{i}"] - r_init),
+                                   atol=1e-13, rtol=0)
+        torch.testing.assert_close(m.weight_mean(i), r_init, atol=1e-3, rtol=0)
+        assert (start[f"R{i}"] - r_init).abs().max() > 1e-2  # the write had moved it
+        assert r_init.abs().max() > 0.1  # the target is the random initial mean, not 0
+    c = _small(2).write(torch.randn(2, 6)).forget(1.0)
+    fresh = _small(2)
+    for i in range(c.n_layers):
+        torch.testing.assert_close(c.weight_mean(i), fresh.weight_mean(i), atol=1e-15, rtol=0)
+        torch.testing.assert_close(c.weight_cov(i), fresh.weight_cov(i), atol=1e-15, rtol=0)
+
+
+def test_particle_log_weights_are_the_normalised_log_joints_at_the_modes():
+    m = _small(3)
+    x = torch.randn(1, 6)
+    m.write(x)
+    inc = m.history_log_w[0]  # log p_k(x, ĥ_k) under the prior
+    torch.testing.assert_close(m.log_w, inc - inc.logsumexp(0))
+    fresh = _small(3)  # recompute log p_k(x, ĥ_k) with the prior network, particle by particle
+    hid = m.history_hidden[0]
+    for k in range(3):
+        acts = [x.unsqueeze(0)] + [hid[k, j].view(1, 1, -1) for j in range(2)]
+        e_k, _ = fresh.particle_energies(acts)
+        torch.testing.assert_close(-e_k[k], inc[k : k + 1])
+
+
+# --- energy, Pyro model, gradient --------------------------------------------------------------
+def _trace_log_joint(m, code, cue, mask, K):
+    acts = m.split_code(code)
+    data = {f"h{i}": acts[i] for i in range(1, m.n_layers)}
+    if mask is not None:
+        data["x_missing"] = acts[0]
+    per_k = []
+    for k in range(K):
+        d = dict(data, particle=torch.full((code.shape[0],), k)) if K > 1 else data
+        tr = poutine.trace(poutine.condition(m.model, data=d)).get_trace(cue, mask)
+        tr.compute_log_prob()
+        per_k.append(sum(s["log_prob"] for s in tr.nodes.values() if s["type"] == "sample"))
+        if K == 1:
+            assert torch.allclose(tr.log_prob_sum(), per_k[0].sum())
+    return torch.stack(per_k).logsumexp(0)
+
+
+@pytest.mark.parametrize("K, log_prob", [(1, "p_pred"), (3, "p_pred"), (2, "map")])
+@pytest.mark.parametrize("partial", [False, True])
+def test_energy_is_minus_the_pyro_trace_log_density(K, log_prob, partial):
+    m = _small(K, log_prob=log_prob).write(torch.randn(4, 6))
+    code = torch.randn(3, m.code_dim)
+    cue = torch.randn(3, 6)
+    mask = torch.rand(3, 6) > 0.4 if partial else None
+    mask = None if mask is None else mask | torch.eye(3, 6, dtype=torch.bool)
+    expected = -_trace_log_joint(m, code, cue, mask, K)
+    torch.testing.assert_close(m.energy(code, cue, mask), expected, atol=1e-9, rtol=1e-12)
+    if not partial:  # the sensory part of ``code`` itself, no cue
+        torch.testing.assert_close(m.energy(code), -_trace_log_joint(m, code, code[:, :6], None, K))
+
+
+@pytest.mark.parametrize("activation", ["relu", "gelu", "tanh"])
+@pytest.mark.parametrize("K, log_prob", [(1, "p_pred"), (3, "p_pred"), (3, "map")])
+def test_hand_written_activity_update_is_the_autograd_gradient(activation, K, log_prob):
+    m = _small(K, activation=activation, log_prob=log_prob).write(torch.randn(3, 6))
+    code = torch.randn(4, m.code_dim)
+    z = code.clone().requires_grad_()
+    (grad,) = torch.autograd.grad(m.energy(z).sum(), z)
+    torch.testing.assert_close(m.energy_grad(code), grad, atol=1e-9, rtol=1e-9)
+    cue, mask = torch.randn(4, 6), torch.rand(4, 6) > 0.5
+    z = code.clone().requires_grad_()
+    (grad,) = torch.autograd.grad(m.energy(z, cue, mask).sum(), z)
+    torch.testing.assert_close(m.energy_grad(code, cue, mask), grad, atol=1e-9, rtol=1e-9)
+    assert (grad[:, :6][mask] == 0).all()
+
+
+@pytest.mark.parametrize("K", [1, 2])
+@pytest.mark.parametrize("partial", [False, True])
+def test_pyro_read_equals_the_hand_written_read(K, partial):
+    m = _small(K).write(torch.randn(3, 6))
+    cue = torch.randn(2, 6)
+    mask = torch.tensor([True, True, True, True, False, False]) if partial else None
+    a = m.retrieve(cue, mask, method="pc", seed=3, steps=12, tol=0)
+    b = m.retrieve(cue, mask, method="pc_pyro", seed=3, steps=12, tol=0)
+    torch.testing.assert_close(a.code, b.code, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(a.trace[:-1].sum(-1), b.trace, atol=1e-6, rtol=1e-8)
+
+
+# --- the fused relaxation pass and the scale-aware early stop ---------------------------------------
+@pytest.mark.parametrize("activation", ["relu", "gelu"])
+@pytest.mark.parametrize("K, log_prob", [(1, "p_pred"), (3, "p_pred"), (2, "map")])
+@pytest.mark.parametrize("mode", ["individual", "mixture", "sensory_only"])
+def test_fused_pass_equals_the_per_layer_energy_and_gradient(activation, K, log_prob, mode):
+    """``FusedEnergy`` (used by every relaxation) against ``particle_energies``, whose gradient the
+    test above checks against autograd: same ``E_k`` and the same gradient of every free layer."""
+    m = _small(K, activation=activation, log_prob=log_prob).write(torch.randn(3, 6))
+    B, h, L = 4, m.h_dim, m.n_layers
+    P = K if mode == "individual" else 1
+    acts = [torch.randn(1, B, 6)] + [torch.randn(P, B, h) for _ in range(L - 1)]
+    layers = m._layers(torch.float64)
+    free0, free_hidden = mode != "individual", mode != "sensory_only"
+    fused = FusedEnergy(m, layers, acts, free0, free_hidden)
+    g0 = torch.full((K, B, 6), float("nan")) if free0 else None
+    gh = torch.full((K, B, (L - 1) * h), float("nan")) if free_hidden else None
+    e = fused(acts, g0, gh)
+    e_ref, g_ref = m.particle_energies(acts, layers, with_grad=True)
+    torch.testing.assert_close(e, e_ref, atol=1e-10, rtol=1e-12)
+    if free0:
+        torch.testing.assert_close(g0, g_ref[0].expand(K, B, 6), atol=1e-10, rtol=1e-10)
+    if free_hidden:
+        torch.testing.assert_close(gh, torch.cat(g_ref[1:], -1), atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(fused(acts, None, None), e_ref, atol=1e-10, rtol=1e-12)
+
+
+def _first_settled_step(trace, rtol):
+    """Independent reading of the sticky relative test on a full (never stopped) energy trace."""
+    rel_ok = (trace[1:] - trace[:-1]).abs() <= rtol * trace[1:].abs()  # step t+1 vs step t
+    first = torch.stack([col.nonzero()[0, 0] for col in rel_ok.reshape(rel_ok.shape[0], -1).T])
+    return int(first.max()) + 2  # rel_ok[j] is tested after optimiser step j + 2
+
+
+@pytest.mark.parametrize("partial", [False, True])
+def test_relative_early_stop_stops_where_every_cue_first_settled(partial):
+    m = _small(2).write(torch.randn(3, 6))
+    cue = torch.randn(3, 6)
+    mask = torch.tensor([True, True, True, True, False, False]) if partial else None
+    full = m.retrieve(cue, mask, seed=4, steps=400, tol=0, rtol=0)
+    assert full.steps == 400 and not full.converged.any()
+    rtol = 1e-3
+    expected = _first_settled_step(full.trace[:-1], rtol)
+    early = m.retrieve(cue, mask, seed=4, steps=400, tol=0, rtol=rtol)
+    assert 2 < early.steps == expected < 400
+    assert early.converged.all()
+    n = early.trace.shape[0] - 1  # the same trajectory up to the stop (deterministic)
+    torch.testing.assert_close(early.trace[:n], full.trace[:n], atol=1e-9, rtol=1e-12)
+
+
+def test_write_uses_the_relative_early_stop_and_zero_disables_it():
+    x = torch.randn(1, 6)
+    stops = []
+    for rtol in (0.0, 1e-3):
+        m = _small(1, T_infer=400, infer_tol=0.0, infer_rtol=rtol)
+        acts = [x.unsqueeze(0)] + m.init_hidden(1, 1, torch.Generator().manual_seed(0))
+        _, trace, steps, _ = m.relax(acts, None, steps=400, lr=m.activation_lr, rtol=rtol, individual=True)
+        stops.append((steps, trace))
+    (n_full, full), (n_early, _) = stops
+    assert n_full == 400 and n_early == _first_settled_step(full[:-1], 1e-3) < 400
+    assert varmem.BayesPCN(6).infer_rtol == 1e-4  # the default (chosen at equal recall, see bench_bayespcn)
+
+
+# --- recall --------------------------------------------------------------------------------------
+RECALL = dict(n_layers=3, h_dim=32, sigma_obs=0.01, T_infer=300)
+
+
+def _cues(X):
+    white, _ = corruptions.white_noise(X, 0.2, generator=torch.Generator().manual_seed(1))
+    drop, dmask = corruptions.pixel_drop(X, 0.25, generator=torch.Generator().manual_seed(2), fill=-1.0,
+                                         image_shape=(1, 8, 8))
+    mask, mmask = corruptions.right_columns_mask(X, 0.25, fill=-1.0, image_shape=(1, 8, 8))
+    return {"white": (white, None), "drop": (drop, dmask), "mask": (mask, mmask)}
+
+
+def _mse(pattern, X, mask):
+    err = (pattern - X) ** 2
+    return err.mean(-1) if mask is None else (err * ~mask).sum(-1) / (~mask).sum(-1)
+
+
+def recall_mse(memory, X, read):
+    return {name: _mse(read(memory, cue, mask).pattern, X, mask) for name, (cue, mask) in _cues(X).items()}
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return (varmem.datasets.load_digits().images[:4].reshape(4, -1) * 2 - 1).to(torch.get_default_dtype())
+
+
+def test_stored_digits_are_recalled_and_a_never_written_network_fails(digits):
+    m = varmem.BayesPCN(64, **RECALL).write(digits)
+    mse = recall_mse(m, digits, lambda m, c, k: m.retrieve(c, k, seed=0))
+    # white: the cue's own MSE is 4·0.2² = 0.16 in [−1, 1] units; drop / mask: unknown pixels only
+    assert (mse["white"] < 0.01).all(), mse
+    assert (mse["drop"] < 0.01).all() and (mse["mask"] < 0.01).all(), mse  # the protocol's accuracy
+    empty = varmem.BayesPCN(64, **RECALL)  # negative control: same read, nothing written
+    engine = get_engine("pc")
+    ctrl = recall_mse(empty, digits, lambda m, c, k: engine(m, *m.prepare_cue(c, k), seed=0))
+    for name in mse:
+        assert (ctrl[name] > 0.1).all(), (name, ctrl[name])
+
+
+# --- bad input, nothing lost ---------------------------------------------------------------------
+@pytest.fixture
+def memory():
+    return _small(2).write(torch.randn(3, 6))
+
+
+@pytest.mark.parametrize(
+    "call, error, words",
+    [
+        (lambda m: m.write(torch.ones(2, 5)), ValueError, "shape"),
+        (lambda m: m.write(torch.ones(0, 6)), ValueError, "empty"),
+        (lambda m: m.write(torch.ones(2, 6, dtype=torch.int64)), TypeError, "floating dtype"),
+        (lambda m: m.write(torch.tensor([[0.0, float("nan"), 0, 0, 0, 0]])), ValueError, "NaN"),
+        (lambda m: m.write("abc"), TypeError, "tensor or array"),
+        (lambda m: m.write(torch.ones(2, 6), seed=1.5), TypeError, "seed"),
+        (lambda m: m.forget(1.5), ValueError, r"beta must lie in \[0, 1\]"),
+        (lambda m: m.forget(-0.1), ValueError, r"beta must lie in \[0, 1\]"),
+        (lambda m: m.forget(float("nan")), ValueError, r"beta must lie in \[0, 1\]"),
+        (lambda m: m.forget("a lot"), TypeError, "beta"),
+        (lambda m: m.delete(torch.full((6,), 9.0)), KeyError, "never written"),
+        (lambda m: m.delete(torch.cat([m.items[:1], torch.full((1, 6), 9.0)])), KeyError, "never written"),
+        (lambda m: m.delete(torch.ones(6, 2)), ValueError, "shape"),
+        (lambda m: m.retrieve(torch.ones(2, 5)), ValueError, "shape"),
+        (lambda m: m.retrieve(torch.ones(2, 6), torch.zeros(6, dtype=torch.bool)), ValueError, "nothing observed"),
+        (lambda m: m.retrieve(torch.ones(2, 6), method="exact"), ValueError, "unknown retrieval method"),
+        (lambda m: m.retrieve(torch.ones(2, 6), iterations=3), ValueError, r"unknown option\(s\)"),
+        (lambda m: m.retrieve(torch.ones(2, 6), steps=0), ValueError, "steps"),
+        (lambda m: m.retrieve(torch.ones(2, 6), optimizer="lbfgs"), ValueError, "optimizer"),
+        (lambda m: m.retrieve(torch.ones(2, 6), rtol=-1.0), ValueError, "rtol"),
+        (lambda m: m.energy(torch.ones(2, 7)), ValueError, "code must have shape"),
+    ],
+)
+def test_bad_input_names_the_problem_and_loses_nothing(memory, call, error, words):
+    before = _state(memory)
+    with pytest.raises(error, match=words):
+        call(memory)
+    _assert_state_equal(_state(memory), before)
+
+
+def test_a_write_failing_in_a_later_chunk_rolls_back_the_earlier_chunks(memory, monkeypatch):
+    before = _state(memory)
+    ids = {k: id(v) for k, v in memory.state_dict(keep_vars=True).items()}
+    calls = []
+    original = memory._write_chunk
+
+    def failing(chunk, generator):
+        calls.append(1)
+        if len(calls) == 2:
+            raise FloatingPointError("diverged")
+        original(chunk, generator)
+
+    monkeypatch.setattr(memory, "_write_chunk", failing)
+    with pytest.raises(FloatingPointError, match="diverged"):
+        memory.write(torch.randn(3, 6))  # write_batch = 1: the first item is stored, the second fails
+    assert len(calls) == 2
+    _assert_state_equal(_state(memory), before)
+    assert {k: id(v) for k, v in memory.state_dict(keep_vars=True).items()} == ids
+
+
+def test_delete_needs_the_history_and_an_empty_memory_refuses_reads():
+    m = _small(keep_history=False).write(torch.randn(2, 6))
+    with pytest.raises(ValueError, match="keep_history"):
+        m.delete(m.items[0])
+    with pytest.raises(ValueError, match="empty"):
+        _small().retrieve(torch.zeros(1, 6))
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, words",
+    [
+        (dict(n_layers=1), ValueError, "n_layers"),
+        (dict(h_dim=0), ValueError, "h_dim"),
+        (dict(activation="swish"), ValueError, "activation"),
+        (dict(sigma_obs=0.0), ValueError, "sigma_obs"),
+        (dict(sigma_prior=-1.0), ValueError, "sigma_prior"),
+        (dict(n_particles=0), ValueError, "n_particles"),
+        (dict(log_prob="elbo"), ValueError, "log_prob"),
+        (dict(ensemble_log_joint="joint"), ValueError, "ensemble_log_joint"),
+        (dict(write_batch=0), ValueError, "write_batch"),
+        (dict(T_infer=0), ValueError, "T_infer"),
+        (dict(resample_threshold=2.0), ValueError, "resample_threshold"),
+        (dict(infer_rtol=-1e-4), ValueError, "infer_rtol"),
+        (dict(infer_rtol=1.0), ValueError, "infer_rtol"),
+        (dict(infer_rtol="small"), TypeError, "infer_rtol"),
+    ],
+)
+def test_bad_constructor_arguments(kwargs, error, words):
+    with pytest.raises(error, match=words):
+        varmem.BayesPCN(6, **kwargs)
+
+
+def test_resampling_keeps_a_valid_state():
+    m = _small(4, resample=True, resample_threshold=1.0).write(torch.randn(3, 6))
+    torch.testing.assert_close(m.log_w, torch.full((4,), -torch.log(torch.tensor(4.0)).item()))
+    m.check_state()
+
+
+def test_save_load_round_trip_with_particles_and_history(tmp_path):
+    m = _small(3, ensemble_log_joint="shared").write(torch.randn(4, 6))
+    loaded = varmem.load(varmem.save(m, tmp_path / "bpcn.safetensors"))
+    assert type(loaded) is varmem.BayesPCN and loaded.config() == m.config() and len(loaded) == 4
+    _assert_state_equal(_state(loaded), _state(m))
+    cue = torch.randn(2, 6)
+    read = dict(seed=0, steps=20)
+    torch.testing.assert_close(loaded.retrieve(cue, **read).pattern, m.retrieve(cue, **read).pattern)
+    loaded.delete(m.items[0])  # the history came back too
+    assert len(loaded) == 3
+    m.forget(0.25)
+    _assert_state_equal(_state(varmem.load(varmem.save(m, tmp_path / "f.safetensors"))), _state(m))

@@ -1,0 +1,210 @@
+"""``"pc"`` and ``"pc_pyro"``: read a predictive-coding memory by MAP inference of its activities.
+
+Both engines compute the same thing (BayesPCN's read, Yoo & Wood 2022, §1.3 of the reference):
+
+* **full cue** (``mask=None``, e.g. white noise): ``n_repeat`` rounds of (a) clamp the sensory
+  layer to the current estimate (first the cue), draw the hidden activities ``h^{-1/2} N(0, I)``
+  and maximise ``log p(a | M)`` over them; (b) set the sensory layer to its most probable value
+  given the hidden ones: the top-down prediction ``f(a_1) R_0`` for ``K = 1`` (the exact argmax,
+  which the official code approaches with 500 more Adam steps), for ``K > 1`` the
+  responsibility-weighted prediction polished by ``steps`` Adam steps on the sensory layer.
+  ``n_repeat = 30`` is Salvatori et al.'s iterated clamp / relax / predict procedure.
+* **partial cue** (``mask`` given: drop, mask): observed entries clamped to the cue; the hidden
+  activities and the unknown sensory entries are optimised jointly for ``n_repeat · steps`` steps.
+
+``"pc"`` uses the memory's hand-written local-error gradient (vectorised over cues and particles);
+``"pc_pyro"`` optimises an ``AutoDelta`` guide over the activity sites of ``memory.model`` with the
+``TraceEnum_ELBO`` loss (``Trace_ELBO`` for ``K = 1``), i.e. autograd through the Pyro model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyro
+import pyro.poutine as poutine
+import torch
+from pyro.infer import Trace_ELBO, TraceEnum_ELBO
+from pyro.infer.autoguide import AutoDelta, init_to_value
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from ..memories._pcn import make_generator
+from ..retrieval import Retrieval
+from ._options import choice, non_negative, positive_int
+
+__all__ = ["retrieve_pc", "retrieve_pc_pyro"]
+
+
+def _resolve(memory: Any, steps: int | None, lr: float | None, tol: float | None, optimizer: str,
+             n_repeat: int, rtol: float | None = None) -> tuple[int, float, float, float]:
+    choice(optimizer, "optimizer", ("adam", "sgd"))
+    positive_int(n_repeat, "n_repeat")
+    steps = positive_int(memory.T_infer if steps is None else steps, "steps")
+    lr = non_negative(memory.activation_lr if lr is None else lr, "lr")
+    tol = non_negative(memory.infer_tol if tol is None else tol, "tol")
+    rtol = non_negative(getattr(memory, "infer_rtol", 0.0) if rtol is None else rtol, "rtol")
+    return steps, lr, tol, rtol
+
+
+def _result(memory: Any, method: str, acts: list[Tensor], traces: list[Tensor], steps: int,
+            converged: Tensor) -> Retrieval:
+    with torch.no_grad():
+        energy, _, r = memory.mixture_energy(acts)
+    code = memory.join_code([a.squeeze(0) for a in acts])
+    return Retrieval(
+        pattern=acts[0].squeeze(0).clone(), method=method, code=code,
+        trace=torch.cat(traces) if traces else None, steps=steps, converged=converged,
+        info={"energy": energy, "particle_weights": r.T},
+    )
+
+
+def _polish_sensory(memory: Any, acts: list[Tensor], steps: int, lr: float, optimizer: str, tol: float,
+                    rtol: float = 0.0) -> Tensor:
+    """Most probable sensory layer given the hidden ones (closed form for K = 1)."""
+    pred = memory.predict_sensory(acts)  # [K, B, D]
+    if pred.shape[0] == 1:
+        return pred
+    _, _, r = memory.mixture_energy(acts)
+    acts[0] = (r.unsqueeze(-1) * pred).sum(0, keepdim=True)
+    free = torch.ones_like(acts[0][0], dtype=torch.bool)
+    memory.relax(acts, free, steps=steps, lr=lr, optimizer=optimizer, tol=tol, rtol=rtol, free_hidden=False)
+    return acts[0]
+
+
+def retrieve_pc(
+    memory: Any,
+    cue: Tensor,
+    mask: Tensor | None,
+    *,
+    steps: int | None = None,
+    lr: float | None = None,
+    optimizer: str = "adam",
+    n_repeat: int = 1,
+    tol: float | None = None,
+    rtol: float | None = None,
+    seed: int | None = None,
+    progress: bool = False,
+) -> Retrieval:
+    """Predictive-coding read with hand-written local-error gradients (see module docstring).
+
+    Options:
+        steps: optimiser steps per relaxation (default ``memory.T_infer``; camera-ready 500).
+        lr: activity step size (default ``memory.activation_lr``; camera-ready 0.01 with Adam).
+        optimizer: ``"adam"`` (official BayesPCN) or ``"sgd"`` (plain ``a ← a − lr ∂E/∂a``).
+        n_repeat: clamp / relax / predict rounds for a full cue; multiplies ``steps`` for a partial one.
+        tol: early stop when every cue's energy changed by at most ``tol`` in the same step
+            (default ``memory.infer_tol``; the official absolute test).
+        rtol: early stop once every cue's energy has, at some step, changed by at most
+            ``rtol·|E|`` (default ``memory.infer_rtol``, 0 for a memory without one); see
+            ``PCNetwork.relax``.  ``tol = rtol = 0``: never stop early.
+        seed: seeds the random hidden initialisation (``None``: the global RNG).
+        progress: show a progress bar.
+
+    Returns a :class:`Retrieval` with ``pattern [B, D]``, ``code [B, D + (L-1)h]`` (all
+    activities), ``trace [T, B]`` (energy per step), ``info["energy"] [B]`` and
+    ``info["particle_weights"] [B, K]`` (responsibilities at the final state).
+    """
+    steps, lr, tol, rtol = _resolve(memory, steps, lr, tol, optimizer, n_repeat, rtol)
+    generator = make_generator(seed, memory.device)
+    B = cue.shape[0]
+    traces: list[Tensor] = []
+    total = 0
+    with torch.no_grad():
+        layers = memory._layers(memory.dtype)
+        bar = tqdm(total=steps * n_repeat, desc="pc read", disable=not progress, leave=False)
+        if mask is None:
+            x = cue.unsqueeze(0)
+            for _ in range(n_repeat):
+                acts = [x] + memory.init_hidden(B, 1, generator)
+                acts, trace, done, converged = memory.relax(acts, None, steps=steps, lr=lr, optimizer=optimizer,
+                                                            tol=tol, rtol=rtol, layers=layers, progress=bar)
+                traces.append(trace)
+                total += done
+                x = _polish_sensory(memory, acts, steps, lr, optimizer, tol, rtol)
+                acts[0] = x
+        else:
+            acts = [cue.unsqueeze(0).clone()] + memory.init_hidden(B, 1, generator)
+            acts, trace, total, converged = memory.relax(acts, ~mask.expand_as(cue), steps=steps * n_repeat, lr=lr,
+                                                         optimizer=optimizer, tol=tol, rtol=rtol, layers=layers,
+                                                         progress=bar)
+            acts[0] = torch.where(mask, cue, acts[0])
+            traces.append(trace)
+        bar.close()
+    return _result(memory, "pc", acts, traces, total, converged)
+
+
+def retrieve_pc_pyro(
+    memory: Any,
+    cue: Tensor,
+    mask: Tensor | None,
+    *,
+    steps: int | None = None,
+    lr: float | None = None,
+    n_repeat: int = 1,
+    tol: float | None = None,
+    rtol: float | None = None,
+    seed: int | None = None,
+    progress: bool = False,
+) -> Retrieval:
+    """The ``"pc"`` read written with Pyro: an ``AutoDelta`` guide over the sites ``h1 … h{L-1}``
+    (and ``x_missing`` for a partial cue) of ``memory.model``, started at the same random
+    activities as ``"pc"`` (same ``seed`` → same start), loss ``(TraceEnum_)ELBO`` = the energy
+    summed over cues, minimised with ``torch.optim.Adam``.  Same options as ``"pc"`` (Adam only; the
+    early stop tests the summed loss: ``|ΔE| ≤ tol + rtol·|E|``).
+    """
+    steps, lr, tol, rtol = _resolve(memory, steps, lr, tol, "adam", n_repeat, rtol)
+    generator = make_generator(seed, memory.device)
+    B, L = cue.shape[0], memory.n_layers
+    K = memory._log_weights(memory.dtype).shape[0]
+    traces: list[Tensor] = []
+    total = 0
+    converged = torch.zeros(B, dtype=torch.bool, device=cue.device)
+    bar = tqdm(total=steps * n_repeat, desc="pc_pyro read", disable=not progress, leave=False)
+
+    def run(x: Tensor, m: Tensor | None, n_steps: int) -> tuple[list[Tensor], Tensor]:
+        nonlocal total, converged
+        hidden = [h.squeeze(0) for h in memory.init_hidden(B, 1, generator)]
+        values = {f"h{i}": hidden[i - 1] for i in range(1, L)}
+        if m is not None:
+            values["x_missing"] = x.clone()
+        model = poutine.block(memory.model, hide=["particle"]) if K > 1 else memory.model
+        elbo = TraceEnum_ELBO(max_plate_nesting=1) if K > 1 else Trace_ELBO()
+        losses: list[Tensor] = []
+        with pyro.settings.context(module_local_params=True):
+            guide = AutoDelta(model, init_loc_fn=init_to_value(values=values))
+            loss_fn = elbo(memory.model, guide)
+            loss_fn(x, m)
+            opt = torch.optim.Adam([p for p in guide.parameters() if p.requires_grad], lr=lr)
+            for t in range(1, n_steps + 1):
+                opt.zero_grad()
+                loss = loss_fn(x, m)
+                loss.backward()
+                opt.step()
+                losses.append(loss.detach())
+                bar.update(1)
+                total += 1
+                if (tol > 0 or rtol > 0) and t > 1 and (
+                        abs(float(losses[-1] - losses[-2])) <= tol + rtol * abs(float(losses[-1]))):
+                    converged = torch.ones_like(converged)
+                    break
+            with torch.no_grad():
+                med = guide.median(x, m)
+        acts = [x if m is None else torch.where(m, x, med["x_missing"])]
+        acts += [med[f"h{i}"] for i in range(1, L)]
+        traces.append(torch.stack(losses))
+        return [a.detach().unsqueeze(0) for a in acts], torch.stack(losses)
+
+    if mask is None:
+        x = cue
+        for _ in range(n_repeat):
+            acts, _ = run(x, None, steps)
+            with torch.no_grad():
+                x = _polish_sensory(memory, acts, steps, lr, "adam", tol, rtol).squeeze(0)
+            acts[0] = x.unsqueeze(0)
+    else:
+        acts, _ = run(cue, mask.expand_as(cue), steps * n_repeat)
+    bar.close()
+    result = _result(memory, "pc_pyro", acts, [], total, converged)
+    result.trace = torch.cat(traces)
+    return result

@@ -1,0 +1,184 @@
+"""Generative predictive-coding network memory ("GPCN", Salvatori et al. 2021).
+
+The network of :mod:`varmem.memories._pcn` with point weights ``W_l`` (``K = 1``, ``U = 0``)::
+
+    a_{L-1} ~ N(b, σ_x² I),   a_l | a_{l+1} ~ N(f(a_{l+1}) W_l, σ_l² I),   a_0 = x (sensory)
+    F(a)    = ½ Σ_l ‖ε_l‖² / σ_l²,   ε_l = a_l − f(a_{l+1}) W_l     (ε_{L-1} = a_{L-1} − b)
+    energy  = −log p(a | W) = F(a) + Σ_l (d_l / 2) log(2π σ_l²)
+
+Inference relaxes the hidden (and unknown sensory) activities down ``∂F/∂a`` (Adam, as in
+BayesPCN's GPCN baselines, or plain gradient steps ``γ``); learning is the local rule, applied after
+``T_infer`` relaxation steps with the sensory layer clamped to the items::
+
+    W_l ← W_l + (α / B) f(a_{l+1})ᵀ ε_l / σ_l²        (α = weight_lr; α/σ² ≈ 1 in the camera runs)
+
+``training="online"``: one pass, one item per step (catastrophic forgetting is expected);
+``training="offline"``: every write trains ``epochs`` full-batch epochs over all stored items.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .._checks import check_positive
+from ._pcn import PCNetwork
+
+__all__ = ["PredictiveCodingMemory"]
+
+
+class PredictiveCodingMemory(PCNetwork):
+    """A hierarchical Gaussian predictive-coding network that stores items in its weights.
+
+    Args:
+        dim: ``D``, sensory dimension.
+        n_layers: ``L`` activity layers including the sensory one (camera-ready 4).
+        h_dim: hidden width ``h``.
+        activation: ``"relu"``, ``"gelu"``, ``"tanh"`` or ``"linear"`` (applied pre-synaptically).
+        sigma_obs, sigma_data: hidden / sensory standard deviations (``sigma_data=None``: = sigma_obs).
+        training: ``"online"`` or ``"offline"`` (see module docstring).
+        epochs: offline epochs per :meth:`write`.
+        weight_lr: ``α`` of the local weight rule.
+        T_infer, activation_lr, activation_optimizer, infer_tol: relaxation during training
+            (``"adam"`` or ``"sgd"``; early stop when every item's ``|ΔE| ≤ infer_tol``).
+        seed: seeds the initial weights and the random hidden initialisations of training.
+
+    Example:
+        >>> m = PredictiveCodingMemory(4, n_layers=2, h_dim=8, sigma_obs=1.0, T_infer=20, weight_lr=0.5)
+        >>> m = m.write(torch.randn(2, 4))
+        >>> m.retrieve(torch.zeros(1, 4), seed=0).pattern.shape
+        torch.Size([1, 4])
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        n_layers: int = 4,
+        h_dim: int = 256,
+        activation: str = "relu",
+        sigma_obs: float = 0.01,
+        sigma_data: float | None = None,
+        training: str = "online",
+        epochs: int = 4000,
+        weight_lr: float = 1e-4,
+        T_infer: int = 500,
+        activation_lr: float = 0.01,
+        activation_optimizer: str = "adam",
+        infer_tol: float = 1e-3,
+        seed: int = 0,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(dim, device=device, dtype=dtype)
+        self._init_network(n_layers, h_dim, activation, sigma_obs, sigma_data, T_infer, activation_lr,
+                           infer_tol, seed)
+        if training not in ("online", "offline"):
+            raise ValueError(f"training must be 'online' or 'offline', got {training!r}")
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            raise ValueError(f"epochs must be a positive int, got {epochs!r}")
+        if activation_optimizer not in ("adam", "sgd"):
+            raise ValueError(f"activation_optimizer must be 'adam' or 'sgd', got {activation_optimizer!r}")
+        self.training_mode, self.epochs = training, epochs
+        self.weight_lr = check_positive(weight_lr, "weight_lr")
+        self.activation_optimizer = activation_optimizer
+        for i, w in enumerate(self.initial_means(1, self.dtype)):
+            self.register_buffer(f"W{i}", w[0])
+        self.register_buffer("items", torch.empty(0, dim, device=self.device, dtype=self.dtype))
+        self._generator = torch.Generator(device=self.device).manual_seed(seed)
+
+    def __len__(self) -> int:
+        return self.items.shape[0]
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "dim": self.dim, "n_layers": self.n_layers, "h_dim": self.h_dim, "activation": self.activation,
+            "sigma_obs": self.sigma_obs, "sigma_data": self.sigma_data, "training": self.training_mode,
+            "epochs": self.epochs, "weight_lr": self.weight_lr, "T_infer": self.T_infer,
+            "activation_lr": self.activation_lr, "activation_optimizer": self.activation_optimizer,
+            "infer_tol": self.infer_tol, "seed": self.seed,
+        }
+
+    def weight(self, layer: int) -> Tensor:
+        """``W_l`` ``[d_in, d_out]`` (layer ``L-1``: the top bias ``[1, h]``)."""
+        return getattr(self, f"W{layer}")
+
+    def check_state(self) -> None:
+        for i, (d_in, d_out) in enumerate(self.layer_dims()):
+            w = self.weight(i)
+            if tuple(w.shape) != (d_in, d_out):
+                raise ValueError(f"W{i} must have shape {(d_in, d_out)}, got {tuple(w.shape)}")
+            if not torch.isfinite(w).all():
+                raise ValueError(f"W{i} contains NaN or inf")
+        if self.items.dim() != 2 or self.items.shape[1] != self.dim:
+            raise ValueError(f"items must have shape [N, {self.dim}], got {tuple(self.items.shape)}")
+
+    def _layers(self, dtype: torch.dtype) -> list[tuple[Tensor, Tensor | None]]:
+        return [(self.weight(i).to(dtype).unsqueeze(0), None) for i in range(self.n_layers)]
+
+    def _log_weights(self, dtype: torch.dtype) -> Tensor:
+        return torch.zeros(1, dtype=dtype, device=self.device)
+
+    def pc_energy(self, z: Tensor, cue: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
+        """``F = ½ Σ_l ‖ε_l‖² / σ_l²`` ``[B]`` (the energy without its Gaussian constants)."""
+        const = sum(0.5 * d_out * torch.log(torch.tensor(2 * torch.pi * self.layer_sigma2(i), dtype=torch.float64))
+                    for i, (_, d_out) in enumerate(self.layer_dims()))
+        return self.energy(z, cue, mask) - float(const)
+
+    # --- learning ------------------------------------------------------------------------------
+    def _train_step(self, x: Tensor, generator: torch.Generator) -> None:
+        """Relax the hidden layers with ``a_0 = x`` clamped, then one local weight update."""
+        acts = [x.unsqueeze(0)] + self.init_hidden(x.shape[0], 1, generator)
+        acts, _, _, _ = self.relax(acts, None, steps=self.T_infer, lr=self.activation_lr,
+                                   optimizer=self.activation_optimizer, tol=self.infer_tol)
+        inputs = self._inputs(acts)
+        new = []
+        for i in range(self.n_layers):
+            W = self.weight(i)
+            eps = (acts[i] - inputs[i] @ W).squeeze(0)
+            new.append(W + self.weight_lr / x.shape[0] * inputs[i].squeeze(0).T @ eps / self.layer_sigma2(i))
+        if not all(torch.isfinite(w).all() for w in new):
+            raise FloatingPointError("weight update produced NaN/inf (weight_lr / sigma² too large?)")
+        for i, w in enumerate(new):
+            setattr(self, f"W{i}", w)
+
+    def write(self, items: Any, *, progress: bool = False) -> "PredictiveCodingMemory":
+        """Store ``items`` (``[N, D]`` or ``[D]``): online, one local-learning step per item, in
+        order; offline, append them and train ``epochs`` epochs over every stored item."""
+        new = self.prepare_items(items)
+        before = self._snapshot()
+        try:
+            with torch.no_grad():
+                self.items = torch.cat([self.items, new])
+                if self.training_mode == "online":
+                    for x in tqdm(new, desc="GPCN write", disable=not progress, leave=False):
+                        self._train_step(x.unsqueeze(0), self._generator)
+                else:
+                    self._fit(self.epochs, progress)
+        except BaseException:
+            self._restore(before)
+            raise
+        return self
+
+    def fit(self, epochs: int | None = None, *, progress: bool = False) -> "PredictiveCodingMemory":
+        """Train ``epochs`` (default ``self.epochs``) more full-batch epochs over the stored items."""
+        epochs = self.epochs if epochs is None else epochs
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            raise ValueError(f"epochs must be a positive int, got {epochs!r}")
+        if len(self) == 0:
+            raise ValueError("PredictiveCodingMemory is empty: write items before fitting")
+        before = self._snapshot()
+        try:
+            with torch.no_grad():
+                self._fit(epochs, progress)
+        except BaseException:
+            self._restore(before)
+            raise
+        return self
+
+    def _fit(self, epochs: int, progress: bool) -> None:
+        for _ in tqdm(range(epochs), desc="GPCN epochs", disable=not progress, leave=False):
+            self._train_step(self.items, self._generator)
