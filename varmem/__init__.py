@@ -17,13 +17,16 @@ from . import corruptions, datasets, inference, metrics, models
 from ._version import __version__
 from .analysis import to_inference_data
 from .baselines import (
+    NTM,
     ClassicalHopfield,
     CorrelatedDenseMemory,
     DenseAssociativeMemory,
     KernelizedHopfield,
+    MemN2N,
     MixtureHopfieldMemory,
     ModernHopfield,
     RandomFeatureMemory,
+    encode_codes,
     normalize_patterns,
 )
 from .checkpoint import CheckpointError, load, register_checkpoint_class, save
@@ -65,6 +68,9 @@ __all__ = [
     "KernelizedHopfield",
     "CorrelatedDenseMemory",
     "MixtureHopfieldMemory",
+    "MemN2N",
+    "NTM",
+    "encode_codes",
     # training, analysis, checkpoints
     "fit",
     "FitResult",

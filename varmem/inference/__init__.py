@@ -19,6 +19,7 @@ the engine.  Engines use documented hooks of the memory, not its internals:
 ``learned_precision`` ``memory.codes``, ``memory.precision`` (a trained diagonal precision)
 ``pc``, ``pc_pyro``   predictive-coding networks: ``memory.energy_grad`` (hand-written
                       local errors) or ``memory.model`` (``AutoDelta`` over activity sites)
+``attention``         trained attention readers: ``memory.attend(z, items)``
 ``sync``, ``async``   binary memories: ``memory.init_spins``, ``memory.spin_cache``,
                       ``memory.preferred_spins``, ``memory.update_cache``
 ====================  ====================================================================
@@ -79,6 +80,7 @@ def available_engines() -> list[str]:
 
 
 from .amortized import retrieve_amortized  # noqa: E402
+from .attention import retrieve_attention  # noqa: E402
 from .exact import retrieve_exact  # noqa: E402
 from .fixed_point import retrieve_fixed_point  # noqa: E402
 from .hybrid import retrieve_hybrid  # noqa: E402
@@ -102,6 +104,7 @@ _BUILT_IN = {
     "pc_pyro": retrieve_pc_pyro,
     "sync": retrieve_sync,
     "async": retrieve_async,
+    "attention": retrieve_attention,
 }
 for _name, _fn in _BUILT_IN.items():
     register_engine(_name, _fn)
