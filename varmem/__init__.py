@@ -40,7 +40,7 @@ from .memories import (
     NonparametricPosterior,
     PredictiveCodingMemory,
 )
-from .memory import Memory
+from .memory import Memory, PriorLikelihoodMemory
 from .models import VAE
 from .retrieval import Retrieval
 from .training import FitResult, fit
@@ -49,6 +49,7 @@ __all__ = [
     "__version__",
     # protocol and result record
     "Memory",
+    "PriorLikelihoodMemory",
     "Retrieval",
     # probabilistic memories
     "KernelDensityMemory",

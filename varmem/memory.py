@@ -10,6 +10,8 @@ from __future__ import annotations
 from abc import ABCMeta, abstractmethod
 from typing import Any, ClassVar
 
+import pyro
+import pyro.distributions as dist
 import torch
 from pyro.nn import PyroModule
 from torch import Tensor
@@ -17,7 +19,7 @@ from torch import Tensor
 from ._checks import as_cue, as_items
 from .retrieval import Retrieval
 
-__all__ = ["Memory", "memory_class"]
+__all__ = ["Memory", "PriorLikelihoodMemory", "masked_normal", "memory_class"]
 
 _MEMORY_CLASSES: dict[str, type["Memory"]] = {}
 
@@ -154,3 +156,39 @@ class Memory(PyroModule, metaclass=_MemoryMeta):
     def extra_repr(self) -> str:
         cfg = ", ".join(f"{k}={v}" for k, v in self.config().items())
         return f"{cfg}, stored={len(self)}"
+
+
+def masked_normal(loc: Tensor, scale: float | Tensor, mask: Tensor | None = None) -> dist.TorchDistribution:
+    """``x ~ N(loc, scale² I)`` over the last dim; entries where ``mask`` is False are left out of
+    the log-density through Pyro's own masking (``Distribution.mask``), never by zeroing by hand."""
+    base = dist.Normal(loc, scale)
+    if mask is not None:
+        base = base.mask(mask)
+    return base.to_event(1)
+
+
+class PriorLikelihoodMemory(Memory):
+    """A memory whose Pyro model is ``z ~ prior()``, ``x ~ likelihood(z, mask)``.
+
+    Subclasses define :meth:`prior` (a distribution with event shape ``[D_z]``, which depends on
+    what was stored) and :meth:`likelihood`; :meth:`model` is shared.
+    """
+
+    @abstractmethod
+    def prior(self) -> dist.TorchDistribution:
+        """``p(z | M)``."""
+
+    @abstractmethod
+    def likelihood(self, z: Tensor, mask: Tensor | None = None) -> dist.TorchDistribution:
+        """``p(x | z)`` with unobserved entries (``mask`` False) masked out."""
+
+    def model(self, cue: Tensor | None = None, mask: Tensor | None = None, num_cues: int = 1) -> Tensor:
+        """``z ~ p(z | M)``; ``x ~ p(x | z)`` observed at ``cue`` (sampled when ``cue`` is None).
+
+        Sites ``"z"`` and ``"x"`` (``[B, ·]``) under the plate ``"cues"`` (``dim=-1``).
+        """
+        size = cue.shape[0] if cue is not None else num_cues
+        with pyro.plate("cues", size, dim=-1):
+            z = pyro.sample(self.latent_site, self.prior())
+            pyro.sample(self.observed_site, self.likelihood(z, mask), obs=cue)
+        return z

@@ -27,7 +27,6 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
-import pyro
 import pyro.distributions as dist
 import torch
 from torch import Tensor
@@ -35,7 +34,7 @@ from torch import Tensor
 from .._checks import check_positive
 from ..distributions import KernelDensity
 from ..kernels import kernel_stats
-from ..memory import Memory
+from ..memory import PriorLikelihoodMemory, masked_normal
 
 __all__ = ["KernelDensityMemory", "KernelDensityPosterior"]
 
@@ -123,7 +122,7 @@ class KernelDensityPosterior:
         return self.component_mean(index) + self.component_scale * eps
 
 
-class KernelDensityMemory(Memory):
+class KernelDensityMemory(PriorLikelihoodMemory):
     """An associative memory whose prior is a Gaussian kernel density over the stored items.
 
     See the module docstring for the model, the energy and the closed-form posterior.
@@ -248,21 +247,7 @@ class KernelDensityMemory(Memory):
 
     def likelihood(self, z: Tensor, mask: Tensor | None = None) -> dist.TorchDistribution:
         """``p(x | z)``: independent ``N(z_d, σ²)`` on observed entries, masked by Pyro elsewhere."""
-        base = dist.Normal(z, self.noise_scale)
-        if mask is not None:
-            base = base.mask(mask)
-        return base.to_event(1)
-
-    def model(self, cue: Tensor | None = None, mask: Tensor | None = None, num_cues: int = 1) -> Tensor:
-        """``z ~ p(z | M)``; ``x ~ p(x | z)`` observed at ``cue`` (sampled when ``cue`` is None).
-
-        Sites: ``"z"`` and ``"x"``, both ``[B, D]`` under the plate ``"cues"`` (``dim=-1``).
-        """
-        size = cue.shape[0] if cue is not None else num_cues
-        with pyro.plate("cues", size, dim=-1):
-            z = pyro.sample(self.latent_site, self.prior())
-            pyro.sample(self.observed_site, self.likelihood(z, mask), obs=cue)
-        return z
+        return masked_normal(z, self.noise_scale, mask)
 
     def energy(self, z: Tensor, cue: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
         """``-log p(z | M)``, or ``-log p(x, z | M)`` given a cue: ``[...]`` for ``z [..., D]``.

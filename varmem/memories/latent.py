@@ -45,7 +45,7 @@ from torch import Tensor
 from .._checks import check_positive
 from ..distributions import KernelDensity
 from ..kernels import kernel_stats
-from ..memory import Memory
+from ..memory import PriorLikelihoodMemory, masked_normal
 from ..models.coders import ARCHITECTURES, Encoder, build_coders
 from .kernel_density import KernelDensityMemory
 
@@ -108,7 +108,7 @@ class _VAEGuide(torch.nn.Module):
                 pyro.sample("z", dist.Normal(loc, scale).to_event(1))
 
 
-class LatentMemory(Memory):
+class LatentMemory(PriorLikelihoodMemory):
     """An associative memory over the codes of a learned encoder/decoder pair.
 
     See the module docstring for the model and the energy.
@@ -297,22 +297,7 @@ class LatentMemory(Memory):
 
     def likelihood(self, z: Tensor, mask: Tensor | None = None) -> dist.TorchDistribution:
         """``p(x | z)``: independent ``N(g(z)_d, σ²)``, masked by Pyro where ``mask`` is False."""
-        base = dist.Normal(self.decode(z), self.noise_scale)
-        if mask is not None:
-            base = base.mask(mask)
-        return base.to_event(1)
-
-    def model(self, cue: Tensor | None = None, mask: Tensor | None = None, num_cues: int = 1) -> Tensor:
-        """``z ~ p(z | M)``; ``x ~ p(x | z)`` observed at ``cue`` (sampled when ``cue`` is None).
-
-        Sites ``"z"`` (``[B, L]``) and ``"x"`` (``[B, D]``) under the plate ``"cues"`` (``dim=-1``);
-        unobserved entries are left out with ``poutine``-level masking (``Normal.mask``).
-        """
-        size = cue.shape[0] if cue is not None else num_cues
-        with pyro.plate("cues", size, dim=-1):
-            z = pyro.sample(self.latent_site, self.prior())
-            pyro.sample(self.observed_site, self.likelihood(z, mask), obs=cue)
-        return z
+        return masked_normal(self.decode(z), self.noise_scale, mask)
 
     def energy(self, z: Tensor, cue: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
         """``-log p(z | M)``, or ``-log p(x, z | M)`` given a cue, for ``z [..., L]`` → ``[...]``.

@@ -87,14 +87,13 @@ from __future__ import annotations
 import math
 from typing import Any, ClassVar
 
-import pyro
 import pyro.distributions as dist
 import torch
 from pyro.distributions import constraints
 from torch import Size, Tensor
 
 from .._checks import check_positive
-from ..memory import Memory
+from ..memory import PriorLikelihoodMemory, masked_normal
 from .kernel_density import want_weights
 
 __all__ = ["NonparametricMemory", "NonparametricPosterior", "CRPPredictive", "expected_num_memories"]
@@ -242,7 +241,7 @@ class NonparametricPosterior:
         return self.component_mean(index) + self.component_scale(index) * eps
 
 
-class NonparametricMemory(Memory):
+class NonparametricMemory(PriorLikelihoodMemory):
     """An associative memory that creates a new memory when no stored one explains an item.
 
     See the module docstring for the model, the three write rules, the energy and the posterior.
@@ -461,21 +460,7 @@ class NonparametricMemory(Memory):
 
     def likelihood(self, z: Tensor, mask: Tensor | None = None) -> dist.TorchDistribution:
         """``p(x | z)``: independent ``N(z_d, σ²)`` on observed entries, masked by Pyro elsewhere."""
-        base = dist.Normal(z, self.noise_scale)
-        if mask is not None:
-            base = base.mask(mask)
-        return base.to_event(1)
-
-    def model(self, cue: Tensor | None = None, mask: Tensor | None = None, num_cues: int = 1) -> Tensor:
-        """``z ~ p(z | M)``; ``x ~ p(x | z)`` observed at ``cue`` (sampled when ``cue`` is None).
-
-        Sites: ``"z"`` and ``"x"``, both ``[B, D]`` under the plate ``"cues"`` (``dim=-1``).
-        """
-        size = cue.shape[0] if cue is not None else num_cues
-        with pyro.plate("cues", size, dim=-1):
-            z = pyro.sample(self.latent_site, self.prior())
-            pyro.sample(self.observed_site, self.likelihood(z, mask), obs=cue)
-        return z
+        return masked_normal(z, self.noise_scale, mask)
 
     def energy(self, z: Tensor, cue: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
         """``-log p(z | M)``, or ``-log p(x, z | M)`` given a cue: ``[...]`` for ``z [..., D]``.
