@@ -42,7 +42,6 @@ import cProfile
 import inspect
 import json
 import math
-import platform
 import pstats
 import sys
 import time
@@ -58,6 +57,7 @@ try:
 except ImportError:  # running from a checkout without an install
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import varmem
+from varmem.provenance import environment, torch_threads  # noqa: E402
 
 JSON_NAME, PNG_NAME = "bench_bayespcn.json", "bench_bayespcn.png"
 TARGET_RATIO = 5.0
@@ -180,21 +180,6 @@ class ReferenceBayesPCN:
 
 
 # --- helpers ------------------------------------------------------------------------------------
-def environment(device: torch.device) -> dict[str, Any]:
-    import numpy
-    import pyro
-
-    return {
-        "versions": {
-            "python": platform.python_version(), "torch": torch.__version__, "pyro": pyro.__version__,
-            "varmem": varmem.__version__, "numpy": numpy.__version__,
-        },
-        "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.machine(),
-        "torch_threads": torch.get_num_threads(),
-    }
-
-
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -385,13 +370,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    threads = torch.get_num_threads()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
+    with torch_threads(args.threads):
         return _run(args)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(args: argparse.Namespace) -> dict[str, Any]:

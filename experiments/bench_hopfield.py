@@ -63,6 +63,7 @@ except ImportError:  # running from a checkout without an install
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import varmem
 from varmem.baselines.random_features import gradient_descent, slot_energy_grad
+from varmem.provenance import environment, torch_threads  # noqa: E402
 
 
 def _load_bench_retrieval():
@@ -373,16 +374,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    previous = torch.get_num_threads()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
+    with torch_threads(args.threads):
         if args.variant is not None:
             run_probe(args)
             return {}
         return run(args)
-    finally:
-        torch.set_num_threads(previous)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -396,7 +392,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {
         "benchmark": "A: ModernHopfield vs softmax(beta xi X^T) X; B: RandomFeatureMemory vs exact slot LSE memory",
         "seed": args.seed,
-        **BR.environment(args),
+        **environment(args.torch_device),
         "settings": settings,
         "ratios": "A: plain/ModernHopfield seconds (>1: varmem faster); B: slot/RF seconds (>1: RF faster)",
         "target_throughput_ratio_A": TARGET_RATIO,

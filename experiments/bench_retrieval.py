@@ -83,8 +83,6 @@ import ctypes
 import ctypes.util
 import json
 import math
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -100,6 +98,7 @@ try:
 except ImportError:  # running from a checkout without an install: use the repository next door
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import varmem
+from varmem.provenance import environment  # noqa: E402
 
 DEFAULT_SIZES = (10**3, 10**4, 10**5, 10**6)
 SMOKE_SIZES = (10**3, 10**4)
@@ -391,35 +390,6 @@ def bench_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
 
 
 # --- reporting --------------------------------------------------------------------------------
-def environment(args: argparse.Namespace) -> dict[str, Any]:
-    import numpy
-    import pyro
-
-    device = args.torch_device
-    info: dict[str, Any] = {
-        "versions": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "varmem": varmem.__version__,
-            "pyro": pyro.__version__,
-            "numpy": numpy.__version__,
-        },
-        "device": str(device),
-        "device_name": torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else (platform.processor() or platform.machine()),
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "torch_threads": torch.get_num_threads(),
-        "torch_interop_threads": torch.get_num_interop_threads(),
-    }
-    if device.type == "cuda":
-        info["cuda_matmul_allow_tf32"] = torch.backends.cuda.matmul.allow_tf32
-        info["cuda_version"] = torch.version.cuda
-    return info
-
-
 def _fmt_mb(x: float | None) -> str:
     return "-" if x is None else f"{x:.1f}"
 
@@ -565,7 +535,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     result: dict[str, Any] = {
         "benchmark": "fixed-point retrieval: varmem.KernelDensityMemory vs dense torch reference",
         "seed": args.seed,
-        **environment(args),
+        **environment(args.torch_device),
         "settings": {
             "sizes": args.sizes,
             "dim": args.dim,

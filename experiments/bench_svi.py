@@ -51,8 +51,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -69,6 +67,7 @@ except ImportError:  # running from a checkout without an install
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import varmem
 from varmem.models import VAE
+from varmem.provenance import environment  # noqa: E402
 from varmem.training import ELBOObjective
 
 SIZES: dict[str, dict[str, Any]] = {
@@ -230,25 +229,6 @@ def bench_size(name: str, cfg: dict[str, Any], args: argparse.Namespace) -> dict
 
 
 # --- reporting ---------------------------------------------------------------------------------
-def environment(args: argparse.Namespace) -> dict[str, Any]:
-    device = args.torch_device
-    return {
-        "versions": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "pyro": pyro.__version__,
-            "varmem": varmem.__version__,
-        },
-        "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else (
-            platform.processor() or platform.machine()),
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
-    }
-
-
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
     variants = [v for v in VARIANTS if v in rows[0]["ms_per_step"]]
     head = f"{'size':>8} {'D':>5} {'H':>11} {'L':>3} {'B':>5} | " + " ".join(f"{v + ' ms':>12}" for v in variants)
@@ -337,7 +317,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         result: dict[str, Any] = {
             "benchmark": "ms per SVI step: varmem.fit vs a hand-written torch ELBO loop (VAE, Adam, minibatches)",
             "seed": args.seed,
-            **environment(args),
+            **environment(args.torch_device),
             "settings": {"dtype": args.dtype, "repeats": args.repeats, "smoke": args.smoke, "lr": LR,
                          "noise_scale": NOISE, "variants": args.variants},
             "ratios": "variant ms / torch ms (1.0 = as fast as the hand-written loop)",

@@ -24,15 +24,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
-import varmem
 from varmem.baselines.cdam import CorrelatedDenseMemory, karate_club_graph, ring_graph
+from varmem.provenance import environment  # noqa: E402
 
 JSON_NAME, PNG_NAME = "cdam_modes.json", "cdam_modes.png"
 MODES = {"quiescence": (0.05, 0.05), "auto": (1.0, 0.0), "narrow_hetero": (0.0, 1.0), "wide_hetero": (-0.5, 1.0)}
@@ -112,14 +111,11 @@ def graphs() -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    import pyro
 
     args = parse_args(argv)
     result: dict[str, Any] = {
         "seed": args.seed, "smoke": args.smoke,
-        "versions": {"python": platform.python_version(), "torch": torch.__version__, "pyro": pyro.__version__,
-                     "varmem": varmem.__version__},
-        "device": "cpu",
+        **environment(),
         "settings": {"dim": args.dim, "beta": args.beta, "eta": args.eta, "steps": args.steps, "normalization": "row",
                      "patterns": "random ±1", "modes": {k: list(v) for k, v in MODES.items()},
                      "grid_a": args.grid_a, "grid_h": args.grid_h},

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -54,6 +53,7 @@ try:
 except ImportError:  # running from a checkout without an install
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import varmem
+from varmem.provenance import environment, torch_threads  # noqa: E402
 
 JSON_NAME = "continual_recall.json"
 FIGURES = ("recall_vs_n.png", "example_recalls.png", "forgetting.png")
@@ -356,18 +356,6 @@ def claims(results: dict[str, Any], forgetting: dict[str, Any], args: argparse.N
     return rows
 
 
-def environment(device: torch.device) -> dict[str, Any]:
-    import pyro
-
-    return {
-        "versions": {"python": platform.python_version(), "torch": torch.__version__, "pyro": pyro.__version__,
-                     "varmem": varmem.__version__, "numpy": np.__version__},
-        "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.machine(),
-        "torch_threads": torch.get_num_threads(),
-    }
-
-
 def plot_all(result: dict[str, Any], raw_examples: dict[str, Any], data, out: Path) -> None:
     import matplotlib
 
@@ -485,13 +473,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    threads = torch.get_num_threads()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
+    with torch_threads(args.threads):
         return _run(args)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(args: argparse.Namespace) -> dict[str, Any]:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -40,6 +39,7 @@ except ImportError:  # running from a checkout without an install
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import varmem
 from varmem.baselines.random_features import gradient_descent, slot_energy_grad
+from varmem.provenance import environment, torch_threads  # noqa: E402
 
 PUBLISHED_DIVERGENCES = [0.0238, 0.0269, 0.0436, 0.0285, 0.0306, 0.0352, 0.0269, 0.0383, 0.0325, 0.0356]
 PUBLISHED_RANGE = (0.02, 0.045)
@@ -129,21 +129,6 @@ def scaling(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def environment() -> dict[str, Any]:
-    import pyro
-
-    return {
-        "versions": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "pyro": pyro.__version__,
-            "varmem": varmem.__version__,
-        },
-        "device": "cpu",
-        "torch_threads": torch.get_num_threads(),
-    }
-
-
 def plot(result: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -204,13 +189,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    previous = torch.get_num_threads()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
+    with torch_threads(args.threads):
         return run(args)
-    finally:
-        torch.set_num_threads(previous)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import sys
 import time
 from pathlib import Path
@@ -47,6 +46,7 @@ try:
 except ImportError:  # running from a checkout without an install
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import varmem
+from varmem.provenance import environment  # noqa: E402
 
 JSON_NAME, PNG_NAME = "hopfield_capacity.json", "hopfield_capacity.png"
 AMIT_ALPHA_C = 0.138
@@ -197,21 +197,6 @@ def plot(result: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-def environment() -> dict[str, Any]:
-    import pyro
-
-    return {
-        "versions": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "pyro": pyro.__version__,
-            "varmem": varmem.__version__,
-        },
-        "device": "cpu",
-        "torch_threads": torch.get_num_threads(),
-    }
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import sys
 import time
 from pathlib import Path
@@ -39,11 +38,11 @@ import torch
 from tqdm.auto import tqdm
 
 try:
-    import varmem
+    import varmem  # noqa: F401 (is the package importable?)
 except ImportError:  # running from a checkout without an install
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    import varmem
 from varmem.kernels import kernel_stats
+from varmem.provenance import environment, torch_threads  # noqa: E402
 
 JSON_NAME, PNG_NAME = "kde_capacity.json", "kde_capacity.png"
 REFERENCE = {3: 17, 4: 17, 6: 1597, 8: 27308, 10: 138253, 12: 138253}  # 10, 12: lower bounds (cap reached)
@@ -166,31 +165,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    previous = torch.get_num_threads()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
+    with torch_threads(args.threads):
         return run(args)
-    finally:
-        torch.set_num_threads(previous)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    import pyro
 
     start = time.perf_counter()
     rows = [capacity(d, args) for d in tqdm(args.dims, desc="dimensions", unit="d")]
     result: dict[str, Any] = {
         "experiment": "KDE (mean-shift) memory capacity vs dimension",
         "seed": args.seed,
-        "versions": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "pyro": pyro.__version__,
-            "varmem": varmem.__version__,
-        },
-        "device": "cpu",
-        "torch_threads": torch.get_num_threads(),
+        **environment(),
         "settings": {
             k: getattr(args, k)
             for k in ("dims", "cap", "probes", "sigma", "steps", "radius", "threshold", "dtype", "smoke")

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -41,6 +40,7 @@ from tqdm.auto import tqdm
 
 import varmem
 from varmem.baselines.kernelized_hopfield import KernelizedHopfield, separation_bounds
+from varmem.provenance import environment  # noqa: E402
 
 JSON_NAME, PNG_NAME = "khm_separation.json", "khm_separation.png"
 SEPARATIONS = ("softmax", "entmax15", "sparsemax")
@@ -144,17 +144,6 @@ def mnist_part(args: argparse.Namespace) -> dict[str, Any]:
     return {"settings": {"memories": args.mnist_memories, "queries": args.mnist_queries, "feature_dim": 200,
                          "beta": 0.1, "steps": 5, "pixel_range": [-1, 1], "dtype": "float32", "fit": fit},
             "results": out}  # fmt: skip
-
-
-def environment() -> dict[str, Any]:
-    import pyro
-
-    return {
-        "versions": {"python": platform.python_version(), "torch": torch.__version__, "pyro": pyro.__version__,
-                     "varmem": varmem.__version__},  # fmt: skip
-        "device": "cpu",
-        "torch_threads": torch.get_num_threads(),
-    }
 
 
 def format_tables(result: dict[str, Any]) -> str:

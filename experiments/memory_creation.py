@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -32,6 +31,7 @@ from tqdm.auto import tqdm
 
 import varmem
 from varmem.memories.nonparametric import expected_num_memories
+from varmem.provenance import environment, torch_threads  # noqa: E402
 
 JSON_NAME = "memory_creation.json"
 PNG_NAME = "memory_creation.png"
@@ -160,18 +160,6 @@ def run_digits(args: argparse.Namespace, gen: torch.Generator) -> dict[str, Any]
 
 
 # --- reporting -----------------------------------------------------------------------------------
-def environment(args: argparse.Namespace) -> dict[str, Any]:
-    import pyro
-
-    return {
-        "versions": {"python": platform.python_version(), "torch": torch.__version__, "pyro": pyro.__version__,
-                     "varmem": varmem.__version__},
-        "device": str(args.device),
-        "dtype": str(args.dtype).removeprefix("torch."),
-        "torch_threads": torch.get_num_threads(),
-    }
-
-
 def format_tables(result: dict[str, Any]) -> str:
     mix, prior, dig = result["mixture"], result["prior"], result["digits"]
     lines = [f"Gaussian mixture: true K = {mix['true_k']}, D = {mix['dim']}, n = {mix['items']}"]
@@ -287,13 +275,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    threads = torch.get_num_threads()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
+    with torch_threads(args.threads):
         return run(args)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -301,7 +284,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {
         "experiment": "memory creation by varmem.NonparametricMemory (CRP prior over memories)",
         "seed": args.seed,
-        **environment(args),
+        **environment(args.device),
+        "dtype": str(args.dtype).removeprefix("torch."),
         "config": {k: v for k, v in vars(args).items() if k not in ("device", "dtype")},
     }
     result["mixture"] = run_mixture(args, gen)

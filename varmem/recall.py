@@ -54,6 +54,7 @@ from torch import Tensor
 
 from .corruptions import CORRUPTIONS
 from .metrics import SCORED
+from .provenance import versions
 
 __all__ = [
     "RecallConfig",
@@ -312,28 +313,6 @@ def _accuracy(pattern: Tensor, target: Tensor, mask: Tensor | None, threshold: f
     return float(hits.double().mean())
 
 
-def _versions() -> dict[str, str]:
-    import numpy
-    import pyro
-
-    from ._version import __version__
-
-    out = {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "pyro": pyro.__version__,
-        "numpy": numpy.__version__,
-        "varmem": __version__,
-    }
-    try:
-        import matplotlib
-
-        out["matplotlib"] = matplotlib.__version__
-    except ImportError:  # pragma: no cover - matplotlib is a dependency
-        pass
-    return out
-
-
 def _device_info(device: torch.device) -> dict[str, Any]:
     info: dict[str, Any] = {"device": str(device), "type": device.type}
     if device.type == "cuda":
@@ -462,7 +441,7 @@ def run_recall(config: RecallConfig | None = None) -> dict[str, Any]:
         "stored_indices": item_index.tolist(),
         "query_indices": target_index_cpu.tolist(),
         "rows": rows,
-        "versions": _versions(),
+        "versions": versions(),
         "device": _device_info(device),
         "platform": {"system": platform.platform(), "machine": platform.machine(), "python": sys.version.split()[0]},
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
