@@ -16,7 +16,7 @@ def test_versions_name_the_installed_packages():
 
 def test_environment_is_json_and_describes_the_device():
     info = environment("cpu")
-    assert json.loads(json.dumps(info)) == json.loads(json.dumps(info))  # serialisable as it is
+    json.dumps(info)  # raises unless the record is JSON as it is
     assert info["device"] == "cpu" and info["torch_threads"] == torch.get_num_threads()
     assert set(info) >= {"versions", "device_name", "platform", "cpu_count"}
 
