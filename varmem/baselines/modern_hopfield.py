@@ -135,10 +135,6 @@ class ModernHopfield(Memory):
             raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
         self.chunk_size = chunk_size
         self.register_buffer("items", torch.empty(0, dim, device=self.device, dtype=self.dtype))
-        # ½β‖x_i‖² per pattern: the item bias that turns Gaussian-kernel logits into dot products
-        # (derived state, rebuilt on write and on load, never saved)
-        self.register_buffer("_half_beta_sq_norms", torch.empty(0, device=self.device, dtype=self.dtype),
-                             persistent=False)
         self.register_load_state_dict_post_hook(lambda module, _keys: module.refresh_derived_state())
         self._max_norm = 0.0
 
@@ -168,8 +164,7 @@ class ModernHopfield(Memory):
         return self
 
     def refresh_derived_state(self) -> None:
-        """Recompute the cached ``½β‖x_i‖²`` and ``M = max_i ‖x_i‖`` from the stored patterns."""
-        self._half_beta_sq_norms = 0.5 * self.beta * self.items.square().sum(-1)
+        """Recompute the cached ``M = max_i ‖x_i‖`` from the stored patterns."""
         self._max_norm = float(self.items.norm(dim=-1).max()) if len(self) else 0.0
 
     @property
@@ -186,25 +181,22 @@ class ModernHopfield(Memory):
     ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
         """``(lse [B], softmax mean [B, D], argmax [B], log-weights)`` at states ``z [B, D]``.
 
-        ``lse`` is ``log Σ exp(-β‖z - x_i‖²/2 + c_i)`` with ``c_i = β‖x_i‖²/2`` for ``"dot"`` (that is
-        ``log Σ exp(β x_iᵀz) - β‖z‖²/2``) and ``c = 0`` for ``"l2"``.
+        ``lse`` is ``log Σ exp(β x_iᵀz)`` for ``"dot"`` and ``log Σ exp(-β‖z - x_i‖²/2)`` for ``"l2"``
+        (the two kernels of :func:`varmem.kernels.kernel_stats`).
         """
-        s = kernel_stats(z, self.items, self.beta, log_weights=log_weights, item_bias=self._item_bias(),
-                         return_index=return_index, chunk_size=self._chunk(z.shape[0]))
+        s = kernel_stats(z, self.items, self.beta, log_weights=log_weights, return_index=return_index,
+                         kernel=self._kernel, chunk_size=self._chunk(z.shape[0]))
         return s.lse, s.mean, s.index, s.log_weights
 
-    def _item_bias(self) -> Tensor | None:
-        """Dot logits ``β x_iᵀz = -½β‖z - x_i‖² + ½β‖x_i‖² + ½β‖z‖²``: the Gaussian-kernel logits of
-        :func:`kernel_stats` plus this per-item bias (the per-query ``½β‖z‖²`` cancels in the softmax)."""
-        return self._half_beta_sq_norms if self.similarity == "dot" else None
+    @property
+    def _kernel(self) -> str:
+        return "dot" if self.similarity == "dot" else "gaussian"
 
     def _energy_from_lse(self, lse: Tensor, z: Tensor) -> Tensor:
-        """``E`` from the kernel log-sum-exp (with the item bias for ``"dot"``): for ``"dot"``,
-        ``lse_dot = lse + ½β‖z‖²`` and the ``½‖z‖²`` of Ramsauer's energy cancels."""
         log_n = math.log(len(self))
         if self.similarity == "l2":
             return (log_n - lse) / self.beta
-        return (log_n - lse) / self.beta + 0.5 * self.max_norm**2
+        return (log_n - lse) / self.beta + 0.5 * (z * z).sum(-1) + 0.5 * self.max_norm**2
 
     def energy(self, z: Tensor, cue: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
         """Ramsauer's energy ``E(ξ)`` (module docstring) for ``z [..., D]`` → ``[...]``.
@@ -216,9 +208,8 @@ class ModernHopfield(Memory):
         self._check_not_empty()
         shape = z.shape[:-1]
         flat = z.reshape(-1, self.dim)
-        lse = kernel_log_sum_exp(
-            flat, self.items, self.beta, item_bias=self._item_bias(), chunk_size=self._chunk(flat.shape[0])
-        )
+        chunk = self._chunk(flat.shape[0])
+        lse = kernel_log_sum_exp(flat, self.items, self.beta, kernel=self._kernel, chunk_size=chunk)
         return self._energy_from_lse(lse, flat).reshape(shape)
 
     def update(self, z: Tensor, mask: Tensor | None = None, cue: Tensor | None = None) -> Tensor:
