@@ -31,6 +31,7 @@ plain per-layer version (used for single evaluations, and as the reference in th
 from __future__ import annotations
 
 import math
+from abc import abstractmethod
 from typing import Any, Callable
 
 import pyro
@@ -292,11 +293,13 @@ class PCNetwork(Memory):
             setattr(self, name, value)
 
     # --- energy and gradient -------------------------------------------------------------------
+    @abstractmethod
     def _layers(self, dtype: torch.dtype) -> list[tuple[Tensor, Tensor | None]]:
-        raise NotImplementedError  # pragma: no cover - abstract hook
+        """Per layer ``(weight mean, row covariance or None)``, batched over the particles."""
 
+    @abstractmethod
     def _log_weights(self, dtype: torch.dtype) -> Tensor:
-        raise NotImplementedError  # pragma: no cover - abstract hook
+        """Particle log-weights ``[K]``."""
 
     def _inputs(self, acts: list[Tensor]) -> list[Tensor]:
         L = self.n_layers
