@@ -5,22 +5,16 @@ No timing assertions: the speed targets live in the benchmark's printed ratios o
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
-
-SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "bench_retrieval.py"
+from _scripts import load_experiment
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_retrieval", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_experiment("bench_retrieval")
 
 
 def test_smoke_run_writes_json_table_and_plot(bench, tmp_path, device):

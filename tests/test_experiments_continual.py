@@ -5,34 +5,25 @@ No timing assertions: speed targets live in the benchmark's printed ratios only.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
+from _scripts import load_experiment
 
 import varmem
 
-ROOT = Path(__file__).resolve().parents[1] / "experiments"
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
 def continual():
-    return _load("continual_recall")
+    return load_experiment("continual_recall")
 
 
 @pytest.fixture(scope="module")
 def bench():
-    return _load("bench_bayespcn")
+    return load_experiment("bench_bayespcn")
 
 
 def test_continual_smoke_writes_scores_claims_and_figures(continual, tmp_path):

@@ -3,20 +3,11 @@ reference numbers at smoke size (no timing assertions: speed targets live in the
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
-
-EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
-
-
-def load(name: str):
-    spec = importlib.util.spec_from_file_location(name, EXPERIMENTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from _scripts import load_experiment
 
 
 def check_record(data: dict, png: Path) -> None:
@@ -28,7 +19,7 @@ def check_record(data: dict, png: Path) -> None:
 
 
 def test_drdam_smoke_reproduces_the_tutorial_divergences_and_the_inverse_sqrt_y_law(tmp_path):
-    drdam = load("drdam")
+    drdam = load_experiment("drdam")
     result = drdam.main(["--smoke", "--output", str(tmp_path)])
     data = json.loads((tmp_path / drdam.JSON_NAME).read_text())
     assert data == json.loads(json.dumps(result))
@@ -61,7 +52,7 @@ def test_drdam_smoke_reproduces_the_tutorial_divergences_and_the_inverse_sqrt_y_
 
 
 def test_kde_capacity_smoke_grows_with_dimension(tmp_path):
-    kde = load("kde_capacity")
+    kde = load_experiment("kde_capacity")
     result = kde.main(["--smoke", "--output", str(tmp_path)])
     data = json.loads((tmp_path / kde.JSON_NAME).read_text())
     assert data == json.loads(json.dumps(result))
@@ -83,7 +74,7 @@ def test_kde_capacity_smoke_grows_with_dimension(tmp_path):
 
 
 def test_bench_hopfield_smoke_checks_equality_and_records_ratios(tmp_path):
-    bench = load("bench_hopfield")
+    bench = load_experiment("bench_hopfield")
     # peak memory is measured in 4 fresh subprocesses per size (seconds each): skipped here
     result = bench.main(["--smoke", "--sizes", "1000", "--threads", "1", "--skip-memory", "--output", str(tmp_path)])
     data = json.loads((tmp_path / bench.JSON_NAME).read_text())
@@ -104,7 +95,7 @@ def test_bench_hopfield_smoke_checks_equality_and_records_ratios(tmp_path):
 def test_bench_plain_update_is_one_modern_hopfield_step():
     import torch
 
-    bench = load("bench_hopfield")
+    bench = load_experiment("bench_hopfield")
     gen = torch.Generator().manual_seed(0)
     items = torch.randn(50, 4, generator=gen, dtype=torch.float64)
     cues = torch.randn(3, 4, generator=gen, dtype=torch.float64)

@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1] / "experiments"
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from _scripts import load_experiment
 
 
 def _check_common(data: dict, png: Path) -> None:
@@ -27,7 +18,7 @@ def _check_common(data: dict, png: Path) -> None:
 
 
 def test_khm_separation_smoke(tmp_path):
-    exp = _load("khm_separation")
+    exp = load_experiment("khm_separation")
     result = exp.main(["--smoke", "--output", str(tmp_path)])
     data = json.loads((tmp_path / exp.JSON_NAME).read_text())
     assert data == json.loads(json.dumps(result))
@@ -58,7 +49,7 @@ def test_khm_separation_smoke(tmp_path):
 
 
 def test_cdam_modes_smoke(tmp_path):
-    exp = _load("cdam_modes")
+    exp = load_experiment("cdam_modes")
     result = exp.main(["--smoke", "--output", str(tmp_path)])
     data = json.loads((tmp_path / exp.JSON_NAME).read_text())
     assert data == json.loads(json.dumps(result))

@@ -3,21 +3,15 @@ what it should: K tracks the true number of components, the prior check agrees w
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "memory_creation.py"
+from _scripts import load_experiment
 
 
 @pytest.fixture(scope="module")
 def experiment():
-    spec = importlib.util.spec_from_file_location("memory_creation", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_experiment("memory_creation")
 
 
 def test_smoke_run_writes_json_and_figure(experiment, tmp_path):
