@@ -108,6 +108,15 @@ class Memory(PyroModule, metaclass=_MemoryMeta):
     def check_state(self) -> None:
         """Raise ``ValueError`` if the stored state is inconsistent (used after loading)."""
 
+    def check_stored_items(self, name: str = "items") -> None:
+        """Raise ``ValueError`` unless the buffer ``name`` is a finite ``[N, dim]`` tensor (the
+        common part of :meth:`check_state` for memories that keep their items)."""
+        items = getattr(self, name)
+        if items.dim() != 2 or items.shape[1] != self.dim:
+            raise ValueError(f"{name} must have shape [N, {self.dim}], got {tuple(items.shape)}")
+        if not torch.isfinite(items).all():
+            raise ValueError(f"stored {name} contain NaN or inf")
+
     def refresh_derived_state(self) -> None:
         """Rebuild state derived from the saved tensors (caches); called after loading a checkpoint."""
 

@@ -155,13 +155,12 @@ class CorrelatedDenseMemory(Memory):
                 "normalization": self.normalization}  # fmt: skip
 
     def check_state(self) -> None:
+        self.check_stored_items()
         p = len(self)
-        if self.items.dim() != 2 or self.items.shape[1] != self.dim:
-            raise ValueError(f"items must have shape [p, {self.dim}], got {tuple(self.items.shape)}")
         if self.adjacency.shape != (p, p):
             raise ValueError(f"adjacency must have shape [{p}, {p}], got {tuple(self.adjacency.shape)}")
-        if not (torch.isfinite(self.items).all() and torch.isfinite(self.adjacency).all()):
-            raise ValueError("stored patterns or graph contain NaN or inf")
+        if not torch.isfinite(self.adjacency).all():
+            raise ValueError("stored graph contains NaN or inf")
 
     def write(self, items: Any) -> "CorrelatedDenseMemory":
         """Append patterns ``[k, n]`` (or one ``[n]``) as new graph nodes without edges."""

@@ -100,8 +100,7 @@ class DenseAssociativeMemory(SpinMemory):
         }
 
     def check_state(self) -> None:
-        if self.items.dim() != 2 or self.items.shape[1] != self.dim:
-            raise ValueError(f"items must have shape [K, {self.dim}], got {tuple(self.items.shape)}")
+        self.check_stored_items()
         check_bipolar(self.items, "stored patterns")
 
     def write(self, items: Any) -> "DenseAssociativeMemory":

@@ -213,10 +213,7 @@ class KernelizedHopfield(Memory):
         }
 
     def check_state(self) -> None:
-        if self.items.dim() != 2 or self.items.shape[1] != self.dim:
-            raise ValueError(f"items must have shape [N, {self.dim}], got {tuple(self.items.shape)}")
-        if not torch.isfinite(self.items).all():
-            raise ValueError("stored patterns contain NaN or inf")
+        self.check_stored_items()
         if not all(torch.isfinite(p).all() for p in self.feature.parameters()):
             raise ValueError("feature map parameters contain NaN or inf")
 

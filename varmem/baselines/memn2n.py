@@ -120,9 +120,8 @@ class AttentionReader(Memory):
         return self.items.shape[0]
 
     def check_state(self) -> None:
-        if self.items.dim() != 2 or self.items.shape[1] != self.dim:
-            raise ValueError(f"items must have shape [N, {self.dim}], got {tuple(self.items.shape)}")
-        for name, t in [("items", self.items), *self.named_parameters()]:
+        self.check_stored_items()
+        for name, t in self.named_parameters():
             if not torch.isfinite(t).all():
                 raise ValueError(f"{name} contains NaN or inf")
 

@@ -133,10 +133,7 @@ class MixtureHopfieldMemory(Memory):
         }
 
     def check_state(self) -> None:
-        if self.items.dim() != 2 or self.items.shape[1] != self.dim:
-            raise ValueError(f"items must have shape [N, {self.dim}], got {tuple(self.items.shape)}")
-        if not torch.isfinite(self.items).all():
-            raise ValueError("stored items contain NaN or inf")
+        self.check_stored_items()
 
     def write(self, items: Any) -> "MixtureHopfieldMemory":
         """Append ``items`` (``[N, D]`` or ``[D]``) as new mixture components, in one shot."""

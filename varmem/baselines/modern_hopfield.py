@@ -152,10 +152,7 @@ class ModernHopfield(Memory):
         }
 
     def check_state(self) -> None:
-        if self.items.dim() != 2 or self.items.shape[1] != self.dim:
-            raise ValueError(f"items must have shape [N, {self.dim}], got {tuple(self.items.shape)}")
-        if not torch.isfinite(self.items).all():
-            raise ValueError("stored patterns contain NaN or inf")
+        self.check_stored_items()
 
     def write(self, items: Any) -> "ModernHopfield":
         """Append patterns ``[N, D]`` (or one ``[D]``) as they are (normalise them first if needed)."""

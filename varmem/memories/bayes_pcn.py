@@ -193,8 +193,7 @@ class BayesPCN(PCNetwork):
         if tuple(self.log_w.shape) != (K,) or abs(float(self.log_w.logsumexp(0))) > 1e-6:
             raise ValueError("log_w must be [K] normalised log-weights")
         n = len(self)
-        if self.items.dim() != 2 or self.items.shape[1] != self.dim:
-            raise ValueError(f"items must have shape [N, {self.dim}], got {tuple(self.items.shape)}")
+        self.check_stored_items()
         if self.keep_history and (tuple(self.history_hidden.shape) != (n, K, self.n_layers - 1, self.h_dim)
                                   or tuple(self.history_log_w.shape) != (n, K)):
             raise ValueError("history buffers do not match the number of stored items")

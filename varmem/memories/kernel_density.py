@@ -50,6 +50,25 @@ def want_weights(return_weights: bool | None, batch: int, num_items: int) -> boo
     return return_weights
 
 
+
+def init_from_posterior(memory: Any, cue: Tensor, mask: Tensor | None, init: str | Tensor) -> Tensor:
+    """Starting point of the iterative engines for a memory with a closed-form ``posterior`` and a
+    ``prior()``: ``"cue"`` (the cue on observed entries, the exact posterior mean elsewhere),
+    ``"posterior_mean"``, ``"prior_mean"`` or a ``[B, D]`` tensor."""
+    if torch.is_tensor(init):
+        if init.shape != cue.shape:
+            raise ValueError(f"init tensor must have the cue's shape {tuple(cue.shape)}, got {tuple(init.shape)}")
+        return init.to(cue)
+    if init == "cue":
+        if mask is None:
+            return cue.clone()
+        return torch.where(mask, cue, memory.posterior(cue, mask, return_weights=False).mean)
+    if init == "posterior_mean":
+        return memory.posterior(cue, mask, return_weights=False).mean
+    if init == "prior_mean":
+        return memory.prior().mean.expand_as(cue).clone()
+    raise ValueError(f"unknown init {init!r}; choose 'cue', 'posterior_mean', 'prior_mean' or a tensor")
+
 class KernelDensityPosterior:
     """The exact posterior ``p(z | x, M)`` of a :class:`KernelDensityMemory`: a Gaussian mixture.
 
@@ -184,10 +203,7 @@ class KernelDensityMemory(PriorLikelihoodMemory):
         }
 
     def check_state(self) -> None:
-        if self.items.dim() != 2 or self.items.shape[1] != self.dim:
-            raise ValueError(f"items must have shape [N, {self.dim}], got {tuple(self.items.shape)}")
-        if not torch.isfinite(self.items).all():
-            raise ValueError("stored items contain NaN or inf")
+        self.check_stored_items()
 
     # --- writing -----------------------------------------------------------------------------
     def write(self, items: Any) -> "KernelDensityMemory":
@@ -280,19 +296,7 @@ class KernelDensityMemory(PriorLikelihoodMemory):
         full cue it is the cue itself, the Hopfield convention); ``"posterior_mean"``: the exact
         posterior mean; ``"prior_mean"``: the mean of the stored items; or a ``[B, D]`` tensor.
         """
-        if torch.is_tensor(init):
-            if init.shape != cue.shape:
-                raise ValueError(f"init tensor must have the cue's shape {tuple(cue.shape)}, got {tuple(init.shape)}")
-            return init.to(cue)
-        if init == "cue":
-            if mask is None:
-                return cue.clone()
-            return torch.where(mask, cue, self.posterior(cue, mask, return_weights=False).mean)
-        if init == "posterior_mean":
-            return self.posterior(cue, mask, return_weights=False).mean
-        if init == "prior_mean":
-            return self.items.mean(0).expand_as(cue).clone()
-        raise ValueError(f"unknown init {init!r}; choose 'cue', 'posterior_mean', 'prior_mean' or a tensor")
+        return init_from_posterior(self, cue, mask, init)
 
     def fixed_point_step(self, z: Tensor, cue: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
         """One mean-shift / modern-Hopfield step with the cue term; returns ``(z_new, E(z; x))``.

@@ -94,7 +94,7 @@ from torch import Size, Tensor
 
 from .._checks import check_positive
 from ..memory import PriorLikelihoodMemory, masked_normal
-from .kernel_density import want_weights
+from .kernel_density import init_from_posterior, want_weights
 
 __all__ = ["NonparametricMemory", "NonparametricPosterior", "CRPPredictive", "expected_num_memories"]
 
@@ -485,19 +485,7 @@ class NonparametricMemory(PriorLikelihoodMemory):
     def init_latent(self, cue: Tensor, mask: Tensor | None, init: str | Tensor) -> Tensor:
         """Starting point of iterative engines: ``"cue"`` (the cue on observed entries, the exact
         posterior mean elsewhere), ``"posterior_mean"``, ``"prior_mean"`` or a ``[B, D]`` tensor."""
-        if torch.is_tensor(init):
-            if init.shape != cue.shape:
-                raise ValueError(f"init tensor must have the cue's shape {tuple(cue.shape)}, got {tuple(init.shape)}")
-            return init.to(cue)
-        if init == "cue":
-            if mask is None:
-                return cue.clone()
-            return torch.where(mask, cue, self.posterior(cue, mask, return_weights=False).mean)
-        if init == "posterior_mean":
-            return self.posterior(cue, mask, return_weights=False).mean
-        if init == "prior_mean":
-            return self.prior().mean.expand_as(cue).clone()
-        raise ValueError(f"unknown init {init!r}; choose 'cue', 'posterior_mean', 'prior_mean' or a tensor")
+        return init_from_posterior(self, cue, mask, init)
 
     def fixed_point_step(self, z: Tensor, cue: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
         """One EM step on ``log p(x, z | M)``; returns ``(z_new, E(z; x))``.

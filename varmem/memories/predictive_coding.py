@@ -113,8 +113,7 @@ class PredictiveCodingMemory(PCNetwork):
                 raise ValueError(f"W{i} must have shape {(d_in, d_out)}, got {tuple(w.shape)}")
             if not torch.isfinite(w).all():
                 raise ValueError(f"W{i} contains NaN or inf")
-        if self.items.dim() != 2 or self.items.shape[1] != self.dim:
-            raise ValueError(f"items must have shape [N, {self.dim}], got {tuple(self.items.shape)}")
+        self.check_stored_items()
 
     def _layers(self, dtype: torch.dtype) -> list[tuple[Tensor, Tensor | None]]:
         return [(self.weight(i).to(dtype).unsqueeze(0), None) for i in range(self.n_layers)]
