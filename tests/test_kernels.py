@@ -76,9 +76,106 @@ def test_streaming_never_allocates_more_than_a_chunk_block():
 
 
 def test_default_chunk_size_bounds_the_block():
-    assert default_chunk_size(256) * 256 <= 2**22
-    assert default_chunk_size(1) == 2**22
+    assert default_chunk_size(256) * 256 <= 2**19  # CPU: a block stays cache-sized
+    assert default_chunk_size(1) == 2**19
+    assert default_chunk_size(1, "meta") == 2**22  # accelerators: bigger blocks, fewer launches
     assert default_chunk_size(10**9) == 1024
+
+
+def test_results_do_not_alias_the_reused_scratch_buffers():
+    """The logits / weights blocks are reused between calls: earlier results must not change."""
+    items = torch.randn(40, 3)
+    q1, q2 = torch.randn(5, 3), torch.randn(5, 3)
+    first = kernel_stats(q1, items, 0.7, log_weights=True, chunk_size=16)
+    saved = [first.lse.clone(), first.mean.clone(), first.log_weights.clone(), first.index.clone()]
+    kernel_stats(q2, items, 0.7, log_weights=True, chunk_size=16)  # overwrites the scratch blocks
+    for before, after in zip(saved, [first.lse, first.mean, first.log_weights, first.index], strict=True):
+        assert torch.equal(before, after)
+    logits, _ = _dense(q1, items, torch.full((5, 3), 0.7))
+    torch.testing.assert_close(first.lse, logits.logsumexp(-1), rtol=1e-12, atol=1e-12)
+
+
+def test_scratch_is_bounded_by_two_blocks_and_can_be_released():
+    from varmem.kernels import release_scratch, scratch_bytes
+
+    release_scratch()
+    assert scratch_bytes() == 0
+    query, items = torch.randn(16, 4, dtype=torch.float32), torch.randn(5000, 4, dtype=torch.float32)
+    before = kernel_stats(query, items, 1.0, chunk_size=700)
+    assert scratch_bytes() == 2 * 16 * 700 * 4  # one logits and one weights block, float32
+    release_scratch()
+    assert scratch_bytes() == 0
+    after = kernel_stats(query, items, 1.0, chunk_size=700)  # allocated again, same numbers
+    assert torch.equal(before.mean, after.mean)
+
+
+def test_threads_have_their_own_scratch_buffers():
+    import threading
+
+    items = torch.randn(300, 4)
+    queries = [torch.randn(8, 4) for _ in range(4)]
+    expected = [kernel_stats(q, items, 2.0, chunk_size=64) for q in queries]
+    results = [None] * len(queries)
+
+    def work(i):
+        for _ in range(20):  # interleave with the other threads many times
+            results[i] = kernel_stats(queries[i], items, 2.0, chunk_size=64)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(queries))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for got, ref in zip(results, expected, strict=True):
+        assert torch.equal(got.mean, ref.mean) and torch.equal(got.lse, ref.lse)
+
+
+def test_kernel_stats_is_differentiable_when_inputs_require_grad():
+    # with gradients wanted the blocks are fresh tensors (no out= scratch), so autograd works
+    query = torch.randn(4, 3, requires_grad=True)
+    items = torch.randn(25, 3)
+    stats = kernel_stats(query, items, 1.1, chunk_size=10)
+    (grad,) = torch.autograd.grad(stats.lse.sum() + stats.mean.square().sum(), query)
+    ref_query = query.detach().clone().requires_grad_()
+    logits = -0.55 * ((ref_query.unsqueeze(-2) - items) ** 2).sum(-1)
+    ref = logits.logsumexp(-1).sum() + (logits.softmax(-1) @ items).square().sum()
+    (expected,) = torch.autograd.grad(ref, ref_query)
+    torch.testing.assert_close(grad, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_a_chunk_of_zero_weight_items_adds_nothing():
+    # item_bias -inf = an item with mixture weight 0; a whole chunk of them must not give NaN
+    query, items = torch.randn(3, 2), torch.randn(16, 2)
+    bias = torch.zeros(16)
+    bias[:8] = float("-inf")  # the first two chunks carry no weight at all
+    bias[10:12] = float("-inf")
+    stats = kernel_stats(query, items, 1.0, item_bias=bias, second_moment=True, chunk_size=4)
+    keep = torch.isfinite(bias)
+    ref = kernel_stats(query, items[keep], 1.0, second_moment=True)
+    torch.testing.assert_close(stats.lse, ref.lse, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(stats.mean, ref.mean, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(stats.second_moment, ref.second_moment, rtol=1e-12, atol=1e-12)
+    assert keep[stats.index].all()
+
+
+@pytest.mark.parametrize("chunk_size", [None, 6])
+@pytest.mark.parametrize("kernel", ["gaussian", "dot"])
+def test_mean_only_and_python_float_precision_give_the_same_numbers(kernel, chunk_size):
+    query, items = torch.randn(5, 3), torch.randn(20, 3)
+    full = kernel_stats(query, items, torch.tensor(0.9), kernel=kernel, chunk_size=chunk_size)
+    lean = kernel_stats(query, items, 0.9, kernel=kernel, return_lse=False, return_index=False, chunk_size=chunk_size)
+    assert lean.lse is None and lean.index is None
+    torch.testing.assert_close(lean.mean, full.mean, rtol=1e-12, atol=1e-12)
+    logits = 0.9 * query @ items.T if kernel == "dot" else -0.45 * torch.cdist(query, items) ** 2
+    torch.testing.assert_close(full.mean, logits.softmax(-1) @ items, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(full.lse, logits.logsumexp(-1), rtol=1e-10, atol=1e-10)
+    with_weights = kernel_stats(query, items, 0.9, kernel=kernel, return_lse=False, log_weights=True)
+    torch.testing.assert_close(with_weights.log_weights, logits.log_softmax(-1), rtol=1e-10, atol=1e-10)
+
+
+def test_kernel_stats_rejects_an_empty_item_set():
+    with pytest.raises(ValueError, match="at least one item"):
+        kernel_stats(torch.randn(2, 3), torch.empty(0, 3), 1.0)
 
 
 @pytest.mark.parametrize("precision_shape", ["scalar", "per_query"])
