@@ -124,6 +124,25 @@ def test_bad_cues_are_refused_by_every_engine(memory, cue, mask, error, words, m
     assert torch.equal(memory.items, before)
 
 
+def test_finiteness_check_is_exact_when_the_sum_overflows():
+    """The cue check sums first (one reduction); huge finite entries whose sum overflows must still
+    pass, and one NaN or inf among them must still be caught."""
+    from varmem._checks import all_finite, as_cue
+
+    huge = torch.full((2, 3), 3e38, dtype=torch.float32)
+    assert not torch.isfinite(huge.sum())  # the fast test alone would refuse it
+    assert all_finite(huge)
+    cue, _ = as_cue(huge, None, 3, torch.float32, torch.device("cpu"))
+    assert torch.equal(cue, huge)
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        x = huge.clone()
+        x[1, 2] = bad
+        assert not all_finite(x)
+        with pytest.raises(ValueError, match=r"NaN or inf in observed entries \(cues \[1\]\)"):
+            as_cue(x, None, 3, torch.float32, torch.device("cpu"))
+    assert all_finite(torch.tensor([1.0, -1.0]))
+
+
 def test_unknown_method_and_options_are_named(memory):
     cue = torch.zeros(1, 3)
     with pytest.raises(ValueError, match="unknown retrieval method 'magic'.*exact"):

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["as_items", "as_cue", "as_mask", "check_positive", "check_unit_interval"]
+__all__ = ["as_items", "as_cue", "as_mask", "all_finite", "check_positive", "check_unit_interval"]
 
 
 def _as_float_tensor(x: Any, name: str, dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -75,14 +75,21 @@ def as_cue(
     if x.shape[0] == 0:
         raise ValueError("cue is empty (no cues in the batch)")
     m = as_mask(mask, x.shape[0], dim, device)
-    finite = torch.isfinite(x)
     if m is not None:
-        finite = finite | ~m
         x = torch.where(m, x, torch.zeros((), dtype=x.dtype, device=x.device))
-    if not finite.all():
-        rows = (~finite.all(-1)).nonzero().flatten()[:5].tolist()
+    if not all_finite(x):
+        rows = (~torch.isfinite(x).all(-1)).nonzero().flatten()[:5].tolist()
         raise ValueError(f"cue contains NaN or inf in observed entries (cues {rows})")
     return x, m
+
+
+def all_finite(x: Tensor) -> bool:
+    """Whether every entry of ``x`` is finite.
+
+    One reduction: a NaN or inf entry makes the sum non-finite; only when the sum is not finite
+    (which a sum of huge finite entries can also be) is the elementwise test run.
+    """
+    return math.isfinite(x.sum().item()) or bool(torch.isfinite(x).all())
 
 
 def check_positive(value: Any, name: str) -> float:

@@ -171,18 +171,18 @@ class ModernHopfield(Memory):
 
     # --- energy and the fast update ------------------------------------------------------------
     def _chunk(self, batch: int) -> int:
-        return self.chunk_size or default_chunk_size(batch)
+        return self.chunk_size or default_chunk_size(batch, self.device)
 
     def _stats(
-        self, z: Tensor, log_weights: bool = False, return_index: bool = True
-    ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+        self, z: Tensor, log_weights: bool = False, return_index: bool = True, return_lse: bool = True
+    ) -> tuple[Tensor | None, Tensor, Tensor | None, Tensor | None]:
         """``(lse [B], softmax mean [B, D], argmax [B], log-weights)`` at states ``z [B, D]``.
 
         ``lse`` is ``log Σ exp(β x_iᵀz)`` for ``"dot"`` and ``log Σ exp(-β‖z - x_i‖²/2)`` for ``"l2"``
         (the two kernels of :func:`varmem.kernels.kernel_stats`).
         """
         s = kernel_stats(z, self.items, self.beta, log_weights=log_weights, return_index=return_index,
-                         kernel=self._kernel, chunk_size=self._chunk(z.shape[0]))
+                         return_lse=return_lse, kernel=self._kernel, chunk_size=self._chunk(z.shape[0]))
         return s.lse, s.mean, s.index, s.log_weights
 
     @property
@@ -212,7 +212,7 @@ class ModernHopfield(Memory):
     def update(self, z: Tensor, mask: Tensor | None = None, cue: Tensor | None = None) -> Tensor:
         """One Hopfield update ``ξ ← Xᵀ softmax(β sim(X, ξ))`` (``= ξ - ∇E(ξ)``), observed entries
         (``mask``) reset to ``cue``."""
-        return self.fixed_point_step(z, z if cue is None else cue, mask)[0]
+        return self.fixed_point_update(z, z if cue is None else cue, mask)
 
     def association_matrix(self, cue: Any, mask: Any = None) -> Tensor:
         """``[B, N]`` softmax weights ``softmax_i(β sim(x_i, ξ))`` at the initial state of ``cue``
@@ -250,6 +250,11 @@ class ModernHopfield(Memory):
         lse, mean, _, _ = self._stats(z, return_index=False)
         z_new = mean if mask is None else torch.where(mask, cue, mean)
         return z_new, self._energy_from_lse(lse, z)
+
+    def fixed_point_update(self, z: Tensor, cue: Tensor, mask: Tensor | None) -> Tensor:
+        """:meth:`fixed_point_step` without the energy (the engine's hook for ``trace=False``)."""
+        mean = self._stats(z, return_index=False, return_lse=False)[1]
+        return mean if mask is None else torch.where(mask, cue, mean)
 
     def item_log_weights(self, z: Tensor, return_weights: bool | None = None) -> tuple[Tensor | None, Tensor]:
         """``(log softmax [B, N] or None, argmax [B])`` of the association at states ``z``."""

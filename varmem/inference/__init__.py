@@ -8,7 +8,8 @@ the engine.  Engines use documented hooks of the memory, not its internals:
 ====================  ====================================================================
 ``exact``             ``memory.posterior(cue, mask)`` (a closed-form posterior)
 ``fixed_point``       ``memory.init_latent``, ``memory.fixed_point_step``,
-                      ``memory.item_log_weights``
+                      ``memory.item_log_weights`` (optional: ``memory.fixed_point_update``,
+                      the step without its energy, used when no trace is asked for)
 ``map``               ``memory.model`` (a Pyro model with latent site ``memory.latent_site``),
                       ``memory.init_latent``, ``memory.energy``
 ``nuts``              ``memory.model``, ``memory.init_latent``

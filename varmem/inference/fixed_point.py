@@ -29,6 +29,9 @@ def retrieve_fixed_point(
 ) -> Retrieval:
     """Iterate ``z ← memory.fixed_point_step(z, cue, mask)`` from ``memory.init_latent(init)``.
 
+    With ``trace=False`` the optional hook ``memory.fixed_point_update(z, cue, mask)`` (the same
+    step without its energy) is used when the memory has one.
+
     A cue has converged when its largest coordinate change is ``≤ tol``; iteration stops when all
     have, or after ``max_steps`` updates.  ``trace`` is ``[T + 1, B]``: the energy
     ``E(z_t; x)`` before each step and at the end (for the kernel-density memory every step is an
@@ -40,7 +43,8 @@ def retrieve_fixed_point(
         tol: convergence threshold on ``max_d |Δz_d|``.
         init: ``"cue"``, ``"posterior_mean"``, ``"prior_mean"`` or a ``[B, D]`` tensor.
         trace: record energies (costs one extra pass over the items at the end); with
-            ``trace=False`` and ``return_weights=False`` every step is exactly one pass.
+            ``trace=False`` and ``return_weights=False`` every step is exactly one pass and no
+            energy is computed.
         return_weights: keep the ``[B, N]`` responsibilities (None = if ``B·N ≤ 2**24``).
         progress: show a progress bar.
     """
@@ -48,16 +52,27 @@ def retrieve_fixed_point(
     tol = non_negative(tol, "tol")
     z = memory.init_latent(cue, mask, init)
     energies: list[Tensor] = []
+    update = None if trace else getattr(memory, "fixed_point_update", None)
     converged = torch.zeros(cue.shape[0], dtype=torch.bool, device=cue.device)
     steps = 0
+    bar = tqdm(total=max_steps, desc="fixed point", leave=False) if progress else None
     with torch.no_grad():
-        for steps in tqdm(range(1, max_steps + 1), desc="fixed point", disable=not progress, leave=False):  # noqa: B007
-            z_new, energy = memory.fixed_point_step(z, cue, mask)
-            energies.append(energy)
+        while steps < max_steps:
+            if update is None:
+                z_new, energy = memory.fixed_point_step(z, cue, mask)
+                if trace:
+                    energies.append(energy)
+            else:
+                z_new = update(z, cue, mask)
             converged = (z_new - z).abs().amax(-1) <= tol
             z = z_new
-            if bool(converged.all()):
+            steps += 1
+            if bar is not None:
+                bar.update()
+            if steps < max_steps and bool(converged.all()):
                 break
+        if bar is not None:
+            bar.close()
         weights = index = None
         if trace:
             energies.append(memory.energy(z, cue, mask))

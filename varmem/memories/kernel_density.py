@@ -306,14 +306,25 @@ class KernelDensityMemory(PriorLikelihoodMemory):
         ``z_new = (σ² Σ_i w_i ξ_i + s² m ⊙ x) / (σ² + s² m)``, an EM step, so the energy never
         increases.  Without a cue term (σ → ∞) it is ``Ξᵀ softmax(-β‖z - ξ‖²/2)``, β = 1/s².
         """
-        s2, n2 = self.bandwidth**2, self.noise_scale**2
-        stats = kernel_stats(z, self.items, 1.0 / s2, chunk_size=self.chunk_size)
-        m = torch.ones((), dtype=z.dtype, device=z.device) if mask is None else mask.to(z.dtype)
-        z_new = (n2 * stats.mean + s2 * m * cue) / (n2 + s2 * m)
+        stats = kernel_stats(z, self.items, 1.0 / self.bandwidth**2, return_index=False, chunk_size=self.chunk_size)
         n, d = self.items.shape
+        s2 = self.bandwidth**2
         prior_energy = -(stats.lse - math.log(n) - 0.5 * d * math.log(2 * math.pi * s2))
         energy = prior_energy - self.likelihood(z, mask).log_prob(cue)
-        return z_new, energy
+        return self._em_update(stats.mean, cue, mask), energy
+
+    def fixed_point_update(self, z: Tensor, cue: Tensor, mask: Tensor | None) -> Tensor:
+        """:meth:`fixed_point_step` without the energy (the engine's hook for ``trace=False``)."""
+        stats = kernel_stats(
+            z, self.items, 1.0 / self.bandwidth**2, return_index=False, return_lse=False, chunk_size=self.chunk_size
+        )
+        return self._em_update(stats.mean, cue, mask)
+
+    def _em_update(self, mean: Tensor, cue: Tensor, mask: Tensor | None) -> Tensor:
+        """``(σ² ξ̄ + s² m ⊙ x) / (σ² + s² m)`` for the softmax mean ``ξ̄ [B, D]``."""
+        s2, n2 = self.bandwidth**2, self.noise_scale**2
+        m = torch.ones((), dtype=mean.dtype, device=mean.device) if mask is None else mask.to(mean.dtype)
+        return (n2 * mean + s2 * m * cue) / (n2 + s2 * m)
 
     def item_log_weights(self, z: Tensor, return_weights: bool | None = None) -> tuple[Tensor | None, Tensor]:
         """Responsibilities ``p(i | z, M) = softmax_i(-‖z - ξ_i‖²/2s²)`` at a latent ``z [B, D]``:
