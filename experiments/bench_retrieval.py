@@ -186,6 +186,19 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def minor_page_faults() -> int | None:
+    """Minor page faults of this process so far (None where ``resource`` is unavailable).
+
+    A fresh multi-MiB tensor that glibc has returned to the OS (heap trimming) is faulted back in
+    page by page; counting faults per call shows when a variant's time is mostly that.
+    """
+    try:
+        import resource
+    except ImportError:  # not on POSIX
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def time_call(fn: Callable[[], Any], device: torch.device, number: int = 1) -> float:
     """Seconds per call, averaged over ``number`` consecutive calls."""
     synchronize(device)

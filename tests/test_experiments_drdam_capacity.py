@@ -90,6 +90,23 @@ def test_bench_hopfield_smoke_checks_equality_and_records_ratios(tmp_path):
     # Y = 256 features in the smoke run: the RF end states differ from the exact ones, but by less
     # than the diameter of the data cube ({0, 1/√D}^D has diameter 1)
     assert 0 < row["B_divergence_mean"] < 1
+    # minor page faults per call are counted (POSIX); varmem's read reuses its scratch blocks
+    assert row["hopfield_page_faults_per_call"] >= 0 and row["plain_page_faults_per_call"] >= 0
+    assert 0 < row["scratch_mb_after_A"] <= 4.0
+
+
+def test_bench_hopfield_no_heap_trim_reruns_itself_under_the_glibc_tunables(tmp_path):
+    import platform
+
+    bench = load_experiment("bench_hopfield")
+    argv = ["--smoke", "--sizes", "1000", "--threads", "1", "--skip-memory", "--no-heap-trim",
+            "--output", str(tmp_path)]
+    result = bench.main(argv)
+    assert result["glibc_tunables"] == bench.NO_TRIM_TUNABLES  # recorded by the child process
+    (row,) = result["rows"]
+    assert row["A_check_passed"]
+    if platform.libc_ver()[0] == "glibc":  # freed memory is kept: the [B, N] blocks are not faulted in again
+        assert row["plain_page_faults_per_call"] <= 50 and row["hopfield_page_faults_per_call"] <= 50
 
 
 def test_bench_plain_update_is_one_modern_hopfield_step():
