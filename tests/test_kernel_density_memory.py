@@ -14,6 +14,7 @@ import pyro
 import pyro.poutine as poutine
 import pytest
 import torch
+from _grid import mixture_log_joint, moments_1d, moments_2d
 from scipy.optimize import minimize
 from torch.distributions import Normal
 
@@ -30,12 +31,8 @@ def _memory(items, s=S, sigma=SIGMA):
 def _grid_log_joint(grid, items, x, mask, s, sigma):
     """log p(z) + log p(x | z) on grid points ``[G, D]`` (explicit sums, no varmem code)."""
     items = torch.tensor(items)
-    comp = torch.stack([Normal(items[i], s).log_prob(grid).sum(-1) for i in range(len(items))], -1)
-    log_prior = comp.logsumexp(-1) - math.log(len(items))
-    lik = Normal(grid, sigma).log_prob(x)
-    if mask is not None:
-        lik = lik * mask
-    return log_prior + lik.sum(-1)
+    n = len(items)
+    return mixture_log_joint(grid, torch.full((n,), -math.log(n)), items, torch.full((n,), s), x, mask, sigma)
 
 
 def _grid_1d(lo=-6, hi=8, n=40001):
@@ -53,11 +50,8 @@ def test_exact_posterior_matches_numeric_integration_1d(x):
     post = memory.posterior(torch.tensor([[x]]), None)
     grid = _grid_1d()
     log_joint = _grid_log_joint(grid, ITEMS_1D, torch.tensor([x]), None, S, SIGMA)
-    z = grid.squeeze(-1)
-    evidence = torch.trapezoid(log_joint.exp(), z)
+    evidence, mean, var = moments_1d(log_joint, grid.squeeze(-1))
     density = log_joint.exp() / evidence
-    mean = torch.trapezoid(density * z, z)
-    var = torch.trapezoid(density * (z - mean) ** 2, z)
     torch.testing.assert_close(post.log_evidence, evidence.log().reshape(1), rtol=1e-7, atol=1e-7)
     torch.testing.assert_close(post.mean, mean.reshape(1, 1), rtol=1e-7, atol=1e-7)
     torch.testing.assert_close(post.variance, var.reshape(1, 1), rtol=1e-6, atol=1e-7)
@@ -77,15 +71,7 @@ def test_exact_posterior_with_mask_matches_numeric_integration_2d():
     grid, g = _grid_2d()
     for b in range(2):
         log_joint = _grid_log_joint(grid, items, memory.prepare_cue(x, mask)[0][b], mask[b], S, SIGMA)
-        dens = log_joint.exp().reshape(len(g), len(g))
-        evidence = torch.trapezoid(torch.trapezoid(dens, g, dim=1), g)
-        p = (dens / evidence).reshape(-1)
-
-        def expect(f, p=p):
-            return torch.trapezoid(torch.trapezoid((p * f).reshape(len(g), len(g)), g, dim=1), g)
-
-        mean = torch.stack([expect(grid[:, 0]), expect(grid[:, 1])])
-        var = torch.stack([expect((grid[:, 0] - mean[0]) ** 2), expect((grid[:, 1] - mean[1]) ** 2)])
+        evidence, mean, var = moments_2d(log_joint, grid, g)
         torch.testing.assert_close(post.log_evidence[b], evidence.log(), rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(post.mean[b], mean, rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(post.variance[b], var, rtol=1e-3, atol=1e-4)

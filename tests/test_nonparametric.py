@@ -16,6 +16,7 @@ import math
 import pyro.poutine as poutine
 import pytest
 import torch
+from _grid import mixture_log_joint, moments_1d, moments_2d
 from torch.distributions import Normal
 
 import varmem
@@ -54,12 +55,7 @@ def _written_out_components(memory, items, s=S, s0=S0, mu0=MU0, alpha=ALPHA):
 def _grid_log_joint(grid, comps, x, mask, sigma):
     """log p(z | M) + log p(x | z) on grid points ``[G, D]`` (explicit sum over components)."""
     w, mu, v = comps
-    comp = torch.stack([Normal(mu[j], v[j].sqrt()).log_prob(grid).sum(-1) for j in range(len(w))], -1)
-    log_prior = (comp + w.log()).logsumexp(-1)
-    lik = Normal(grid, sigma).log_prob(x)
-    if mask is not None:
-        lik = lik * mask
-    return log_prior + lik.sum(-1)
+    return mixture_log_joint(grid, w.log(), mu, v.sqrt(), x, mask, sigma)
 
 
 # --- writing: the CRP prior, the conjugate centres, the decision rule ----------------------------
@@ -234,12 +230,8 @@ def test_exact_posterior_matches_numeric_integration_1d(x):
     comps = _written_out_components(memory, ITEMS_1D)
     post = memory.posterior(torch.tensor([[x]]), None)
     grid = torch.linspace(-12, 14, 30001).unsqueeze(-1)
-    z = grid.squeeze(-1)
     lj = _grid_log_joint(grid, comps, torch.tensor([x]), None, SIGMA)
-    evidence = torch.trapezoid(lj.exp(), z)
-    dens = lj.exp() / evidence
-    mean = torch.trapezoid(dens * z, z)
-    var = torch.trapezoid(dens * (z - mean) ** 2, z)
+    evidence, mean, var = moments_1d(lj, grid.squeeze(-1))
     torch.testing.assert_close(post.log_evidence, evidence.log().reshape(1), rtol=1e-7, atol=1e-7)
     torch.testing.assert_close(post.mean, mean.reshape(1, 1), rtol=1e-7, atol=1e-7)
     torch.testing.assert_close(post.variance, var.reshape(1, 1), rtol=1e-6, atol=1e-7)
@@ -261,15 +253,7 @@ def test_exact_posterior_with_mask_matches_numeric_integration_2d():
     g = torch.linspace(-9, 9, 601)
     grid = torch.cartesian_prod(g, g)
     for b in range(2):
-        dens = _grid_log_joint(grid, comps, cue[b], mask[b], SIGMA).exp().reshape(len(g), len(g))
-        evidence = torch.trapezoid(torch.trapezoid(dens, g, dim=1), g)
-        p = (dens / evidence).reshape(-1)
-
-        def expect(f, p=p):
-            return torch.trapezoid(torch.trapezoid((p * f).reshape(len(g), len(g)), g, dim=1), g)
-
-        mean = torch.stack([expect(grid[:, 0]), expect(grid[:, 1])])
-        var = torch.stack([expect((grid[:, 0] - mean[0]) ** 2), expect((grid[:, 1] - mean[1]) ** 2)])
+        evidence, mean, var = moments_2d(_grid_log_joint(grid, comps, cue[b], mask[b], SIGMA), grid, g)
         torch.testing.assert_close(post.log_evidence[b], evidence.log(), rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(post.mean[b], mean, rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(post.variance[b], var, rtol=1e-4, atol=1e-5)
