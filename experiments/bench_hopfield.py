@@ -34,8 +34,9 @@ again costs one minor page fault per 4 KiB page; for the plain expression at ``N
 ~5 000 faults and about half of its time, and whether it happens depends on the process's heap
 history.  The table therefore shows the median minor page faults per call of each variant
 (``faults H/p``), and ``--no-heap-trim`` re-runs the script under
-``GLIBC_TUNABLES`` that keep freed memory (blocks up to 32 MiB), the regime where the plain
-expression pays no faults: judge the target there.  varmem's own reads reuse two per-thread
+``GLIBC_TUNABLES`` that keep freed memory (blocks up to 32 MiB, so ``N ≤ 3·10⁴`` at ``B = 256``),
+where the plain expression pays few or no faults (the table says how many): judge the target
+there as well.  varmem's own reads reuse two per-thread
 scratch blocks (``varmem.kernels.scratch_bytes()``, at most ``2 · 2**19`` entries = 4 MiB in
 float32 with the default chunk), so they pay no faults in either regime; those blocks stay
 resident between calls and are not counted in the per-call peak below

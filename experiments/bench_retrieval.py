@@ -398,7 +398,7 @@ def bench_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
         "check_passed": passed,
         "varmem_steps": steps_v,
         "reference_steps": steps_r,
-        "chunk_size": args.chunk_size or varmem.kernels.default_chunk_size(args.batch),
+        "chunk_size": args.chunk_size or varmem.kernels.default_chunk_size(args.batch, args.torch_device),
     }
 
 
@@ -559,7 +559,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "noise_scale": args.noise_scale,
             "cue_noise": args.cue_noise,
             "chunk_size": args.chunk_size,
-            "default_chunk_size": varmem.kernels.default_chunk_size(args.batch),
+            "default_chunk_size": varmem.kernels.default_chunk_size(args.batch, args.torch_device),
             "repeats": args.repeats,
             "warmup": args.warmup,
             "min_time": args.min_time,

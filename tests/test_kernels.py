@@ -173,6 +173,18 @@ def test_mean_only_and_python_float_precision_give_the_same_numbers(kernel, chun
     torch.testing.assert_close(with_weights.log_weights, logits.log_softmax(-1), rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("chunk_size", [None, 7])
+def test_values_are_averaged_with_the_keys_softmax(chunk_size):
+    query, keys, values = torch.randn(4, 3), torch.randn(30, 3), torch.randn(30, 5)
+    stats = kernel_stats(query, keys, 1.3, values=values, second_moment=True, kernel="dot", chunk_size=chunk_size)
+    w = (1.3 * query @ keys.T).softmax(-1)
+    torch.testing.assert_close(stats.mean, w @ values, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(stats.second_moment, w @ values**2, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(stats.lse, (1.3 * query @ keys.T).logsumexp(-1), rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match=r"values must have shape \[N=30, Dv\]"):
+        kernel_stats(query, keys, 1.0, values=values[:5])
+
+
 def test_kernel_stats_rejects_an_empty_item_set():
     with pytest.raises(ValueError, match="at least one item"):
         kernel_stats(torch.randn(2, 3), torch.empty(0, 3), 1.0)

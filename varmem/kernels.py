@@ -103,8 +103,8 @@ class KernelStats:
 
     Attributes:
         lse: ``[B]`` ``log Σ_i exp(ℓ_bi)`` including the ``-½ Σ_d p q²`` term (None when not requested).
-        mean: ``[B, D]`` ``Σ_i w_bi ξ_i``.
-        second_moment: ``[B, D]`` ``Σ_i w_bi ξ_i²`` (only if requested).
+        mean: ``[B, D]`` ``Σ_i w_bi ξ_i`` (``[B, Dv]`` ``Σ_i w_bi v_i`` with ``values``).
+        second_moment: ``[B, D]`` ``Σ_i w_bi ξ_i²`` (only if requested; of ``v`` with ``values``).
         index: ``[B]`` ``argmax_i ℓ_bi`` (None when not requested).
         log_weights: ``[B, N]`` ``log w_bi`` (only if requested).
     """
@@ -163,6 +163,7 @@ def kernel_stats(
     second_moment: bool = False,
     log_weights: bool = False,
     item_bias: Tensor | None = None,
+    values: Tensor | None = None,
     return_index: bool = True,
     return_lse: bool = True,
     kernel: str = "gaussian",
@@ -177,6 +178,8 @@ def kernel_stats(
         second_moment: also return ``Σ_i w_bi ξ_i²``.
         log_weights: also return the dense ``[B, N]`` log-softmax.
         item_bias: ``[N]`` per-item term ``c_i`` added to the logits (a constant, not differentiated).
+        values: ``[N, Dv]`` rows to average instead of the items (attention with separate keys and
+            values): ``mean`` is then ``Σ_i w_bi v_i`` and ``second_moment`` ``Σ_i w_bi v_i²``.
         return_index: track the arg-max item (``index`` is None otherwise; slightly cheaper).
         return_lse: compute ``lse`` (None otherwise: with one chunk and no index that saves two
             ``[B, N]`` reductions, for callers that only need the softmax mean).
@@ -193,10 +196,15 @@ def kernel_stats(
     N = items.shape[0]
     if N == 0:
         raise ValueError("kernel_stats needs at least one item (items has shape [0, D])")
+    if values is not None and (values.dim() != 2 or values.shape[0] != N):
+        raise ValueError(f"values must have shape [N={N}, Dv], got {tuple(values.shape)}")
     chunk_size = chunk_size or default_chunk_size(B, query.device)
     bias_grad = item_bias is not None and item_bias.requires_grad
     precision_grad = torch.is_tensor(precision) and precision.requires_grad
-    needs_grad = torch.is_grad_enabled() and (query.requires_grad or items.requires_grad or precision_grad or bias_grad)
+    values_grad = values is not None and values.requires_grad
+    needs_grad = torch.is_grad_enabled() and (
+        query.requires_grad or items.requires_grad or precision_grad or bias_grad or values_grad
+    )
     scratch = not needs_grad
     one_block = N <= chunk_size
     need_top = return_index or return_lse or log_weights or not one_block or item_bias is not None
@@ -220,8 +228,9 @@ def kernel_stats(
         else:
             weights = torch.softmax(logits, -1)
         chunk_lse = None if top is None else top - weights.amax(-1).log()
-        chunk_mean = weights @ chunk
-        chunk_second = weights @ (chunk * chunk) if second_moment else None
+        averaged = chunk if values is None else values[start : start + chunk_size]
+        chunk_mean = weights @ averaged
+        chunk_second = weights @ (averaged * averaged) if second_moment else None
         if item_bias is not None:  # a row whose chunk logits are all -inf (zero-weight items) adds nothing
             empty = torch.isneginf(top)
             chunk_lse = chunk_lse.masked_fill(empty, float("-inf"))

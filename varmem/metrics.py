@@ -162,7 +162,7 @@ def nearest_item(x: Tensor, stored: Tensor, *, chunk_size: int | None = None) ->
     q, s = _rows_pair(x, stored)
     batch, num = q.shape[0], s.shape[0]
     if chunk_size is None:
-        chunk = default_chunk_size(batch)
+        chunk = default_chunk_size(batch, q.device)
     else:
         chunk = operator.index(chunk_size)
         if chunk < 1:

@@ -227,42 +227,27 @@ class KernelizedHopfield(Memory):
         """``Φ(x)`` for ``x [..., D]`` → ``[..., F]`` (differentiable in ``x`` and ``Φ``)."""
         return self.feature(x)
 
-    def _augmented(self) -> Tensor:
-        """``[N, F + 1 + D]`` rows ``(Φ(ξ_μ), √(c - ‖Φ(ξ_μ)‖²), ξ_μ)``, ``c = max_μ ‖Φ(ξ_μ)‖²``, cached
-        until the patterns or ``Φ`` change."""
+    def _keys(self) -> Tensor:
+        """``[N, F]`` stored features ``Φ(ξ_μ)``, cached until the patterns or ``Φ`` change."""
         params = tuple((p.data_ptr(), p._version) for p in self.feature.parameters())
         key = (self.items.data_ptr(), self.items._version, self.items.shape, params)
         if self._cache is None or self._cache[0] != key:
             with torch.no_grad():
-                keys = self.features(self.items)
-                sq = (keys * keys).sum(-1, keepdim=True)
-                pad = (sq.max() - sq).clamp_min(0).sqrt()
-                self._cache = (key, torch.cat([keys, pad, self.items], -1))
+                self._cache = (key, self.features(self.items))
         return self._cache[1]
 
     def _stats(self, q: Tensor, log_weights: bool) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
         """Softmax path: ``(lse [B], Ξᵀ softmax [B, D], argmax [B], log-softmax [B, N] or None)`` of
-        the logits ``β ⟨Φ(ξ_μ), q⟩`` for features ``q [B, F]``, streamed by :func:`kernel_stats`.
-
-        The Gaussian-kernel logits of ``kernel_stats`` with precision ``β`` on the first ``F + 1``
-        columns and 0 on the last ``D`` are ``β⟨Φ_μ, q⟩ - β c/2 - β‖q‖²/2`` for the augmented items:
-        the padding column makes every key's norm ``√c``, so the softmax is the dot-product softmax
-        and the weighted mean of the last ``D`` columns is ``Ξᵀ softmax``.
-        """
-        aug = self._augmented()
-        f = self.feature_dim
-        precision = q.new_zeros(aug.shape[1])
-        precision[: f + 1] = self.beta
-        query = torch.cat([q, q.new_zeros(q.shape[0], aug.shape[1] - f)], -1)
-        chunk = self.chunk_size or default_chunk_size(q.shape[0])
-        stats = kernel_stats(query, aug, precision, log_weights=log_weights, chunk_size=chunk)
-        c = float(aug[0, f] ** 2 + (aug[0, :f] ** 2).sum())
-        lse = stats.lse + 0.5 * self.beta * (c + (q * q).sum(-1))
-        return lse, stats.mean[:, f + 1 :], stats.index, stats.log_weights
+        the logits ``β ⟨Φ(ξ_μ), q⟩`` for features ``q [B, F]``, streamed by :func:`kernel_stats`
+        (dot-product kernel on the stored features as keys, the patterns as values)."""
+        chunk = self.chunk_size or default_chunk_size(q.shape[0], q.device)
+        stats = kernel_stats(q, self._keys(), self.beta, values=self.items, log_weights=log_weights,
+                             kernel="dot", chunk_size=chunk)
+        return stats.lse, stats.mean, stats.index, stats.log_weights
 
     def _sparse(self, q: Tensor) -> tuple[Tensor, Tensor]:
         """Sparse path: ``(Ψ*(β K) [B], p [B, N])`` for features ``q [B, F]`` (blocks of cues)."""
-        keys = self._augmented()[:, : self.feature_dim]
+        keys = self._keys()
         block = self.chunk_size or max(1, 2**22 // max(1, len(self)))
         values, probs = [], []
         for start in range(0, q.shape[0], block):
@@ -281,7 +266,7 @@ class KernelizedHopfield(Memory):
         self._check_not_empty()
         shape = z.shape[:-1]
         q = self.features(z.reshape(-1, self.dim))
-        keys = self._augmented()[:, : self.feature_dim]
+        keys = self._keys()
         if self.separation == "softmax" and not (torch.is_grad_enabled() and q.requires_grad):
             psi = self._stats(q, log_weights=False)[0]
         else:
@@ -404,12 +389,12 @@ class KernelizedHopfield(Memory):
     def min_separation(self) -> float:
         """``Δ_min^Φ`` of the stored features (module docstring)."""
         self._check_not_empty()
-        return min_separation(self._augmented()[:, : self.feature_dim])
+        return min_separation(self._keys())
 
     def feature_scale(self) -> float:
         """``s = sqrt(mean_μ ‖Φ(ξ_μ)‖² / mean_μ ‖ξ_μ‖²)``: how much ``Φ`` scales the logits."""
         self._check_not_empty()
-        keys = self._augmented()[:, : self.feature_dim]
+        keys = self._keys()
         return math.sqrt(float((keys * keys).sum(-1).mean() / (self.items * self.items).sum(-1).mean()))
 
     def effective_beta(self) -> float:

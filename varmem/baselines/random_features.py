@@ -226,11 +226,11 @@ class RandomFeatureMemory(Memory):
 
     # --- features ----------------------------------------------------------------------------
     def _chunks(self, rows: int) -> range:
-        return range(0, self.num_features, self.chunk_size or default_chunk_size(rows))
+        return range(0, self.num_features, self.chunk_size or default_chunk_size(rows, self.device))
 
     def _projections(self, x: Tensor, start: int) -> tuple[Tensor, Tensor]:
         """``(S_c, u = √β x S_cᵀ (+ b_c))`` for the feature chunk starting at ``start``."""
-        stop = start + (self.chunk_size or default_chunk_size(x.shape[0]))
+        stop = start + (self.chunk_size or default_chunk_size(x.shape[0], self.device))
         s = self.projection[start:stop]
         u = math.sqrt(self.beta) * (x @ s.T)
         if self.kernel == "cos":
