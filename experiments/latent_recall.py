@@ -44,7 +44,8 @@ Bandwidth: with the reference's ``s = 0.1`` the code prior is so peaked (nearest
 between stored codes ≈ 4) that every encoder-started method ends at the stored code nearest to the
 encoder mean (reference §3.4: "VAE-GMM ≈ 1-nearest-neighbour in encoder space"), so the masked
 likelihood that the iterative methods add cannot change the answer; ``--bandwidth 0.5`` lets it
-choose between basins (lower ``--pc-lr`` with it: the PC step on ``z`` is scaled by ``s²``).
+choose between basins (the PC step on ``z`` is scaled by ``s²``; where a step would raise the free
+energy the relaxation undoes it and halves that cue's step, so a large ``s`` no longer diverges).
 
 Data: ``mnist`` (:func:`varmem.datasets.load_mnist`, 5000 digits, 1×28×28) and ``photos``: seeded
 random ``--patch``×``--patch`` (default 16) colour patches cut from scikit-learn's two sample photographs
@@ -398,7 +399,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--guide-copies", type=int, default=5, help="corrupted copies per item (guide, GMM*)")
     parser.add_argument("--iter-steps", type=int, default=100, help="max iterations of BP/PC/hybrid (default 100)")
     parser.add_argument("--pc-lr", type=float, default=None,
-                        help="inference rate of the PC relaxation (default: the engine's 0.1; lower it for s > 0.3)")
+                        help="inference rate of the PC relaxation (default: the engine's 0.1; halved per cue "
+                             "where a step would raise the free energy)")
     parser.add_argument("--reader-epochs", type=int, default=20, help="MemN2N/NTM training epochs (reference 20)")
     parser.add_argument("--reader-items", type=int, default=1000, help="MemN2N/NTM training items (default 1000)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")

@@ -98,6 +98,27 @@ def test_predictive_coding_relaxation_reaches_the_mode_and_never_increases_the_f
         torch.testing.assert_close(result.trace[-1], memory.energy(result.code, cue, mask))
 
 
+def test_predictive_coding_step_too_large_for_plain_descent_backtracks_to_the_mode():
+    """With α s² λ_max = 8 (> 2) plain Euler steps on the quadratic energy diverge; the relaxation
+    undoes every step that raises F and halves that cue's step, so it still reaches the mode."""
+    memory, cue, mask = _batch()
+    lam = max(torch.linalg.eigvalsh(torch.linalg.inv(_posterior(x, m)[2])).max().item()
+              for x, m in zip(CUES, MASKS, strict=True))
+    alpha = 8.0 / (S**2 * lam)
+    result = memory.retrieve(cue, mask, method="iterative", scheme="pc", lr=alpha, max_steps=3000, tol=1e-10)
+    modes = torch.stack([_mode(x, m) for x, m in zip(CUES, MASKS, strict=True)])
+    torch.testing.assert_close(result.code, modes, rtol=0, atol=1e-6)
+    assert bool(result.converged.all())
+    assert (result.trace[1:] <= result.trace[:-1] + 1e-12).all()
+    # negative control: the same steps without the safeguard grow without bound
+    z = memory.init_latent(cue, mask, "prior_mean").detach()
+    for _ in range(200):
+        z = z.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(memory.energy(z, cue, mask).sum(), z)
+        z = z - alpha * S**2 * g
+    assert not bool(torch.isfinite(z).all()) or (z - modes).abs().max() > 1e3
+
+
 def test_predictive_coding_update_is_local_the_data_reaches_the_top_one_stage_per_step():
     """Two-stage decoder: the hidden node starts at its feed-forward value (zero error), so the
     first step of the top node z sees only the memory prior, ``z_1 = z_0 - α s² ∇E_prior(z_0)``

@@ -541,7 +541,7 @@ def fit(
                 bar.update(len(chunk))
                 bar.set_postfix(loss=f"{losses[-1]:.4g}")
                 if not math.isfinite(losses[-1]):
-                    raise FloatingPointError(f"loss is became {losses[-1]} at step {step}: lower lr / check the model")
+                    raise FloatingPointError(f"loss became {losses[-1]} at step {step}: lower lr / check the model")
                 if patience is not None and len(losses) >= window:
                     current = sum(losses[-window:]) / window
                     if best - current > rel_tol * abs(best) or not math.isfinite(best):

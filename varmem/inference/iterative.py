@@ -56,6 +56,10 @@ def relax_pc(
 
     Returns ``(z, trace [T + 1, B] of F, steps, converged [B])``; a cue has converged when no
     node moved by more than ``tol`` in the last step.
+
+    Safeguard: a step that raises a cue's ``F`` (or makes it non-finite) is undone and that cue's
+    step size halved (backtracking), so ``F`` never increases along the trace whatever ``lr``;
+    with a step size below ``2/L`` no step is ever undone and this is the plain relaxation.
     """
     stages = memory.decoder_stages()
     tau2 = float(hidden_scale if hidden_scale is not None else memory.noise_scale) ** 2
@@ -77,26 +81,49 @@ def relax_pc(
         return f_total + 0.5 * err_x.pow(2).sum(-1) / n2
 
     trace: list[Tensor] = []
-    converged = torch.zeros(cue.shape[0], dtype=torch.bool, device=cue.device)
+    batch = cue.shape[0]
+    alpha = torch.full((batch,), float(lr), dtype=cue.dtype, device=cue.device)  # per-cue step size
+    slack = 10 * torch.finfo(cue.dtype).eps
+    accepted: tuple[list[Tensor], Tensor, tuple[Tensor, ...]] | None = None
+    converged = torch.zeros(batch, dtype=torch.bool, device=cue.device)
     steps = 0
     for steps in tqdm(range(1, max_steps + 1), desc="pc", disable=not progress, leave=False):  # noqa: B007
         values = [v.detach().requires_grad_(True) for v in nodes]
         energy = free_energy(values)
-        if not bool(torch.isfinite(energy).all()):
-            raise FloatingPointError(f"the predictive-coding relaxation diverged at step {steps} (lr={lr}); lower lr")
         grads = torch.autograd.grad(energy.sum(), values)
-        trace.append(energy.detach())
+        energy = energy.detach()
+        rejected = torch.zeros_like(converged)
+        if accepted is None:
+            if not bool(torch.isfinite(energy).all()):
+                raise FloatingPointError("the predictive-coding free energy is not finite at the start")
+        else:  # a step that raised F (or overflowed) is undone and retried with half the step
+            old_nodes, old_energy, old_grads = accepted
+            rejected = ~(energy <= old_energy + slack * (old_energy.abs() + 1))
+            if bool(rejected.any()):
+                alpha = torch.where(rejected, alpha / 2, alpha)
+                pick = [rejected.view(-1, *[1] * (v.dim() - 1)) for v in nodes]
+                nodes = [torch.where(r, o, v.detach()) for r, o, v in zip(pick, old_nodes, values, strict=True)]
+                grads = tuple(torch.where(r, o, g) for r, o, g in zip(pick, old_grads, grads, strict=True))
+                energy = torch.where(rejected, old_energy, energy)
+        trace.append(energy)
+        accepted = ([v.detach() for v in nodes], energy, grads)
         with torch.no_grad():
-            moved = torch.zeros_like(converged, dtype=cue.dtype)
-            for k, (v, g) in enumerate(zip(values, grads, strict=True)):
-                delta = lr * rho[k] * g
-                nodes[k] = v.detach() - delta
+            moved = torch.zeros(batch, dtype=cue.dtype, device=cue.device)
+            for k, g in enumerate(grads):
+                delta = (alpha * rho[k]).view(-1, *[1] * (g.dim() - 1)) * g
+                nodes[k] = accepted[0][k] - delta
                 moved = torch.maximum(moved, delta.abs().flatten(1).amax(-1))
-            converged = moved <= tol
+            converged = (moved <= tol) & ~rejected
         if bool(converged.all()):
             break
     with torch.enable_grad():
         final = free_energy([v.detach() for v in nodes]).detach()
+    if accepted is not None:  # the last step is kept only where it did not raise F either
+        worse = ~(final <= accepted[1] + slack * (accepted[1].abs() + 1))
+        pick = [worse.view(-1, *[1] * (v.dim() - 1)) for v in nodes]
+        nodes = [torch.where(r, o, v) for r, o, v in zip(pick, accepted[0], nodes, strict=True)]
+        final = torch.where(worse, accepted[1], final)
+        converged = converged & ~worse
     trace.append(final)
     return nodes[0], torch.stack(trace), steps, converged
 
