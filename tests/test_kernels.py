@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from varmem.kernels import default_chunk_size, kernel_log_sum_exp, kernel_stats
+from varmem.kernels import default_chunk_size, kernel_log_sum_exp, kernel_stats, sample_items
 
 
 def _dense(query, items, precision):
@@ -218,3 +218,37 @@ def test_item_bias_gradient_of_the_streaming_log_sum_exp():
     (expected,) = torch.autograd.grad(dense.sum(), query)
     torch.testing.assert_close(lse, dense.detach(), rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(grad, expected, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("chunk_size", [None, 3])
+def test_sample_items_frequencies_follow_the_softmax(chunk_size):
+    gen = torch.Generator().manual_seed(0)
+    query, items = torch.randn(2, 2, generator=gen), torch.randn(7, 2, generator=gen)
+    bias = torch.tensor([0.0, 1.0, float("-inf"), 0.5, -1.0, 0.0, 2.0])  # item 2 has weight 0
+    S = 100_000
+    idx = sample_items(query, items, 0.8, S, item_bias=bias, generator=gen, chunk_size=chunk_size)
+    assert idx.shape == (S, 2) and idx.dtype == torch.long
+    logits, _ = _dense(query, items, torch.full((2, 2), 0.8))
+    w = (logits + bias).softmax(-1)  # [B, N]
+    freq = torch.stack([torch.bincount(idx[:, b], minlength=7) for b in range(2)]).double() / S
+    se = (w * (1 - w) / S).sqrt()
+    assert ((freq - w).abs() <= 5 * se + 1e-12).all()  # 5 binomial standard errors
+    assert (idx != 2).all()
+    # reproducible from the generator; a different seed gives different draws
+    again = sample_items(query, items, 0.8, S, item_bias=bias, generator=torch.Generator().manual_seed(5),
+                         chunk_size=chunk_size)
+    same = sample_items(query, items, 0.8, S, item_bias=bias, generator=torch.Generator().manual_seed(5),
+                        chunk_size=chunk_size)
+    assert torch.equal(again, same) and not torch.equal(again, idx)
+
+
+def test_sample_items_never_forms_the_samples_by_items_tensor():
+    B, N, D, S, chunk = 4, 20_000, 3, 64, 512
+    query, items = torch.randn(B, D), torch.randn(N, D)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+        sample_items(query, items, 1.0, S, chunk_size=chunk)
+    largest = max(e.cpu_memory_usage for e in prof.events())
+    assert largest <= 2 * S * B * chunk * query.element_size()  # one noise block
+    assert largest < S * B * N * query.element_size() / 10
+    with pytest.raises(ValueError, match="num_samples"):
+        sample_items(query, items, 1.0, 0)

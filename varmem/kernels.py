@@ -33,8 +33,8 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 __all__ = [
-    "KernelStats", "kernel_stats", "kernel_log_sum_exp", "default_chunk_size", "scratch_bytes", "release_scratch",
-    "KERNELS",
+    "KernelStats", "kernel_stats", "kernel_log_sum_exp", "sample_items", "default_chunk_size", "scratch_bytes",
+    "release_scratch", "KERNELS",
 ]
 
 # Target entries of one [B, chunk] block of logits.  On the CPU a block should stay in the L2 / L3
@@ -258,6 +258,53 @@ def kernel_stats(
     if lse is not None and const is not None:
         lse = lse + const
     return KernelStats(lse=lse if return_lse else None, mean=mean, index=index, second_moment=second, log_weights=dense)
+
+
+def sample_items(
+    query: Tensor,
+    items: Tensor,
+    precision: Tensor | float,
+    num_samples: int,
+    *,
+    item_bias: Tensor | None = None,
+    kernel: str = "gaussian",
+    generator: torch.Generator | None = None,
+    chunk_size: int | None = None,
+) -> Tensor:
+    """``[S, B]`` item indices drawn from ``softmax_i ℓ_bi`` (the logits of :func:`kernel_stats`),
+    ``S = num_samples`` independent draws per query.
+
+    Gumbel-max streamed over the items: each chunk's logits plus Gumbel noise ``-log(-log u)`` are
+    maxed and the running arg-max kept, so memory is ``O(S·B·chunk)`` split further over blocks
+    of samples (about ``2**22`` noise entries at a time); no ``[B, N]`` or ``[S, B, N]`` tensor is
+    formed.  The draws depend on ``generator`` and on the chunking.
+    """
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
+    p, _, per_query = _precision_terms(query, precision, kernel)
+    B, N = query.shape[0], items.shape[0]
+    if N == 0:
+        raise ValueError("sample_items needs at least one item (items has shape [0, D])")
+    chunk_size = chunk_size or default_chunk_size(B, query.device)
+    block = max(1, _BLOCK_ELEMENTS_DEFAULT // max(1, B * min(chunk_size, N)))  # samples per noise block
+    tiny = torch.finfo(query.dtype).tiny
+    best = query.new_full((num_samples, B), float("-inf"))
+    index = torch.zeros(num_samples, B, dtype=torch.long, device=query.device)
+    pq = p * query
+    with torch.no_grad():
+        for start in range(0, N, chunk_size):
+            chunk = items[start : start + chunk_size]
+            bias = None if item_bias is None else item_bias[start : start + chunk_size]
+            logits = _block_logits(pq, p, chunk, per_query, bias, kernel, None)  # [B, C]
+            for s0 in range(0, num_samples, block):
+                s1 = min(num_samples, s0 + block)
+                noise = torch.empty((s1 - s0, B, chunk.shape[0]), dtype=query.dtype, device=query.device)
+                gumbel = noise.uniform_(generator=generator).clamp_min_(tiny).log_().neg_().log_().neg_()
+                value, arg = gumbel.add_(logits).max(-1)  # [s, B]
+                better = value > best[s0:s1]
+                index[s0:s1] = torch.where(better, arg + start, index[s0:s1])
+                best[s0:s1] = torch.where(better, value, best[s0:s1])
+    return index
 
 
 class _KernelLogSumExp(torch.autograd.Function):

@@ -33,7 +33,7 @@ from torch import Tensor
 
 from .._checks import check_positive
 from ..distributions import KernelDensity
-from ..kernels import kernel_stats
+from ..kernels import kernel_stats, sample_items
 from ..memory import PriorLikelihoodMemory, masked_normal
 
 __all__ = ["KernelDensityMemory", "KernelDensityPosterior"]
@@ -106,6 +106,7 @@ class KernelDensityPosterior:
         one = cue.new_ones(())
         self.memory = memory
         self.cue, self.mask = cue, mask
+        self._precision, self._chunk_size = precision, chunk_size or memory.chunk_size
         self.scale_factor = torch.where(observed, one * (n2 / c), one)  # a
         self.shift = torch.where(observed, s2 * cue / c, 0 * one)  # b
         self.component_scale = torch.where(observed, one * math.sqrt(s2 * n2 / c), one * math.sqrt(s2))
@@ -128,16 +129,13 @@ class KernelDensityPosterior:
         return joint - self.log_evidence
 
     def sample(self, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
-        """``[S, B, D]`` exact posterior samples (component by Gumbel-max, then the Gaussian)."""
+        """``[S, B, D]`` exact posterior samples: the component ``i ~ p(i | x)`` by Gumbel-max
+        streamed over the items (:func:`varmem.kernels.sample_items`, no ``[S, B, N]`` tensor),
+        then ``z ~ N(a ⊙ ξ_i + b, v)``."""
         cue = self.cue
-        B = cue.shape[0]
-        logits = self.log_weights
-        if logits is None:  # the [B, N] weights were not kept: compute them now
-            logits = KernelDensityPosterior(self.memory, self.cue, self.mask, return_weights=True).log_weights
-        u = torch.rand((num_samples, *logits.shape), generator=generator, dtype=cue.dtype, device=cue.device)
-        gumbel = -torch.log(-torch.log(u.clamp_min(torch.finfo(cue.dtype).tiny)))
-        index = (logits + gumbel).argmax(-1)  # [S, B]
-        eps = torch.randn((num_samples, B, cue.shape[1]), generator=generator, dtype=cue.dtype, device=cue.device)
+        index = sample_items(cue, self.memory.items, self._precision, num_samples, generator=generator,
+                             chunk_size=self._chunk_size)
+        eps = torch.randn((num_samples, *cue.shape), generator=generator, dtype=cue.dtype, device=cue.device)
         return self.component_mean(index) + self.component_scale * eps
 
 
