@@ -142,7 +142,8 @@ def make_runner(model: str, dim: int, args: argparse.Namespace, seed: int) -> Ru
                   T_infer=args.T_infer, seed=seed, device=args.torch_device, dtype=args.torch_dtype)
     if model.startswith("bayespcn"):
         K = int(model.removeprefix("bayespcn_k"))
-        return Runner(lambda: varmem.BayesPCN(dim, n_particles=K, keep_history=False, **common), pc_read)
+        rtol = {} if args.infer_rtol is None else {"infer_rtol": args.infer_rtol}
+        return Runner(lambda: varmem.BayesPCN(dim, n_particles=K, keep_history=False, **common, **rtol), pc_read)
     if model == "gpcn_online":
         return Runner(lambda: varmem.PredictiveCodingMemory(dim, training="online", **common), pc_read)
     if model == "gpcn_offline":
@@ -440,6 +441,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--activation", default="relu", choices=["relu", "gelu", "tanh", "linear"])
     p.add_argument("--sigma", type=float, default=0.01, help="sigma_obs = sigma_data (and the Hopfield sigma)")
     p.add_argument("--T-infer", type=int, default=500, help="Adam steps per inference (camera-ready 500)")
+    p.add_argument("--infer-rtol", type=float, default=None,
+                   help="BayesPCN's scale-aware early stop (default: its 1e-4; 0 = always T-infer steps, "
+                        "as the official code)")
     p.add_argument("--gpcn-epochs", type=int, default=50, help="offline GPCN epochs per checkpoint (paper: 4000)")
     p.add_argument("--hopfield-read", choices=["fixed_point", "adam"], default="fixed_point",
                    help="mean-shift to the mode (fast) or the official 500 Adam steps")
