@@ -156,3 +156,20 @@ def test_save_load_round_trip(tmp_path, rule):
     torch.testing.assert_close(back.weight, net.weight)
     cue = _spins(2, 16, seed=7)
     assert torch.equal(back.retrieve(cue).pattern, net.retrieve(cue).pattern)
+
+
+@pytest.mark.parametrize("rule", ["hebbian", "storkey"])
+def test_float32_and_float64_networks_take_the_same_steps_in_the_collapse_regime(rule):
+    """At load 0.2 many fields are small (Hebbian ones are multiples of 1/n); a float32 network must make
+    the same sign decisions as a float64 one: same sync trajectory, and the same async one for a seed."""
+    n = 200
+    g = torch.Generator().manual_seed(0)
+    patterns = torch.where(torch.rand(40, n, generator=g, dtype=torch.float64) < 0.5, -1.0, 1.0)
+    nets = {dt: varmem.ClassicalHopfield(n, rule=rule, dtype=dt).write(patterns.to(dt))
+            for dt in (torch.float32, torch.float64)}
+    runs = {dt: net.retrieve(patterns.to(dt), method="sync", max_steps=20) for dt, net in nets.items()}
+    assert torch.equal(runs[torch.float32].pattern.double(), runs[torch.float64].pattern)
+    assert runs[torch.float32].steps == runs[torch.float64].steps
+    cues = patterns[:10]
+    runs = {dt: net.retrieve(cues.to(dt), method="async", max_sweeps=20, seed=3) for dt, net in nets.items()}
+    assert torch.equal(runs[torch.float32].pattern.double(), runs[torch.float64].pattern)

@@ -137,3 +137,19 @@ def test_bad_input_and_round_trip(tmp_path):
         torch.testing.assert_close(back.items, dam.items)
         cue = _spins(2, 10, seed=8)
         assert torch.equal(back.retrieve(cue).pattern, dam.retrieve(cue).pattern)
+
+
+@pytest.mark.parametrize("power,rectified", [(2, False), (3, False), (4, False), (3, True)])
+def test_float32_memory_makes_the_float64_sign_decisions(power, rectified):
+    """Polynomial preferences are integer sums: decided exactly (in float64), so a float32 memory follows
+    the float64 trajectory even where preferences are tiny next to float32 rounding of the scaled terms."""
+    n = 200
+    g = torch.Generator().manual_seed(0)
+    patterns = torch.where(torch.rand(30, n, generator=g, dtype=torch.float64) < 0.5, -1.0, 1.0)
+    cue = patterns.clone()
+    cue[:, :60] *= -1  # 30 % flipped
+    runs = {}
+    for dt in (torch.float32, torch.float64):
+        mem = varmem.DenseAssociativeMemory(n, power=power, rectified=rectified, dtype=dt).write(patterns.to(dt))
+        runs[dt] = mem.retrieve(cue.to(dt), method="sync", max_steps=20)
+    assert torch.equal(runs[torch.float32].pattern.double(), runs[torch.float64].pattern)

@@ -29,6 +29,7 @@ and take ±1 at their first update.  Real-valued cues are read through their sig
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -188,10 +189,20 @@ class ClassicalHopfield(SpinMemory):
         return s @ self.weight
 
     def _tie_tol(self) -> float:
-        """Fields within rounding of 0 are ties (so incremental and fresh fields agree on them)."""
+        """Fields within rounding of 0 are ties (so incremental and fresh fields agree on them).
+
+        Hebbian fields are multiples of ``1/n`` (``w_ij`` are integers over ``n``, spins are 0 or ±1), so
+        any ``|h| < 1/(2n)`` is an exact 0: the decision is exact in float32 as in float64.  Storkey
+        weights have no lattice: the tolerance is a few times the typical rounding error of a field,
+        ``4 √n ε max_i Σ_j |w_ij|``.
+        """
         if getattr(self, "_tol_weight", None) is not self.weight:  # recomputed when W is replaced
             self._tol_weight = self.weight
-            self._tol = 1e3 * torch.finfo(self.dtype).eps * self.dim * float(self.weight.abs().max())
+            if self.rule == "hebbian":
+                self._tol = 0.5 / self.dim
+            else:
+                row_sum = float(self.weight.abs().sum(-1).max()) if self.dim else 0.0
+                self._tol = 4 * math.sqrt(self.dim) * torch.finfo(self.dtype).eps * row_sum
         return self._tol
 
     def preferred_spins(self, s: Tensor, cache: Tensor, units: Tensor | None = None) -> Tensor:

@@ -122,24 +122,34 @@ class DenseAssociativeMemory(SpinMemory):
         return -self.interaction_fn(z @ self.items.T).sum(-1)
 
     def _preference(self, base: Tensor, xi: Tensor) -> Tensor:
-        """``E(σ_i=-1) - E(σ_i=+1)`` up to a positive factor, over the last (pattern) dim.
+        """``E(σ_i=-1) - E(σ_i=+1)`` up to a positive factor, over the last (pattern) dim, in float64.
 
-        ``base`` = overlaps without unit ``i`` and ``xi`` = ``ξ_μi``, broadcast together.
+        ``base`` = overlaps without unit ``i`` and ``xi`` = ``ξ_μi``, broadcast together.  Overlaps are
+        integers, so the polynomial preference ``Σ_μ F(b_μ + ξ_μ) - F(b_μ - ξ_μ)`` is computed exactly
+        in float64 while ``(D + 1)^a < 2^53`` (then a tie is an exact 0 whatever the memory's dtype).
         """
+        base, xi = base.double(), xi.double()
         if self.interaction == "exponential":
             return torch.logsumexp(self.beta * (base + xi), -1) - torch.logsumexp(self.beta * (base - xi), -1)
-        scale = 1.0 / self.dim  # F is homogeneous: dividing overlaps by D keeps the sign
+        scale = 1.0 if self._exact_polynomial else 1.0 / self.dim  # F homogeneous: scaling keeps the sign
         plus, minus = (base + xi) * scale, (base - xi) * scale
         if self.rectified:
             plus, minus = plus.clamp_min(0), minus.clamp_min(0)
         return (plus**self.power - minus**self.power).sum(-1)
 
+    @property
+    def _exact_polynomial(self) -> bool:
+        """Whether integer polynomial preferences are exact in float64: ``K (D + 1)^a < 2^53``."""
+        return self.interaction == "polynomial" and max(len(self), 1) * (self.dim + 1) ** self.power < 2**53
+
     def _tie_tol(self) -> float:
-        """Preferences within rounding of 0 are ties: each scaled polynomial term is at most 1 in size, the
-        log-sum-exps at most ``β D + log K``."""
+        """Preferences within rounding of 0 are ties: 0 when they are exact integers; otherwise (float64)
+        each scaled polynomial term is at most 1 in size, the log-sum-exps at most ``β D + log K``."""
+        if self._exact_polynomial:
+            return 0.0
         k = max(len(self), 1)
         size = k if self.interaction == "polynomial" else self.beta * self.dim + math.log(k)
-        return 1e3 * torch.finfo(self.dtype).eps * size
+        return 1e3 * torch.finfo(torch.float64).eps * size
 
     # --- hooks of the sign-dynamics engines ---------------------------------------------------------
     def spin_cache(self, s: Tensor) -> Tensor:

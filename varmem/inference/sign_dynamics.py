@@ -122,7 +122,8 @@ def retrieve_async(
         flipped = torch.ones(B, dtype=torch.bool, device=s.device)
         sweeps = 0
         for sweeps in tqdm(range(1, max_sweeps + 1), desc="async", disable=not progress, leave=False):  # noqa: B007
-            order = torch.rand(B, D, generator=generator, device=s.device, dtype=s.dtype).argsort(-1)
+            # float64 draws: the same seed gives the same order whatever the memory's dtype
+            order = torch.rand(B, D, generator=generator, device=s.device, dtype=torch.float64).argsort(-1)
             flipped = torch.zeros(B, dtype=torch.bool, device=s.device)
             if sweeps > 1:
                 cache = memory.spin_cache(s)  # refresh: no rounding drift across sweeps
