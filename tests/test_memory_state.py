@@ -201,3 +201,52 @@ def test_float32_memory_keeps_its_dtype_for_float64_input():
     m.write(torch.randn(5, 2, dtype=torch.float64))
     r = m.retrieve(torch.randn(3, 2, dtype=torch.float64), method="fixed_point")
     assert m.items.dtype == torch.float32 and r.pattern.dtype == torch.float32
+
+
+# --- streaming writes: amortised appends ------------------------------------------------------------
+def test_a_stream_of_single_writes_equals_one_batch_write_and_grows_geometrically():
+    items = torch.randn(1000, 3)
+    streamed = varmem.KernelDensityMemory(3, bandwidth=0.5, noise_scale=0.2)
+    blocks = set()
+    for row in items:
+        streamed.write(row)
+        blocks.add(streamed._growth["items"][0].data_ptr())
+    batch = varmem.KernelDensityMemory(3, bandwidth=0.5, noise_scale=0.2).write(items)
+    assert torch.equal(streamed.items, batch.items)
+    capacity = streamed._growth["items"][0].shape[0]
+    assert 1000 <= capacity <= 2000  # doubling: at most twice what is stored
+    assert len(blocks) <= 8  # 16, 32, ..., 1024: a new block only when the old one is full
+    cue = torch.randn(4, 3)
+    expected = batch.retrieve(cue, method="exact").pattern
+    torch.testing.assert_close(streamed.retrieve(cue, method="exact").pattern, expected)
+
+
+def test_appends_never_change_a_tensor_the_caller_holds():
+    memory = varmem.KernelDensityMemory(3, bandwidth=0.5, noise_scale=0.2)
+    for _ in range(5):
+        memory.write(torch.randn(1, 3))
+    held = memory.items  # a view of the growth block
+    snapshot = held.clone()
+    memory.write(torch.randn(2, 3))
+    assert torch.equal(held, snapshot)
+    # shrink the buffer by slicing (same storage), then write: the rows the caller still sees stay
+    memory.items = memory.items[:3]
+    memory.write(torch.full((4, 3), 7.0))
+    assert torch.equal(held, snapshot)
+    assert torch.equal(memory.items[:3], snapshot[:3]) and (memory.items[3:] == 7.0).all()
+
+
+def test_checkpoint_and_dtype_change_after_streamed_writes(tmp_path):
+    memory = varmem.KernelDensityMemory(3, bandwidth=0.5, noise_scale=0.2)
+    for _ in range(20):
+        memory.write(torch.randn(1, 3))
+    path = varmem.save(memory, tmp_path / "m.safetensors")
+    loaded = varmem.load(path)
+    assert torch.equal(loaded.items, memory.items)
+    assert path.stat().st_size < 20 * 3 * 8 + 2000  # the 20 rows, not the spare capacity
+    loaded.write(torch.zeros(1, 3))
+    assert len(loaded) == 21 and len(memory) == 20
+    memory = memory.to(torch.float32)  # converting drops the spare capacity; writing goes on
+    assert "_growth" not in memory.__dict__
+    memory.write(torch.ones(2, 3))
+    assert memory.items.dtype == torch.float32 and len(memory) == 22 and (memory.items[-2:] == 1).all()

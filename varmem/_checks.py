@@ -34,8 +34,8 @@ def as_items(items: Any, dim: int, dtype: torch.dtype, device: torch.device, nam
         raise ValueError(f"{name} must have shape [N, {dim}] or [{dim}], got {tuple(x.shape)}")
     if x.shape[0] == 0:
         raise ValueError(f"{name} is empty (shape {tuple(x.shape)})")
-    bad = ~torch.isfinite(x).all(-1)
-    if bad.any():
+    if not all_finite(x):
+        bad = ~torch.isfinite(x).all(-1)
         rows = bad.nonzero().flatten()[:5].tolist()
         raise ValueError(f"{name} contains NaN or inf (rows {rows}{'...' if int(bad.sum()) > 5 else ''})")
     return x

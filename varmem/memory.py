@@ -120,6 +120,36 @@ class Memory(PyroModule, metaclass=_MemoryMeta):
     def refresh_derived_state(self) -> None:
         """Rebuild state derived from the saved tensors (caches); called after loading a checkpoint."""
 
+    def append_rows(self, name: str, rows: Tensor) -> Tensor:
+        """Set the buffer ``name`` to ``cat([buffer, rows])`` in amortised ``O(len(rows))`` time.
+
+        The buffer becomes a view of a larger block whose capacity doubles when it runs out, so a
+        stream of ``N`` single-row writes copies ``O(N)`` rows in all instead of ``O(N²)``.  The
+        spare rows are only ever written beyond every view handed out before, and a buffer that
+        was replaced meanwhile (forget, ``load_state_dict``, ``.to()``, assignment) is copied into
+        a fresh block first, so no tensor a caller holds changes.  Returns the new buffer.
+        """
+        current = getattr(self, name)
+        growth = self.__dict__.setdefault("_growth", {})
+        block, length = growth.get(name, (None, -1))
+        n, need = current.shape[0], current.shape[0] + rows.shape[0]
+        ours = (
+            block is not None and length == n and current.data_ptr() == block.data_ptr()
+            and current.shape[1:] == block.shape[1:] and current.dtype == block.dtype
+        )
+        if not ours or block.shape[0] < need:
+            fresh = current.new_empty((max(need, 2 * n, 16), *current.shape[1:]))
+            fresh[:n] = current
+            block = fresh
+        block[n:need] = rows
+        setattr(self, name, block[:need])
+        growth[name] = (block, need)
+        return block[:need]
+
+    def _apply(self, fn: Any, recurse: bool = True) -> "Memory":
+        self.__dict__.pop("_growth", None)  # spare capacity stays behind on the old device / dtype
+        return super()._apply(fn, recurse)
+
     def decode(self, z: Tensor) -> Tensor:
         """Map a latent ``z`` to data space (the identity for memories of data-space items)."""
         return z

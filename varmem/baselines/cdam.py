@@ -168,7 +168,7 @@ class CorrelatedDenseMemory(Memory):
         p, k = len(self), new.shape[0]
         adjacency = self.adjacency.new_zeros(p + k, p + k)
         adjacency[:p, :p] = self.adjacency
-        self.items = torch.cat([self.items, new])
+        self.append_rows("items", new)
         self.adjacency = adjacency
         return self
 

@@ -105,7 +105,7 @@ class DenseAssociativeMemory(SpinMemory):
 
     def write(self, items: Any) -> "DenseAssociativeMemory":
         """Append bipolar patterns ``[K, D]`` (or one ``[D]``)."""
-        self.items = torch.cat([self.items, check_bipolar(self.prepare_items(items))])
+        self.append_rows("items", check_bipolar(self.prepare_items(items)))
         return self
 
     # --- energy ------------------------------------------------------------------------------------

@@ -219,7 +219,7 @@ class KernelizedHopfield(Memory):
 
     def write(self, items: Any) -> "KernelizedHopfield":
         """Append patterns ``[N, D]`` (or one ``[D]``).  ``Φ`` is not retrained: call :meth:`fit`."""
-        self.items = torch.cat([self.items, self.prepare_items(items)])
+        self.append_rows("items", self.prepare_items(items))
         return self
 
     # --- features ------------------------------------------------------------------------------

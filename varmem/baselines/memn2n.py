@@ -127,7 +127,7 @@ class AttentionReader(Memory):
 
     def write(self, items: Any) -> "AttentionReader":
         """Append items ``[N, D]`` (or one ``[D]``) as they are; nothing is trained."""
-        self.items = torch.cat([self.items, self.prepare_items(items)])
+        self.append_rows("items", self.prepare_items(items))
         return self
 
     def attend(self, z: Tensor, items: Tensor, training: bool = False) -> tuple[Tensor, Tensor]:

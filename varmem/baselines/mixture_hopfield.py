@@ -137,7 +137,7 @@ class MixtureHopfieldMemory(Memory):
 
     def write(self, items: Any) -> "MixtureHopfieldMemory":
         """Append ``items`` (``[N, D]`` or ``[D]``) as new mixture components, in one shot."""
-        self.items = torch.cat([self.items, self.prepare_items(items)])
+        self.append_rows("items", self.prepare_items(items))
         return self
 
     # --- the energy and the Pyro model ---------------------------------------------------------

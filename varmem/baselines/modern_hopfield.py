@@ -156,7 +156,7 @@ class ModernHopfield(Memory):
 
     def write(self, items: Any) -> "ModernHopfield":
         """Append patterns ``[N, D]`` (or one ``[D]``) as they are (normalise them first if needed)."""
-        self.items = torch.cat([self.items, self.prepare_items(items)])
+        self.append_rows("items", self.prepare_items(items))
         self.refresh_derived_state()
         return self
 

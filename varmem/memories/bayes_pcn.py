@@ -265,11 +265,11 @@ class BayesPCN(PCNetwork):
         for name, value in updates.items():
             setattr(self, name, value)
         self.log_w = log_w
-        self.items = torch.cat([self.items, x])
+        self.append_rows("items", x)
         if self.keep_history:
             hist = torch.stack(hidden, 2).transpose(0, 1)  # [B, K, L-1, h]
-            self.history_hidden = torch.cat([self.history_hidden, hist.to(self.dtype)])
-            self.history_log_w = torch.cat([self.history_log_w, increment.T])
+            self.append_rows("history_hidden", hist.to(self.dtype))
+            self.append_rows("history_log_w", increment.T)
         if self.resample and K > 1:
             self._maybe_resample(generator)
 

@@ -207,7 +207,7 @@ class KernelDensityMemory(PriorLikelihoodMemory):
     def write(self, items: Any) -> "KernelDensityMemory":
         """Append ``items`` (``[N, D]`` or ``[D]``) as new kernel centres, in one shot."""
         new = self.prepare_items(items)
-        self.items = torch.cat([self.items, new])
+        self.append_rows("items", new)
         return self
 
     def forget(self, index: int | Sequence[int] | slice | Tensor) -> "KernelDensityMemory":

@@ -449,7 +449,7 @@ class NonparametricMemory(PriorLikelihoodMemory):
                 log_2pi_var[j] = torch.log(2 * math.pi * var[j])
             K += created
         self.counts, self.sums = counts[:K].clone(), sums[:K].clone()
-        self.assignments = torch.cat([self.assignments, assign])
+        self.append_rows("assignments", assign)
         return self
 
     # --- the probabilistic model -------------------------------------------------------------

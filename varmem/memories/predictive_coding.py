@@ -151,7 +151,7 @@ class PredictiveCodingMemory(PCNetwork):
         before = self._snapshot()
         try:
             with torch.no_grad():
-                self.items = torch.cat([self.items, new])
+                self.append_rows("items", new)
                 if self.training_mode == "online":
                     for x in tqdm(new, desc="GPCN write", disable=not progress, leave=False):
                         self._train_step(x.unsqueeze(0), self._generator)
