@@ -73,7 +73,7 @@ class MixtureHopfieldMemory(Memory):
             (uniform weights).
         beta: the norm-bonus coefficient of ``"dot"`` (default ``1/σ``); must be ``None`` or 0
             for ``"euclidean"``.
-        chunk_size: stored items per chunk (default: about ``2**22 / B``).
+        chunk_size: stored items per chunk (default :func:`varmem.kernels.default_chunk_size`).
         device, dtype: where and how items are stored.
 
     Reads (``retrieve``):

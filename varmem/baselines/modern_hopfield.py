@@ -84,7 +84,8 @@ class ModernHopfield(Memory):
         update_steps_max: extra updates after the first (``0`` = one update, ``None`` = until the
             state moves by at most ``update_steps_eps``, capped at 10 000 updates).
         update_steps_eps: convergence threshold on ``max_d |Δξ_d|`` (> 0).
-        chunk_size: stored patterns per chunk (default about ``2**22 / B``), so ``N = 10⁶`` fits.
+        chunk_size: stored patterns per chunk (default :func:`varmem.kernels.default_chunk_size`: about
+            ``2**19 / B`` on the CPU, ``2**22 / B`` on a GPU), so ``N = 10⁶`` fits.
         device, dtype: where patterns are stored.
 
     ``retrieve(cue, mask, method="fixed_point", **options)`` runs the generic ``"fixed_point"``

@@ -135,7 +135,7 @@ class RandomFeatureMemory(Memory):
         eps: floor ``ε`` of ``⟨φ(x), T⟩`` inside the log (trigonometric kernels).
         orthogonal: draw orthogonal random features.
         chunk_size: random features (and items, when writing) per chunk (default: about
-            ``2**22 / B`` features for ``B`` cues).
+            ``2**19 / B`` features for ``B`` cues on the CPU, ``2**22 / B`` on a GPU).
         device, dtype: where the state lives (default: CPU, the default float dtype).
 
     Example:

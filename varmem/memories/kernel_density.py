@@ -150,7 +150,7 @@ class KernelDensityMemory(PriorLikelihoodMemory):
             learnable bandwidth collapses to 0 under MAP, because ``p(z = ξ_i | M)`` grows without
             bound as ``s → 0``.
         noise_scale: standard deviation ``σ`` of the cue likelihood on observed entries.
-        chunk_size: stored items processed per chunk (default: about ``2**22 / B``).
+        chunk_size: stored items processed per chunk (default :func:`varmem.kernels.default_chunk_size`).
         device, dtype: where and how items are stored (default: CPU, the default float dtype).
 
     Example:
