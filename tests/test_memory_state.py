@@ -250,3 +250,19 @@ def test_checkpoint_and_dtype_change_after_streamed_writes(tmp_path):
     assert "_growth" not in memory.__dict__
     memory.write(torch.ones(2, 3))
     assert memory.items.dtype == torch.float32 and len(memory) == 22 and (memory.items[-2:] == 1).all()
+
+
+@pytest.mark.parametrize("memory_factory", [
+    lambda: varmem.KernelDensityMemory(3, bandwidth=0.5, noise_scale=0.2).write(torch.eye(3)),
+    lambda: varmem.ModernHopfield(3, beta=2.0).write(torch.eye(3)),
+    lambda: varmem.ClassicalHopfield(3).write(torch.tensor([[1.0, -1.0, 1.0]])),
+])
+def test_init_option_errors_name_the_shape_the_memory_and_the_choices(memory_factory):
+    memory = memory_factory()
+    cue = torch.ones(2, 3)
+    with pytest.raises(ValueError, match=r"init tensor must have shape \[2, 3\], got \[2, 4\]"):
+        memory.retrieve(cue, method="fixed_point", init=torch.zeros(2, 4))
+    with pytest.raises(ValueError, match=rf"unknown init 'zeros' for {type(memory).__name__}; choose 'cue'"):
+        memory.retrieve(cue, method="fixed_point", init="zeros")
+    given = memory.retrieve(cue, method="fixed_point", init=cue.clone(), max_steps=0)  # a tensor start is used
+    torch.testing.assert_close(given.code, memory.retrieve(cue, method="fixed_point", max_steps=0).code)

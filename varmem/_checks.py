@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["as_items", "as_cue", "as_mask", "all_finite", "check_positive", "check_unit_interval"]
+__all__ = ["as_items", "as_cue", "as_mask", "all_finite", "check_positive", "check_unit_interval", "start_state"]
 
 
 def _as_float_tensor(x: Any, name: str, dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -109,3 +109,24 @@ def check_unit_interval(value: Any, name: str) -> float:
     if not 0.0 <= v <= 1.0:
         raise ValueError(f"{name} must lie in [0, 1], got {value!r}")
     return v
+
+
+def start_state(
+    init: Any, cue: Tensor, starts: Mapping[str, Callable[[], Tensor]], owner: Any,
+    shape: tuple[int, ...] | None = None,
+) -> Tensor:
+    """The ``init`` option of an iterative engine resolved to a starting state.
+
+    A tensor must have ``shape`` (default: the cue's) and is moved to the cue's device and dtype; a
+    name is looked up in ``starts`` (name → function building the state).  Errors name ``owner``'s
+    class and the valid choices.
+    """
+    shape = tuple(cue.shape) if shape is None else tuple(shape)
+    if torch.is_tensor(init):
+        if tuple(init.shape) != shape:
+            raise ValueError(f"init tensor must have shape {list(shape)}, got {list(init.shape)}")
+        return init.to(cue)
+    if not isinstance(init, str) or init not in starts:
+        choices = ", ".join(repr(name) for name in starts)
+        raise ValueError(f"unknown init {init!r} for {type(owner).__name__}; choose {choices} or a tensor")
+    return starts[init]()

@@ -44,7 +44,7 @@ import torch
 from pyro.distributions import constraints
 from torch import Tensor
 
-from .._checks import check_positive
+from .._checks import check_positive, start_state
 from ..memory import Memory
 
 __all__ = ["CorrelatedDenseMemory", "ring_graph", "karate_club_graph", "KARATE_EDGES", "KARATE_CLUBS"]
@@ -289,14 +289,7 @@ class CorrelatedDenseMemory(Memory):
 
     def init_latent(self, cue: Tensor, mask: Tensor | None, init: str | Tensor) -> Tensor:
         """``"cue"`` (free entries 0) or a ``[B, n]`` tensor; observed entries hold the cue."""
-        if torch.is_tensor(init):
-            if init.shape != cue.shape:
-                raise ValueError(f"init tensor must have the cue's shape {tuple(cue.shape)}, got {tuple(init.shape)}")
-            z = init.to(cue)
-        elif init == "cue":
-            z = cue.clone()
-        else:
-            raise ValueError(f"unknown init {init!r}; choose 'cue' or a tensor")
+        z = start_state(init, cue, {"cue": cue.clone}, self)
         return z if mask is None else torch.where(mask, cue, z)
 
     def fixed_point_step(self, z: Tensor, cue: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:

@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .._checks import start_state
 from ..memory import Memory
 
 __all__ = ["ClassicalHopfield", "SpinMemory"]
@@ -84,14 +85,11 @@ class SpinMemory(Memory):
 
     # --- hooks of the generic "fixed_point" engine (synchronous updates) ---------------------------
     def init_latent(self, cue: Tensor, mask: Tensor | None, init: str | Tensor) -> Tensor:
-        if torch.is_tensor(init):
-            if init.shape != cue.shape:
-                raise ValueError(f"init tensor must have the cue's shape {tuple(cue.shape)}, got {tuple(init.shape)}")
-            s = self.init_spins(init.to(cue), None)
-            return s if mask is None else torch.where(mask, self.init_spins(cue, None), s)
-        if init != "cue":
-            raise ValueError(f"unknown init {init!r} for {type(self).__name__}; choose 'cue' or a tensor")
-        return self.init_spins(cue, mask)
+        start = start_state(init, cue, {"cue": lambda: self.init_spins(cue, mask)}, self)
+        if not torch.is_tensor(init):
+            return start
+        s = self.init_spins(start, None)  # a given state: its signs, observed entries from the cue
+        return s if mask is None else torch.where(mask, self.init_spins(cue, None), s)
 
     def fixed_point_step(self, z: Tensor, cue: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
         """One synchronous update (observed entries stay clamped) and ``E(z)``."""

@@ -51,7 +51,7 @@ from pyro.distributions import constraints
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .._checks import check_positive
+from .._checks import check_positive, start_state
 from ..kernels import default_chunk_size, kernel_stats
 from ..memories.kernel_density import want_weights
 from ..memory import Memory
@@ -296,20 +296,13 @@ class KernelizedHopfield(Memory):
     # --- hooks of the "fixed_point" engine ---------------------------------------------------------
     def init_latent(self, cue: Tensor, mask: Tensor | None, init: str | Tensor) -> Tensor:
         """``"cue"`` (free entries start at the mean pattern), ``"prior_mean"`` or a ``[B, D]`` tensor."""
-        if torch.is_tensor(init):
-            if init.shape != cue.shape:
-                raise ValueError(f"init tensor must have the cue's shape {tuple(cue.shape)}, got {tuple(init.shape)}")
-            z = init.to(cue)
-        elif init == "cue":
-            z = cue.clone()
-        elif init == "prior_mean":
-            z = self.items.mean(0).expand_as(cue).clone()
-        else:
-            raise ValueError(f"unknown init {init!r}; choose 'cue', 'prior_mean' or a tensor")
-        if mask is None:
-            return z
-        free = z if torch.is_tensor(init) or init != "cue" else self.items.mean(0).expand_as(cue)
-        return torch.where(mask, cue, free)
+        def mean_pattern() -> Tensor:
+            return self.items.mean(0).expand_as(cue).clone()
+
+        # with a mask, "cue" starts the free entries at the mean pattern too
+        starts = {"cue": cue.clone if mask is None else mean_pattern, "prior_mean": mean_pattern}
+        z = start_state(init, cue, starts, self)
+        return z if mask is None else torch.where(mask, cue, z)
 
     def fixed_point_step(self, z: Tensor, cue: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
         """``(x_new, E(x))``; observed entries (``mask``) are clamped to the cue (for a partial cue

@@ -49,7 +49,7 @@ import torch
 from pyro.distributions import constraints
 from torch import Size, Tensor
 
-from .._checks import check_positive
+from .._checks import check_positive, start_state
 from ..distributions import KernelDensity
 from ..kernels import kernel_stats
 from ..memories.kernel_density import want_weights
@@ -193,15 +193,8 @@ class MixtureHopfieldMemory(Memory):
     def init_latent(self, cue: Tensor, mask: Tensor | None, init: str | Tensor) -> Tensor:
         """``"cue"``: the cue itself (unknown entries hold what the validated cue holds there, 0);
         ``"prior_mean"``: ``Σ_i π_i ξ_i`` on the unknown entries; or a ``[B, D]`` tensor (clamped)."""
-        if torch.is_tensor(init):
-            if init.shape != cue.shape:
-                raise ValueError(f"init tensor must have the cue's shape {tuple(cue.shape)}, got {tuple(init.shape)}")
-            return self.clamp(init.to(cue), cue, mask)
-        if init == "cue":
-            return cue.clone()
-        if init == "prior_mean":
-            return self.clamp(self.prior().mean.expand_as(cue).clone(), cue, mask)
-        raise ValueError(f"unknown init {init!r}; choose 'cue', 'prior_mean' or a tensor")
+        starts = {"cue": cue.clone, "prior_mean": lambda: self.prior().mean.expand_as(cue).clone()}
+        return self.clamp(start_state(init, cue, starts, self), cue, mask)
 
     def fixed_point_step(self, z: Tensor, cue: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
         """``(m ⊙ x + (1 - m) ⊙ Σ_i w_i(z) ξ_i, E(z; x, m))``: one mean-shift (EM) step.

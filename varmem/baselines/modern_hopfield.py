@@ -43,7 +43,7 @@ import pyro.distributions as dist
 import torch
 from torch import Tensor
 
-from .._checks import check_positive
+from .._checks import check_positive, start_state
 from ..kernels import default_chunk_size, kernel_log_sum_exp, kernel_stats
 from ..memories.kernel_density import want_weights
 from ..memory import Memory
@@ -234,16 +234,8 @@ class ModernHopfield(Memory):
     def init_latent(self, cue: Tensor, mask: Tensor | None, init: str | Tensor) -> Tensor:
         """Initial state: ``"cue"`` (free entries 0), ``"prior_mean"`` (mean pattern on the free
         entries) or a ``[B, D]`` tensor; observed entries always hold the cue."""
-        if torch.is_tensor(init):
-            if init.shape != cue.shape:
-                raise ValueError(f"init tensor must have the cue's shape {tuple(cue.shape)}, got {tuple(init.shape)}")
-            z = init.to(cue)
-        elif init == "cue":
-            z = cue.clone()
-        elif init == "prior_mean":
-            z = self.items.mean(0).expand_as(cue).clone()
-        else:
-            raise ValueError(f"unknown init {init!r}; choose 'cue', 'prior_mean' or a tensor")
+        starts = {"cue": cue.clone, "prior_mean": lambda: self.items.mean(0).expand_as(cue).clone()}
+        z = start_state(init, cue, starts, self)
         return z if mask is None else torch.where(mask, cue, z)
 
     def fixed_point_step(self, z: Tensor, cue: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:

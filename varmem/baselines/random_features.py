@@ -46,7 +46,7 @@ import pyro.distributions as dist
 import torch
 from torch import Tensor
 
-from .._checks import check_positive
+from .._checks import check_positive, start_state
 from ..kernels import default_chunk_size, kernel_log_sum_exp, kernel_stats
 from ..memory import Memory
 
@@ -388,13 +388,7 @@ class RandomFeatureMemory(Memory):
     def init_latent(self, cue: Tensor, mask: Tensor | None, init: str | Tensor) -> Tensor:
         """``"cue"`` (unobserved entries start at 0) or a ``[B, D]`` tensor (observed entries are
         replaced by the cue's)."""
-        if torch.is_tensor(init):
-            if init.shape != cue.shape:
-                raise ValueError(f"init tensor must have the cue's shape {tuple(cue.shape)}, got {tuple(init.shape)}")
-            return self._clamped(init.to(cue), cue, mask)
-        if init == "cue":
-            return cue.clone()
-        raise ValueError(f"unknown init {init!r} for RandomFeatureMemory; choose 'cue' or a tensor")
+        return self._clamped(start_state(init, cue, {"cue": cue.clone}, self), cue, mask)
 
     def fixed_point_step(self, z: Tensor, cue: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
         """One DrDAM step ``z ← z - α ∇Ẽ_β(z)`` (observed coordinates clamped); returns ``(z_new, Ẽ(z))``."""

@@ -31,7 +31,7 @@ import pyro.distributions as dist
 import torch
 from torch import Tensor
 
-from .._checks import check_positive
+from .._checks import check_positive, start_state
 from ..distributions import KernelDensity
 from ..kernels import kernel_stats, sample_items
 from ..memory import PriorLikelihoodMemory, masked_normal
@@ -55,19 +55,15 @@ def init_from_posterior(memory: Any, cue: Tensor, mask: Tensor | None, init: str
     """Starting point of the iterative engines for a memory with a closed-form ``posterior`` and a
     ``prior()``: ``"cue"`` (the cue on observed entries, the exact posterior mean elsewhere),
     ``"posterior_mean"``, ``"prior_mean"`` or a ``[B, D]`` tensor."""
-    if torch.is_tensor(init):
-        if init.shape != cue.shape:
-            raise ValueError(f"init tensor must have the cue's shape {tuple(cue.shape)}, got {tuple(init.shape)}")
-        return init.to(cue)
-    if init == "cue":
-        if mask is None:
-            return cue.clone()
-        return torch.where(mask, cue, memory.posterior(cue, mask, return_weights=False).mean)
-    if init == "posterior_mean":
+    def posterior_mean() -> Tensor:
         return memory.posterior(cue, mask, return_weights=False).mean
-    if init == "prior_mean":
-        return memory.prior().mean.expand_as(cue).clone()
-    raise ValueError(f"unknown init {init!r}; choose 'cue', 'posterior_mean', 'prior_mean' or a tensor")
+
+    def cue_start() -> Tensor:
+        return cue.clone() if mask is None else torch.where(mask, cue, posterior_mean())
+
+    starts = {"cue": cue_start, "posterior_mean": posterior_mean,
+              "prior_mean": lambda: memory.prior().mean.expand_as(cue).clone()}
+    return start_state(init, cue, starts, memory)
 
 class KernelDensityPosterior:
     """The exact posterior ``p(z | x, M)`` of a :class:`KernelDensityMemory`: a Gaussian mixture.

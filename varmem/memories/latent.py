@@ -42,7 +42,7 @@ import pyro.poutine as poutine
 import torch
 from torch import Tensor
 
-from .._checks import check_positive
+from .._checks import check_positive, start_state
 from ..distributions import KernelDensity
 from ..kernels import kernel_stats
 from ..memory import PriorLikelihoodMemory, masked_normal
@@ -324,19 +324,17 @@ class LatentMemory(PriorLikelihoodMemory):
         ``"guide"``: the retrieval guide's mean; ``"prior_mean"``: the mean of the stored codes;
         or a ``[B, L]`` tensor.
         """
-        if torch.is_tensor(init):
-            if init.shape != (cue.shape[0], self.code_dim):
-                raise ValueError(f"init tensor must have shape [{cue.shape[0]}, {self.code_dim}], got "
-                                 f"{tuple(init.shape)}")
-            return init.to(cue)
-        with torch.no_grad():
-            if init in ("cue", "encoder"):
+        def encoder() -> Tensor:
+            with torch.no_grad():
                 return self.encoder(cue)[0]
-            if init == "guide":
+
+        def guide() -> Tensor:
+            with torch.no_grad():
                 return self.guide_encode(cue, mask)[0]
-        if init == "prior_mean":
-            return self.codes.mean(0).expand(cue.shape[0], -1).clone()
-        raise ValueError(f"unknown init {init!r}; choose 'encoder' ('cue'), 'guide', 'prior_mean' or a tensor")
+
+        starts = {"encoder": encoder, "cue": encoder, "guide": guide,
+                  "prior_mean": lambda: self.codes.mean(0).expand(cue.shape[0], -1).clone()}
+        return start_state(init, cue, starts, self, shape=(cue.shape[0], self.code_dim))
 
     def fixed_point_step(self, z: Tensor, cue: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
         """One VAE-GMM step in code space; returns ``(z_new, E(z; x))`` (the joint energy at ``z``).
