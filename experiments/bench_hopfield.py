@@ -95,7 +95,6 @@ BR = _load_bench_retrieval()  # shared timing / peak-memory helpers
 
 DEFAULT_SIZES = (10**3, 10**4, 10**5, 10**6)
 SMOKE_SIZES = (10**3, 10**4)
-LARGE_N = 10**6
 TARGET_RATIO = 0.9
 PAIRS = {"A": ("hopfield", "plain"), "B": ("rf", "slot")}
 PROBE_MARKER = "BENCH_HOPFIELD_PROBE "
@@ -213,41 +212,6 @@ def cpu_peaks(args: argparse.Namespace, n: int, checkpoint: Path | None) -> dict
 
 
 # --- one size ---------------------------------------------------------------------------------
-def time_pair(runners: dict[str, Callable[[], Any]], names: Sequence[str], first: dict[str, float],
-              n: int, args: argparse.Namespace) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
-    """Seconds per call of each variant per repeat, and minor page faults per call (CPU)."""
-    device = args.torch_device
-    large = n >= LARGE_N
-    warmup = 0 if large else args.warmup
-    repeats = min(args.repeats, 3) if large else args.repeats
-    number = {}
-    for name in names:
-        last = first[name]
-        for _ in range(warmup):
-            last = BR.time_call(runners[name], device)
-        number[name] = max(1, math.ceil(args.min_time / max(last, 1e-9))) if args.min_time > 0 else 1
-    times: dict[str, list[float]] = {name: [] for name in names}
-    faults: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(repeats):
-        for name in names if r % 2 == 0 else names[::-1]:
-            before = BR.minor_page_faults()
-            times[name].append(BR.time_call(runners[name], device, number[name]))
-            if before is not None:
-                faults[name].append((BR.minor_page_faults() - before) / number[name])
-    return times, faults
-
-
-def first_calls(runners: dict[str, Callable[[], Any]], args: argparse.Namespace) -> tuple[dict, dict]:
-    outputs, seconds = {}, {}
-    for name, fn in runners.items():
-        BR.synchronize(args.torch_device)
-        start = time.perf_counter()
-        outputs[name] = fn()
-        BR.synchronize(args.torch_device)
-        seconds[name] = time.perf_counter() - start
-    return outputs, seconds
-
-
 def bench_size(n: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     row: dict[str, Any] = {"N": n}
     times: dict[str, list[float]] = {}
@@ -256,14 +220,14 @@ def bench_size(n: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any
     items, cues = make_data("A", n, args)
     varmem.kernels.release_scratch()  # so that scratch_mb_after_A is what these reads keep
     runners = make_runners("A", items, cues, args)
-    out, first = first_calls(runners, args)
+    out, first = BR.first_calls(runners, args.torch_device)
     max_abs = float((out["hopfield"].double() - out["plain"].double()).abs().max())
     rel = max_abs / float(out["plain"].double().abs().max())
     tol = BR.TOLERANCE.get(args.torch_dtype, 1e-2)
     row.update(A_max_abs_diff=max_abs, A_relative_diff=rel, A_tolerance=tol, A_check_passed=rel <= tol)
     if rel > tol:
         raise AssertionError(f"ModernHopfield and softmax(β ξ Xᵀ) X disagree at N={n}: relative diff {rel:.3e}")
-    pair_times, pair_faults = time_pair(runners, PAIRS["A"], first, n, args)
+    pair_times, pair_faults, _ = BR.time_alternating(runners, PAIRS["A"], first, n, args)
     times.update(pair_times)
     faults.update(pair_faults)
     row["scratch_mb_after_A"] = varmem.kernels.scratch_bytes() / 2**20  # resident between calls (CPU)
@@ -274,12 +238,12 @@ def bench_size(n: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any
     rf = make_rf_memory(items, args)
     row["rf_write_s"] = time.perf_counter() - start
     runners = make_runners("B", items, cues, args, rf_memory=rf)
-    out, first = first_calls(runners, args)
+    out, first = BR.first_calls(runners, args.torch_device)
     div = (out["rf"].double() - out["slot"].double()).norm(dim=-1)
     moved = (out["slot"].double() - cues.double()).norm(dim=-1)
     row.update(B_divergence_mean=float(div.mean()), B_divergence_max=float(div.max()),
                B_slot_distance_moved_mean=float(moved.mean()))
-    pair_times, pair_faults = time_pair(runners, PAIRS["B"], first, n, args)
+    pair_times, pair_faults, _ = BR.time_alternating(runners, PAIRS["B"], first, n, args)
     times.update(pair_times)
     faults.update(pair_faults)
     checkpoint = None

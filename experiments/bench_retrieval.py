@@ -209,6 +209,47 @@ def time_call(fn: Callable[[], Any], device: torch.device, number: int = 1) -> f
     return (time.perf_counter() - start) / number
 
 
+def first_calls(runners: dict[str, Callable[[], Any]], device: torch.device) -> tuple[dict, dict[str, float]]:
+    """``(outputs, seconds)`` of one call of each variant (the correctness check and first timing)."""
+    outputs, seconds = {}, {}
+    for name, fn in runners.items():
+        synchronize(device)
+        start = time.perf_counter()
+        outputs[name] = fn()
+        synchronize(device)
+        seconds[name] = time.perf_counter() - start
+    return outputs, seconds
+
+
+def time_alternating(
+    runners: dict[str, Callable[[], Any]], names: Sequence[str], first: dict[str, float], n: int,
+    args: argparse.Namespace,
+) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, int]]:
+    """``(seconds per call per repeat, minor page faults per call per repeat, calls per repeat)`` of
+    each variant (no faults where ``resource`` is unavailable): ``--warmup`` calls (none at
+    ``N >= LARGE_N``), then each repeat runs a variant enough times to last ``--min-time``, the
+    variants alternating."""
+    device = args.torch_device
+    large = n >= LARGE_N
+    warmup = 0 if large else args.warmup
+    repeats = min(args.repeats, 3) if large else args.repeats
+    number = {}
+    for name in names:
+        last = first[name]
+        for _ in range(warmup):
+            last = time_call(runners[name], device)
+        number[name] = max(1, math.ceil(args.min_time / max(last, 1e-9))) if args.min_time > 0 else 1
+    times: dict[str, list[float]] = {name: [] for name in names}
+    faults: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        for name in names if r % 2 == 0 else names[::-1]:
+            before = minor_page_faults()
+            times[name].append(time_call(runners[name], device, number[name]))
+            if before is not None:
+                faults[name].append((minor_page_faults() - before) / number[name])
+    return times, faults, number
+
+
 # --- peak memory ------------------------------------------------------------------------------
 def _proc_status_kb(field: str) -> int | None:
     try:
@@ -322,13 +363,7 @@ def bench_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
     names = ("varmem", "reference")
 
     # correctness check = first warm-up call
-    first_time, outputs = {}, {}
-    for name in names:
-        synchronize(device)
-        start = time.perf_counter()
-        outputs[name] = runners[name]()
-        synchronize(device)
-        first_time[name] = time.perf_counter() - start
+    outputs, first_time = first_calls({name: runners[name] for name in names}, device)
     (z_v, steps_v), (z_r, steps_r) = outputs["varmem"], outputs["reference"]
     max_abs = float((z_v.double() - z_r.double()).abs().max())
     scale = float(z_r.double().abs().max())
@@ -346,19 +381,7 @@ def bench_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
         )
     del outputs, z_v, z_r
 
-    large = n >= LARGE_N
-    warmup = 0 if large else args.warmup
-    repeats = min(args.repeats, 3) if large else args.repeats
-    number = {}
-    for name in names:
-        last = first_time[name]
-        for _ in range(warmup):
-            last = time_call(runners[name], device)
-        number[name] = max(1, math.ceil(args.min_time / max(last, 1e-9))) if args.min_time > 0 else 1
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(repeats):
-        for name in names if r % 2 == 0 else names[::-1]:
-            times[name].append(time_call(runners[name], device, number[name]))
+    times, _, number = time_alternating(runners, names, first_time, n, args)
 
     memory: dict[str, float | None] = {name: None for name in names}
     memory_method = None
@@ -378,7 +401,7 @@ def bench_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
         mem_ratio = memory["reference"] / memory["varmem"] if memory["varmem"] > 0 else math.inf
     return {
         "N": n,
-        "repeats": repeats,
+        "repeats": len(times["varmem"]),
         "calls_per_repeat": number,
         "varmem_seconds": sec["varmem"],
         "reference_seconds": sec["reference"],
