@@ -180,6 +180,8 @@ def test_empty_memory_refuses_to_be_read():
         (dict(dim=2, bandwidth=1.0, noise_scale=-1.0), ValueError, "noise_scale"),
         (dict(dim=2, bandwidth="wide", noise_scale=1.0), TypeError, "bandwidth"),
         (dict(dim=2, bandwidth=1.0, noise_scale=1.0, chunk_size=0), ValueError, "chunk_size"),
+        (dict(dim=2, bandwidth=1.0, noise_scale=1.0, chunk_size=True), ValueError, "chunk_size must be a positive"),
+        (dict(dim=True, bandwidth=1.0, noise_scale=1.0), ValueError, "dim must be a positive int"),
         (dict(dim=2, bandwidth=1.0, noise_scale=1.0, dtype=torch.int64), TypeError, "dtype"),
     ],
 )

@@ -9,7 +9,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["as_items", "as_cue", "as_mask", "all_finite", "check_positive", "check_unit_interval", "start_state"]
+__all__ = [
+    "as_items", "as_cue", "as_mask", "all_finite", "check_positive", "check_positive_int", "check_unit_interval",
+    "start_state",
+]
 
 
 def _as_float_tensor(x: Any, name: str, dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -101,6 +104,15 @@ def check_positive(value: Any, name: str) -> float:
     if not math.isfinite(v) or v <= 0:
         raise ValueError(f"{name} must be finite and > 0, got {value!r}")
     return v
+
+
+def check_positive_int(value: Any, name: str, *, allow_none: bool = False) -> Any:
+    """An int ``≥ 1`` (not a bool), or None where ``allow_none``; returned unchanged."""
+    if allow_none and value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int{' or None' if allow_none else ''}, got {value!r}")
+    return value
 
 
 def check_unit_interval(value: Any, name: str) -> float:

@@ -41,6 +41,7 @@ from pyro import poutine
 from pyro.poutine.subsample_messenger import _Subsample
 from torch import Tensor
 
+from ._checks import check_positive_int
 from .retrieval import Retrieval
 
 __all__ = ["to_inference_data", "arviz_major_version"]
@@ -277,8 +278,7 @@ def to_inference_data(
     sources = [s for s in (mcmc, guide, samples, retrieval) if s is not None]
     if len(sources) > 1:
         raise ValueError("give at most one of mcmc=, guide=, samples=, retrieval=")
-    if not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
+    check_positive_int(num_samples, "num_samples")
     if not isinstance(num_prior_samples, int) or num_prior_samples < 0:
         raise ValueError(f"num_prior_samples must be an int >= 0, got {num_prior_samples!r}")
     if mcmc is not None:

@@ -32,6 +32,8 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from ._checks import check_positive_int
+
 __all__ = [
     "KernelStats", "kernel_stats", "kernel_log_sum_exp", "sample_items", "default_chunk_size", "scratch_bytes",
     "release_scratch", "KERNELS",
@@ -279,8 +281,7 @@ def sample_items(
     of samples (about ``2**22`` noise entries at a time); no ``[B, N]`` or ``[S, B, N]`` tensor is
     formed.  The draws depend on ``generator`` and on the chunking.
     """
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
+    check_positive_int(num_samples, "num_samples")
     p, _, per_query = _precision_terms(query, precision, kernel)
     B, N = query.shape[0], items.shape[0]
     if N == 0:

@@ -16,7 +16,7 @@ import torch
 from pyro.nn import PyroModule
 from torch import Tensor
 
-from ._checks import as_cue, as_items
+from ._checks import as_cue, as_items, check_positive_int
 from .retrieval import Retrieval
 
 __all__ = ["Memory", "PriorLikelihoodMemory", "masked_normal", "memory_class"]
@@ -61,8 +61,7 @@ class Memory(PyroModule, metaclass=_MemoryMeta):
 
     def __init__(self, dim: int, *, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
         super().__init__()
-        if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
-            raise ValueError(f"dim must be a positive int, got {dim!r}")
+        check_positive_int(dim, "dim")
         self.dim = dim
         dtype = dtype or torch.get_default_dtype()
         if not dtype.is_floating_point:

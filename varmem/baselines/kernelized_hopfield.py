@@ -51,7 +51,7 @@ from pyro.distributions import constraints
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .._checks import check_positive, start_state
+from .._checks import check_positive, check_positive_int, start_state
 from ..kernels import default_chunk_size, kernel_stats
 from ..memories.kernel_density import want_weights
 from ..memory import Memory
@@ -174,18 +174,14 @@ class KernelizedHopfield(Memory):
         if feature_map not in FEATURE_MAPS:
             raise ValueError(f"feature_map must be one of {list(FEATURE_MAPS)}, got {feature_map!r}")
         feature_dim = dim if feature_dim is None else feature_dim
-        if isinstance(feature_dim, bool) or not isinstance(feature_dim, int) or feature_dim < 1:
-            raise ValueError(f"feature_dim must be a positive int, got {feature_dim!r}")
+        check_positive_int(feature_dim, "feature_dim")
         if feature_map == "identity" and feature_dim != dim:
             raise ValueError(f"feature_map='identity' needs feature_dim == dim ({dim}), got {feature_dim}")
         hidden_dim = max(dim, feature_dim) if hidden_dim is None else hidden_dim
-        if isinstance(hidden_dim, bool) or not isinstance(hidden_dim, int) or hidden_dim < 1:
-            raise ValueError(f"hidden_dim must be a positive int, got {hidden_dim!r}")
+        check_positive_int(hidden_dim, "hidden_dim")
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"seed must be an int, got {seed!r}")
-        bad_chunk = isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
-        if chunk_size is not None and bad_chunk:
-            raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+        check_positive_int(chunk_size, "chunk_size", allow_none=True)
         self.separation = canonical_separation(separation)
         self.feature_map_kind = feature_map
         self.feature_dim = feature_dim
@@ -346,8 +342,7 @@ class KernelizedHopfield(Memory):
         """
         if self.feature_map_kind == "identity":
             raise ValueError("feature_map='identity' has nothing to learn")
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps must be a positive int, got {steps!r}")
+        check_positive_int(steps, "steps")
         lr, tau = check_positive(lr, "lr"), check_positive(tau, "tau")
         n = len(self)
         if n < 2:

@@ -44,7 +44,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .._checks import check_positive
+from .._checks import check_positive, check_positive_int
 from ..corruptions import corrupt
 from ..memory import Memory
 
@@ -67,8 +67,7 @@ def encode_codes(encoder: Any, x: Any, *, batch_size: int = 1024) -> Tensor:
         raise TypeError(f"x must be a floating tensor, got {type(x).__name__} {getattr(x, 'dtype', '')}")
     if x.dim() < 2 or x.shape[0] == 0:
         raise ValueError(f"x must be a non-empty batch [B, D], got shape {tuple(x.shape)}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    check_positive_int(batch_size, "batch_size")
     fn = encoder.encode if hasattr(encoder, "encode") else encoder
     if not callable(fn):
         raise TypeError(f"encoder must be a LatentMemory or a callable, got {type(encoder).__name__}")
@@ -186,9 +185,8 @@ class AttentionReader(Memory):
         Raises ``ValueError`` (nothing changed) for bad arguments, and restores the parameters and
         raises if the loss becomes NaN/inf.
         """
-        for name, value in (("epochs", epochs), ("memory_size", memory_size)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        check_positive_int(epochs, "epochs")
+        check_positive_int(memory_size, "memory_size")
         lr = check_positive(self.default_lr if lr is None else lr, "lr")
         if corruption is not None and not callable(corruption) and not isinstance(corruption, str):
             raise ValueError(f"corruption must be None, a corruption name or a callable, got {corruption!r}")

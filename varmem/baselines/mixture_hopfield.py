@@ -49,7 +49,7 @@ import torch
 from pyro.distributions import constraints
 from torch import Size, Tensor
 
-from .._checks import check_positive, start_state
+from .._checks import check_positive, check_positive_int, start_state
 from ..distributions import KernelDensity
 from ..kernels import kernel_stats
 from ..memories.kernel_density import want_weights
@@ -115,8 +115,7 @@ class MixtureHopfieldMemory(Memory):
             if not math.isfinite(b) or b < 0:
                 raise ValueError(f"beta must be finite and >= 0, got {beta!r}")
             self.beta = b
-        if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
-            raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+        check_positive_int(chunk_size, "chunk_size", allow_none=True)
         self.chunk_size = chunk_size
         self.register_buffer("items", torch.empty(0, dim, device=self.device, dtype=self.dtype))
 

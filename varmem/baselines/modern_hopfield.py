@@ -43,7 +43,7 @@ import pyro.distributions as dist
 import torch
 from torch import Tensor
 
-from .._checks import check_positive, start_state
+from .._checks import check_positive, check_positive_int, start_state
 from ..kernels import default_chunk_size, kernel_log_sum_exp, kernel_stats
 from ..memories.kernel_density import want_weights
 from ..memory import Memory
@@ -131,9 +131,7 @@ class ModernHopfield(Memory):
             raise ValueError(f"update_steps_max must be an int >= 0 or None, got {update_steps_max!r}")
         self.update_steps_max = update_steps_max
         self.update_steps_eps = check_positive(update_steps_eps, "update_steps_eps")
-        bad_chunk = isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
-        if chunk_size is not None and bad_chunk:
-            raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+        check_positive_int(chunk_size, "chunk_size", allow_none=True)
         self.chunk_size = chunk_size
         self.register_buffer("items", torch.empty(0, dim, device=self.device, dtype=self.dtype))
         self.register_load_state_dict_post_hook(lambda module, _keys: module.refresh_derived_state())

@@ -46,7 +46,7 @@ import pyro.distributions as dist
 import torch
 from torch import Tensor
 
-from .._checks import check_positive, start_state
+from .._checks import check_positive, check_positive_int, start_state
 from ..kernels import default_chunk_size, kernel_log_sum_exp, kernel_stats
 from ..memory import Memory
 
@@ -167,8 +167,7 @@ class RandomFeatureMemory(Memory):
     ) -> None:
         super().__init__(dim, device=device, dtype=dtype)
         self.beta = check_positive(beta, "beta")
-        if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features < 1:
-            raise ValueError(f"num_features must be a positive int, got {num_features!r}")
+        check_positive_int(num_features, "num_features")
         if kernel not in KERNELS:
             raise ValueError(f"unknown kernel {kernel!r}; choose from {list(KERNELS)}")
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
@@ -177,9 +176,7 @@ class RandomFeatureMemory(Memory):
         eps = float(eps)
         if not (math.isfinite(eps) and eps >= 0):
             raise ValueError(f"eps must be finite and >= 0, got {eps!r}")
-        bad_chunk = isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
-        if chunk_size is not None and bad_chunk:
-            raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+        check_positive_int(chunk_size, "chunk_size", allow_none=True)
         self.num_features, self.kernel, self.seed, self.eps = num_features, kernel, seed, eps
         self.orthogonal, self.chunk_size = bool(orthogonal), chunk_size
         s, b = random_feature_matrix(num_features, dim, seed, orthogonal=self.orthogonal)

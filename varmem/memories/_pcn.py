@@ -40,7 +40,7 @@ import torch
 from pyro.distributions import constraints
 from torch import Tensor
 
-from .._checks import check_positive
+from .._checks import check_positive, check_positive_int
 from ..memory import Memory
 
 __all__ = ["ACTIVATIONS", "PCNetwork", "Adam", "FusedEnergy", "make_generator"]
@@ -226,12 +226,10 @@ class PCNetwork(Memory):
     ) -> None:
         if isinstance(n_layers, bool) or not isinstance(n_layers, int) or n_layers < 2:
             raise ValueError(f"n_layers must be an int >= 2 (sensory + at least one hidden layer), got {n_layers!r}")
-        if isinstance(h_dim, bool) or not isinstance(h_dim, int) or h_dim < 1:
-            raise ValueError(f"h_dim must be a positive int, got {h_dim!r}")
+        check_positive_int(h_dim, "h_dim")
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
-        if isinstance(T_infer, bool) or not isinstance(T_infer, int) or T_infer < 1:
-            raise ValueError(f"T_infer must be a positive int, got {T_infer!r}")
+        check_positive_int(T_infer, "T_infer")
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"seed must be an int, got {seed!r}")
         self.n_layers, self.h_dim, self.activation = n_layers, h_dim, activation

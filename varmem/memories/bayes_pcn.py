@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .._checks import check_positive
+from .._checks import check_positive, check_positive_int
 from ._pcn import PCNetwork, make_generator
 
 __all__ = ["BayesPCN"]
@@ -115,14 +115,12 @@ class BayesPCN(PCNetwork):
         if not 0.0 <= rtol < 1.0:
             raise ValueError(f"infer_rtol must lie in [0, 1), got {infer_rtol!r}")
         self.infer_rtol = rtol
-        if isinstance(n_particles, bool) or not isinstance(n_particles, int) or n_particles < 1:
-            raise ValueError(f"n_particles must be a positive int, got {n_particles!r}")
+        check_positive_int(n_particles, "n_particles")
         if log_prob not in ("p_pred", "map"):
             raise ValueError(f"log_prob must be 'p_pred' or 'map', got {log_prob!r}")
         if ensemble_log_joint not in ("individual", "shared"):
             raise ValueError(f"ensemble_log_joint must be 'individual' or 'shared', got {ensemble_log_joint!r}")
-        if isinstance(write_batch, bool) or not isinstance(write_batch, int) or write_batch < 1:
-            raise ValueError(f"write_batch must be a positive int, got {write_batch!r}")
+        check_positive_int(write_batch, "write_batch")
         if not isinstance(resample, bool) or not isinstance(keep_history, bool):
             raise TypeError("resample and keep_history must be bools")
         thr = float(resample_threshold)

@@ -31,7 +31,7 @@ import pyro.distributions as dist
 import torch
 from torch import Tensor
 
-from .._checks import check_positive, start_state
+from .._checks import check_positive, check_positive_int, start_state
 from ..distributions import KernelDensity
 from ..kernels import kernel_stats, sample_items
 from ..memory import PriorLikelihoodMemory, masked_normal
@@ -172,8 +172,7 @@ class KernelDensityMemory(PriorLikelihoodMemory):
         super().__init__(dim, device=device, dtype=dtype)
         self.bandwidth = check_positive(bandwidth, "bandwidth")
         self.noise_scale = noise_scale
-        if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
-            raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+        check_positive_int(chunk_size, "chunk_size", allow_none=True)
         self.chunk_size = chunk_size
         self.register_buffer("items", torch.empty(0, dim, device=self.device, dtype=self.dtype))
 

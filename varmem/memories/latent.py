@@ -42,7 +42,7 @@ import pyro.poutine as poutine
 import torch
 from torch import Tensor
 
-from .._checks import check_positive, start_state
+from .._checks import check_positive, check_positive_int, start_state
 from ..distributions import KernelDensity
 from ..kernels import kernel_stats
 from ..memory import PriorLikelihoodMemory, masked_normal
@@ -180,8 +180,7 @@ class LatentMemory(PriorLikelihoodMemory):
                guide_hidden: Sequence[int] | None, chunk_size: int | None, device: Any, dtype: Any) -> None:
         shape = _shape(data_shape)
         super().__init__(math.prod(shape), device=device, dtype=dtype)
-        if isinstance(code_dim, bool) or not isinstance(code_dim, int) or code_dim < 1:
-            raise ValueError(f"code_dim must be a positive int, got {code_dim!r}")
+        check_positive_int(code_dim, "code_dim")
         if architecture not in ARCHITECTURES:
             raise ValueError(f"unknown architecture {architecture!r}; choose from {list(ARCHITECTURES)}")
         if architecture == "conv" and len(shape) != 3:

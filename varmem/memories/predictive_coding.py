@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .._checks import check_positive
+from .._checks import check_positive, check_positive_int
 from ._pcn import PCNetwork
 
 __all__ = ["PredictiveCodingMemory"]
@@ -78,8 +78,7 @@ class PredictiveCodingMemory(PCNetwork):
                            infer_tol, seed)
         if training not in ("online", "offline"):
             raise ValueError(f"training must be 'online' or 'offline', got {training!r}")
-        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-            raise ValueError(f"epochs must be a positive int, got {epochs!r}")
+        check_positive_int(epochs, "epochs")
         if activation_optimizer not in ("adam", "sgd"):
             raise ValueError(f"activation_optimizer must be 'adam' or 'sgd', got {activation_optimizer!r}")
         self.training_mode, self.epochs = training, epochs
@@ -165,8 +164,7 @@ class PredictiveCodingMemory(PCNetwork):
     def fit(self, epochs: int | None = None, *, progress: bool = False) -> "PredictiveCodingMemory":
         """Train ``epochs`` (default ``self.epochs``) more full-batch epochs over the stored items."""
         epochs = self.epochs if epochs is None else epochs
-        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-            raise ValueError(f"epochs must be a positive int, got {epochs!r}")
+        check_positive_int(epochs, "epochs")
         if len(self) == 0:
             raise ValueError("PredictiveCodingMemory is empty: write items before fitting")
         before = self._snapshot()

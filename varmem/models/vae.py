@@ -31,7 +31,7 @@ from pyro import poutine
 from pyro.nn import PyroModule
 from torch import Tensor
 
-from .._checks import check_positive
+from .._checks import check_positive, check_positive_int
 from ..checkpoint import register_checkpoint_class
 from .coders import build_coders
 
@@ -83,8 +83,7 @@ class VAE(PyroModule):
         shape = (data_shape,) if isinstance(data_shape, int) else tuple(data_shape)
         if not shape or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in shape):
             raise ValueError(f"data_shape must be a positive int or a tuple of them, got {data_shape!r}")
-        if isinstance(code_dim, bool) or not isinstance(code_dim, int) or code_dim < 1:
-            raise ValueError(f"code_dim must be a positive int, got {code_dim!r}")
+        check_positive_int(code_dim, "code_dim")
         hidden = tuple(hidden)
         if any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in hidden):
             raise ValueError(f"hidden must be a sequence of positive ints, got {hidden!r}")
