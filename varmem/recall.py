@@ -52,6 +52,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import Tensor
 
+from ._checks import check_positive
 from .corruptions import CORRUPTIONS
 from .metrics import SCORED
 from .provenance import versions
@@ -156,8 +157,8 @@ class RecallConfig:
             raise ValueError(f"corruption 'color' needs colour images; dataset {self.dataset!r} is greyscale")
         if "nuts" in self.methods and self.nuts_queries < 1:
             raise ValueError("nuts_queries must be >= 1 when the method 'nuts' is run")
-        self.bandwidth = _check_positive(self.bandwidth, "bandwidth")
-        self.threshold = _check_positive(self.threshold, "threshold")
+        self.bandwidth = check_positive(self.bandwidth, "bandwidth")
+        self.threshold = check_positive(self.threshold, "threshold")
         if self.scored not in SCORED:
             raise ValueError(f"scored must be one of {', '.join(SCORED)}, got {self.scored!r}")
         if self.levels is not None:
@@ -173,9 +174,9 @@ class RecallConfig:
                     raise ValueError(
                         f"noise_scale: unknown corruption {name!r}; valid names are {', '.join(CORRUPTIONS)}"
                     )
-                self.noise_scale[name] = _check_positive(value, f"noise_scale[{name!r}]")
+                self.noise_scale[name] = check_positive(value, f"noise_scale[{name!r}]")
         elif self.noise_scale is not None:
-            self.noise_scale = _check_positive(self.noise_scale, "noise_scale")
+            self.noise_scale = check_positive(self.noise_scale, "noise_scale")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         try:
@@ -225,16 +226,6 @@ def _check_int(value: Any, name: str, minimum: int) -> int:
     return value
 
 
-def _check_positive(value: Any, name: str) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number, got {value!r}") from None
-    if not math.isfinite(v) or v <= 0:
-        raise ValueError(f"{name} must be finite and > 0, got {value!r}")
-    return v
-
-
 def _check_names(names: Any, valid: Sequence[str], what: str) -> tuple[str, ...]:
     if isinstance(names, str):
         names = (names,)
@@ -248,7 +239,7 @@ def _check_names(names: Any, valid: Sequence[str], what: str) -> tuple[str, ...]
 
 
 def _check_level(name: str, level: Any) -> float | int:
-    v = _check_positive(level, f"level of {name!r}") if name != "white" else float(level)
+    v = check_positive(level, f"level of {name!r}") if name != "white" else float(level)
     if name == "white" and not (math.isfinite(v) and v >= 0):
         raise ValueError(f"level of 'white' (the noise std) must be finite and >= 0, got {level!r}")
     if name in ("drop", "mask") and v > 1:
