@@ -80,10 +80,22 @@ def relax_pc(
         err_x = m * (cue - stages[-1](values[-1]))
         return f_total + 0.5 * err_x.pow(2).sum(-1) / n2
 
+    slack = 10 * torch.finfo(cue.dtype).eps
+
+    def per_cue(flags: Tensor, like: Tensor) -> Tensor:
+        """``[B]`` flags (or step sizes) shaped to broadcast against a node ``[B, ...]``."""
+        return flags.view(-1, *[1] * (like.dim() - 1))
+
+    def rose(energy: Tensor, before: Tensor) -> Tensor:
+        """Cues whose free energy went up (beyond rounding) or stopped being finite."""
+        return ~(energy <= before + slack * (before.abs() + 1))
+
+    def undo(flags: Tensor, old: list[Tensor] | tuple[Tensor, ...], new: list[Tensor] | tuple[Tensor, ...]) -> list:
+        return [torch.where(per_cue(flags, n), o, n) for o, n in zip(old, new, strict=True)]
+
     trace: list[Tensor] = []
     batch = cue.shape[0]
     alpha = torch.full((batch,), float(lr), dtype=cue.dtype, device=cue.device)  # per-cue step size
-    slack = 10 * torch.finfo(cue.dtype).eps
     accepted: tuple[list[Tensor], Tensor, tuple[Tensor, ...]] | None = None
     converged = torch.zeros(batch, dtype=torch.bool, device=cue.device)
     steps = 0
@@ -98,19 +110,18 @@ def relax_pc(
                 raise FloatingPointError("the predictive-coding free energy is not finite at the start")
         else:  # a step that raised F (or overflowed) is undone and retried with half the step
             old_nodes, old_energy, old_grads = accepted
-            rejected = ~(energy <= old_energy + slack * (old_energy.abs() + 1))
+            rejected = rose(energy, old_energy)
             if bool(rejected.any()):
                 alpha = torch.where(rejected, alpha / 2, alpha)
-                pick = [rejected.view(-1, *[1] * (v.dim() - 1)) for v in nodes]
-                nodes = [torch.where(r, o, v.detach()) for r, o, v in zip(pick, old_nodes, values, strict=True)]
-                grads = tuple(torch.where(r, o, g) for r, o, g in zip(pick, old_grads, grads, strict=True))
+                nodes = undo(rejected, old_nodes, [v.detach() for v in values])
+                grads = tuple(undo(rejected, old_grads, grads))
                 energy = torch.where(rejected, old_energy, energy)
         trace.append(energy)
         accepted = ([v.detach() for v in nodes], energy, grads)
         with torch.no_grad():
             moved = torch.zeros(batch, dtype=cue.dtype, device=cue.device)
             for k, g in enumerate(grads):
-                delta = (alpha * rho[k]).view(-1, *[1] * (g.dim() - 1)) * g
+                delta = per_cue(alpha * rho[k], g) * g
                 nodes[k] = accepted[0][k] - delta
                 moved = torch.maximum(moved, delta.abs().flatten(1).amax(-1))
             converged = (moved <= tol) & ~rejected
@@ -119,9 +130,8 @@ def relax_pc(
     with torch.enable_grad():
         final = free_energy([v.detach() for v in nodes]).detach()
     if accepted is not None:  # the last step is kept only where it did not raise F either
-        worse = ~(final <= accepted[1] + slack * (accepted[1].abs() + 1))
-        pick = [worse.view(-1, *[1] * (v.dim() - 1)) for v in nodes]
-        nodes = [torch.where(r, o, v) for r, o, v in zip(pick, accepted[0], nodes, strict=True)]
+        worse = rose(final, accepted[1])
+        nodes = undo(worse, accepted[0], nodes)
         final = torch.where(worse, accepted[1], final)
         converged = converged & ~worse
     trace.append(final)
