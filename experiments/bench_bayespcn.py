@@ -40,10 +40,8 @@ import argparse
 import copy
 import cProfile
 import inspect
-import json
 import math
 import pstats
-import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -52,12 +50,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-try:
-    import varmem
-except ImportError:  # running from a checkout without an install
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    import varmem
-from varmem.provenance import environment, torch_threads  # noqa: E402
+import varmem
+from varmem import experiment
+from varmem.experiment import synchronize as sync
 
 JSON_NAME, PNG_NAME = "bench_bayespcn.json", "bench_bayespcn.png"
 TARGET_RATIO = 5.0
@@ -180,11 +175,6 @@ class ReferenceBayesPCN:
 
 
 # --- helpers ------------------------------------------------------------------------------------
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def load_items(args: argparse.Namespace) -> tuple[torch.Tensor, tuple[int, int, int]]:
     data = varmem.datasets.load_digits() if args.dataset == "digits" else varmem.datasets.load_mnist()
     data = data.to(args.torch_device, args.torch_dtype)
@@ -303,29 +293,28 @@ def bench_particles(K: int, items: torch.Tensor, shape, args: argparse.Namespace
     }
 
 
+def _recall(row: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v['varmem']['acc']:.2f}/{v['reference']['acc']:.2f} "
+                     f"(mse {v['varmem']['mse']:.1e}/{v['reference']['mse']:.1e})" for k, v in row["recall"].items())
+
+
+TABLE = [
+    ("K", ">2", "particles"), "|",
+    ("write s (vm)", ">12.4f", "varmem_seconds_per_write"), ("write s (ref)", ">13.4f", "reference_seconds_per_write"),
+    ("ratio", ">6.1f", "write_ratio"), "|",
+    ("read s (vm)", ">11.4f", "varmem_seconds_per_read"), ("read s (ref)", ">12.4f", "reference_seconds_per_read"),
+    ("ratio", ">6.1f", "read_ratio"), "|",
+    ("recall acc (mean MSE) vm/ref per corruption", "", _recall),
+]  # fmt: skip
+
+
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
-    head = (f"{'K':>2} | {'write s (vm)':>12} {'write s (ref)':>13} {'ratio':>6} | {'read s (vm)':>11} "
-            f"{'read s (ref)':>12} {'ratio':>6} | recall acc (mean MSE) vm/ref per corruption")
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        acc = ", ".join(f"{k} {v['varmem']['acc']:.2f}/{v['reference']['acc']:.2f} "
-                        f"(mse {v['varmem']['mse']:.1e}/{v['reference']['mse']:.1e})" for k, v in r["recall"].items())
-        lines.append(
-            f"{r['particles']:>2} | {r['varmem_seconds_per_write']:>12.4f} {r['reference_seconds_per_write']:>13.4f} "
-            f"{r['write_ratio']:>6.1f} | {r['varmem_seconds_per_read']:>11.4f} "
-            f"{r['reference_seconds_per_read']:>12.4f} "
-            f"{r['read_ratio']:>6.1f} | {acc}{'' if r['equal_recall'] else '  (recall differs)'}"
-        )
-    return "\n".join(lines)
+    differs = lambda row: "" if row["equal_recall"] else "  (recall differs)"
+    return experiment.format_table(rows, TABLE, rule=True, suffix=differs)
 
 
 def plot(rows: Sequence[dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    fig, axes = experiment.subplots(1, 2, figsize=(9, 3.6))
     labels = [f"K={r['particles']}" for r in rows]
     pos = torch.arange(len(rows)).tolist()
     for ax, what in zip(axes, ("write", "read"), strict=True):
@@ -333,15 +322,13 @@ def plot(rows: Sequence[dict[str, Any]], path: Path) -> None:
         ax.bar([p + 0.2 for p in pos], [r[f"reference_seconds_per_{what}"] for r in rows], 0.4, label="reference")
         ax.set(xticks=pos, xticklabels=labels, yscale="log", ylabel="seconds", title=f"seconds per {what}")
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    experiment.save_figure(fig, path, dpi=110)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--smoke", action="store_true", help="a few seconds: 8x8 digits, N=2, h=8, L=2, T=20, K in {1, 2}")
-    p.add_argument("--seed", type=int, default=0)
+    p = experiment.parser(__doc__, "bench_bayespcn",
+                          smoke="a few seconds: 8x8 digits, N=2, h=8, L=2, T=20, K in {1, 2}",
+                          device="cpu", dtype="float32", threads=0)
     p.add_argument("--dataset", choices=["mnist", "digits"], default="mnist")
     p.add_argument("--items", type=int, default=16, help="items written one at a time, then all read")
     p.add_argument("--particles", type=int, nargs="+", default=[1, 4])
@@ -353,10 +340,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="varmem's relative early stop infer_rtol (0: only the official |dF| <= 1e-3)")
     p.add_argument("--threshold", type=float, default=0.01, help="accuracy threshold on the MSE ([-1, 1] units)")
     p.add_argument("--recall-tol", type=float, default=0.1, help="largest accuracy difference called 'equal'")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--output", default=str(Path("results") / "bench_bayespcn"))
     args = p.parse_args(argv)
     if args.smoke:
         args.dataset, args.items, args.h_dim, args.n_layers, args.steps = "digits", 2, 8, 2, 20
@@ -364,13 +347,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.threads = args.threads or 1  # tiny tensors: threads only add overhead
     if args.items < 1 or args.steps < 1 or min(args.particles) < 1:
         p.error("--items, --steps and --particles must be positive")
-    args.torch_device, args.torch_dtype = torch.device(args.device), getattr(torch, args.dtype)
-    return args
+    return experiment.resolve(args)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    with torch_threads(args.threads):
+    with experiment.torch_threads(args.threads):
         return _run(args)
 
 
@@ -380,9 +362,8 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     rows = [bench_particles(K, items, shape, args) for K in tqdm(args.particles, desc="particles")]
     result = {
         "benchmark": "BayesPCN write/read: varmem.BayesPCN vs the official algorithm written inline",
-        "seed": args.seed,
-        **environment(args.torch_device),
-        "settings": {k: v for k, v in vars(args).items() if not k.startswith("torch_")},
+        **experiment.record(args),
+        "settings": experiment.settings(args),
         "ratios": "reference seconds / varmem seconds (> 1: varmem faster)",
         "target_ratio": TARGET_RATIO,
         "all_equal_recall": all(r["equal_recall"] for r in rows),
@@ -390,8 +371,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         "rows": rows,
     }
     out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / JSON_NAME).write_text(json.dumps(result, indent=2))
+    experiment.write_json(out / JSON_NAME, result)
     plot(rows, out / PNG_NAME)
     print(f"\nBayesPCN on {args.dataset}: N={args.items}, h={args.h_dim}, L={args.n_layers}, T={args.steps}, "
           f"{args.dtype}, {result['device']}, {result['torch_threads']} threads")

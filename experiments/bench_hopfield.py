@@ -44,7 +44,7 @@ resident between calls and are not counted in the per-call peak below
 
 Peak additional memory of one call (MiB):
 CPU = a fresh subprocess per (variant, N) reading ``VmHWM - VmRSS`` around one call after a
-warm-up (``bench_retrieval.measure_cpu_peak_in_this_process``; the RF probe loads the written
+warm-up (``varmem.experiment.measure_cpu_peak_in_this_process``; the RF probe loads the written
 memory from a ``varmem.save`` checkpoint); CUDA = ``max_memory_allocated``.
 
 Outputs (``--output``, default ``results/bench_hopfield``): ``bench_hopfield.json`` and
@@ -60,7 +60,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import os
@@ -75,23 +74,9 @@ from typing import Any, Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
-try:
-    import varmem
-except ImportError:  # running from a checkout without an install
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    import varmem
+import varmem
+from varmem import experiment
 from varmem.baselines.random_features import gradient_descent, slot_energy_grad
-from varmem.provenance import environment, torch_threads  # noqa: E402
-
-
-def _load_bench_retrieval():
-    spec = importlib.util.spec_from_file_location("bench_retrieval", Path(__file__).with_name("bench_retrieval.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-BR = _load_bench_retrieval()  # shared timing / peak-memory helpers
 
 DEFAULT_SIZES = (10**3, 10**4, 10**5, 10**6)
 SMOKE_SIZES = (10**3, 10**4)
@@ -186,29 +171,28 @@ def run_probe(args: argparse.Namespace) -> None:
     items, cues = make_data(pair, n, args)
     rf = varmem.load(args.checkpoint, device=args.torch_device) if args.variant == "rf" else None
     fn = make_runners(pair, items, cues, args, rf_memory=rf, only=args.variant)[args.variant]
-    peak, method = BR.measure_cpu_peak_in_this_process(fn)
-    print(PROBE_MARKER + json.dumps({"variant": args.variant, "N": n, "peak_mb": peak, "method": method}), flush=True)
+    peak, method = experiment.measure_cpu_peak_in_this_process(fn)
+    experiment.print_probe(PROBE_MARKER, variant=args.variant, N=n, peak_mb=peak, method=method)
 
 
 def cpu_peaks(args: argparse.Namespace, n: int, checkpoint: Path | None) -> dict[str, tuple[float, str]]:
     """One subprocess per variant, two at a time (one pair), after the timings."""
     results = {}
     for names in PAIRS.values():
-        procs = {
-            v: subprocess.Popen(
-                probe_argv(args, v, n, checkpoint if v == "rf" else None),
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            )
-            for v in names
-        }
-        for v, proc in procs.items():
-            out, err = proc.communicate()
-            lines = [line for line in out.splitlines() if line.startswith(PROBE_MARKER)]
-            if proc.returncode != 0 or not lines:
-                raise RuntimeError(f"memory probe ({v}, N={n}) failed (exit {proc.returncode}):\n{err[-3000:]}")
-            r = json.loads(lines[-1][len(PROBE_MARKER):])
+        commands = {v: probe_argv(args, v, n, checkpoint if v == "rf" else None) for v in names}
+        for v, r in experiment.run_probes(commands, PROBE_MARKER, f"N={n}").items():
             results[v] = (r["peak_mb"], r["method"])
     return results
+
+
+def time_pair(runners: dict[str, Callable[[], torch.Tensor]], pair: str, first: dict[str, float], n: int,
+              args: argparse.Namespace) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Seconds and minor page faults per call, per repeat, of the two variants of ``pair``, alternating."""
+    times, faults, _ = experiment.time_alternating(
+        runners, PAIRS[pair], first, args.torch_device, warmup=args.warmup, repeats=args.repeats,
+        min_time=args.min_time, large=n >= experiment.LARGE_N,
+    )
+    return times, faults
 
 
 # --- one size ---------------------------------------------------------------------------------
@@ -220,14 +204,14 @@ def bench_size(n: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any
     items, cues = make_data("A", n, args)
     varmem.kernels.release_scratch()  # so that scratch_mb_after_A is what these reads keep
     runners = make_runners("A", items, cues, args)
-    out, first = BR.first_calls(runners, args.torch_device)
+    out, first = experiment.first_calls(runners, args.torch_device)
     max_abs = float((out["hopfield"].double() - out["plain"].double()).abs().max())
     rel = max_abs / float(out["plain"].double().abs().max())
-    tol = BR.TOLERANCE.get(args.torch_dtype, 1e-2)
+    tol = experiment.CHECK_TOLERANCE.get(args.torch_dtype, 1e-2)
     row.update(A_max_abs_diff=max_abs, A_relative_diff=rel, A_tolerance=tol, A_check_passed=rel <= tol)
     if rel > tol:
         raise AssertionError(f"ModernHopfield and softmax(β ξ Xᵀ) X disagree at N={n}: relative diff {rel:.3e}")
-    pair_times, pair_faults, _ = BR.time_alternating(runners, PAIRS["A"], first, n, args)
+    pair_times, pair_faults = time_pair(runners, "A", first, n, args)
     times.update(pair_times)
     faults.update(pair_faults)
     row["scratch_mb_after_A"] = varmem.kernels.scratch_bytes() / 2**20  # resident between calls (CPU)
@@ -238,12 +222,12 @@ def bench_size(n: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any
     rf = make_rf_memory(items, args)
     row["rf_write_s"] = time.perf_counter() - start
     runners = make_runners("B", items, cues, args, rf_memory=rf)
-    out, first = BR.first_calls(runners, args.torch_device)
+    out, first = experiment.first_calls(runners, args.torch_device)
     div = (out["rf"].double() - out["slot"].double()).norm(dim=-1)
     moved = (out["slot"].double() - cues.double()).norm(dim=-1)
     row.update(B_divergence_mean=float(div.mean()), B_divergence_max=float(div.max()),
                B_slot_distance_moved_mean=float(moved.mean()))
-    pair_times, pair_faults, _ = BR.time_alternating(runners, PAIRS["B"], first, n, args)
+    pair_times, pair_faults = time_pair(runners, "B", first, n, args)
     times.update(pair_times)
     faults.update(pair_faults)
     checkpoint = None
@@ -269,7 +253,7 @@ def bench_size(n: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any
         for pair in PAIRS:
             it, cu = (items, cues) if pair == "B" else make_data("A", n, args)
             for name, fn in make_runners(pair, it, cu, args, rf_memory=rf).items():
-                peaks[name], method = BR.measure_cuda_peak(fn, args.torch_device)
+                peaks[name], method = experiment.measure_cuda_peak(fn, args.torch_device)
     else:
         del rf, items, cues
         for name, (peak, m) in cpu_peaks(args, n, checkpoint).items():
@@ -281,72 +265,59 @@ def bench_size(n: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any
 
 
 # --- reporting --------------------------------------------------------------------------------
-def _fmt_faults(row: dict[str, Any]) -> str:
+LABELS = {"hopfield": "ModernHopfield (varmem)", "plain": "softmax(βξXᵀ)X (plain)",
+          "rf": "RandomFeatureMemory (DrDAM)", "slot": "slot LSE energy (exact)"}
+
+
+def _mb(key: str) -> Callable[[dict[str, Any]], str]:
+    return lambda row: experiment.format_value(row[key], ".1f")
+
+
+def _faults(row: dict[str, Any]) -> str:
     h, p = row.get("hopfield_page_faults_per_call"), row.get("plain_page_faults_per_call")
     return "-" if h is None or p is None else f"{h:.0f}/{p:.0f}"
 
 
+TABLE = [
+    ("N", ">9,", "N"), "|",
+    ("Hopfield r/s", ">12,.0f", "hopfield_retrievals_per_second"),
+    ("plain r/s", ">10,.0f", "plain_retrievals_per_second"),
+    ("plain/Hop", ">9.2f", "A_ratio_plain_over_hopfield"), ("faults H/p", ">11", _faults), "|",
+    ("Hop MB", ">7", _mb("hopfield_peak_mb")), ("plain MB", ">8", _mb("plain_peak_mb")), "|",
+    ("RF r/s", ">9,.0f", "rf_retrievals_per_second"), ("slot r/s", ">9,.0f", "slot_retrievals_per_second"),
+    ("slot/RF", ">8.2f", "B_ratio_slot_over_rf"), "|",
+    ("RF MB", ">6", _mb("rf_peak_mb")), ("slot MB", ">7", _mb("slot_peak_mb")), "|",
+    ("RF div", ">7.4f", "B_divergence_mean"), ("write s", ">7.2f", "rf_write_s"),
+]  # fmt: skip
+
+
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
-    head = (
-        f"{'N':>9} | {'Hopfield r/s':>12} {'plain r/s':>10} {'plain/Hop':>9} {'faults H/p':>11} | "
-        f"{'Hop MB':>7} {'plain MB':>8} | "
-        f"{'RF r/s':>9} {'slot r/s':>9} {'slot/RF':>8} | {'RF MB':>6} {'slot MB':>7} | {'RF div':>7} {'write s':>7}"
-    )
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        flag = "" if r["A_meets_target"] else "  < target"
-        lines.append(
-            f"{r['N']:>9,} | {r['hopfield_retrievals_per_second']:>12,.0f} {r['plain_retrievals_per_second']:>10,.0f} "
-            f"{r['A_ratio_plain_over_hopfield']:>9.2f} {_fmt_faults(r):>11} | {BR._fmt_mb(r['hopfield_peak_mb']):>7} "
-            f"{BR._fmt_mb(r['plain_peak_mb']):>8} | {r['rf_retrievals_per_second']:>9,.0f} "
-            f"{r['slot_retrievals_per_second']:>9,.0f} {r['B_ratio_slot_over_rf']:>8.2f} | "
-            f"{BR._fmt_mb(r['rf_peak_mb']):>6} {BR._fmt_mb(r['slot_peak_mb']):>7} | "
-            f"{r['B_divergence_mean']:>7.4f} {r['rf_write_s']:>7.2f}{flag}"
-        )
-    return "\n".join(lines)
+    flag = lambda row: "" if row["A_meets_target"] else "  < target"
+    return experiment.format_table(rows, TABLE, rule=True, suffix=flag)
 
 
 def plot(rows: Sequence[dict[str, Any]], result: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ns = [r["N"] for r in rows]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    labels = {"hopfield": "ModernHopfield (varmem)", "plain": "softmax(βξXᵀ)X (plain)",
-              "rf": "RandomFeatureMemory (DrDAM)", "slot": "slot LSE energy (exact)"}
-    for i, name in enumerate(labels):
-        axes[0].plot(ns, [r[f"{name}_retrievals_per_second"] for r in rows], marker="os^v"[i], label=labels[name])
-        mem = [r[f"{name}_peak_mb"] for r in rows]
-        if all(m is not None for m in mem):
-            axes[1].plot(ns, [max(m, 1e-2) for m in mem], marker="os^v"[i], label=labels[name])
-    axes[0].set(xscale="log", yscale="log", xlabel="stored patterns N", ylabel="retrievals / s",
-                title="throughput (A: 1 update; B: K GD steps)")
-    axes[1].set(xscale="log", yscale="log", xlabel="stored patterns N", ylabel="peak additional memory (MB)",
-                title="peak memory of one call")
-    for ax in axes:
-        ax.grid(True, which="both", alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:  # no memory curves with --skip-memory
-            ax.legend(fontsize=8)
+    fig, axes = experiment.subplots(1, 2, figsize=(11, 4.2))
+    experiment.plot_by_size(axes[0], rows, "{}_retrievals_per_second", LABELS, legend_size=8,
+                            xlabel="stored patterns N", ylabel="retrievals / s",
+                            title="throughput (A: 1 update; B: K GD steps)")
+    experiment.plot_by_size(axes[1], rows, "{}_peak_mb", LABELS, floor=1e-2, legend_size=8,  # none: --skip-memory
+                            xlabel="stored patterns N", ylabel="peak additional memory (MB)",
+                            title="peak memory of one call")
     s = result["settings"]
     fig.suptitle(f"{result['device']} ({result['torch_threads']} threads), {s['dtype']}, B={s['batch']}; "
                  f"A: D={s['dim']}, β={s['beta']:g}; B: D={s['rf_dim']}, Y={s['rf_features']}, K={s['rf_steps']}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    experiment.save_figure(fig, path)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--smoke", action="store_true", help="N in {1e3, 1e4}, 1 repeat, Y = 256")
-    p.add_argument("--sizes", type=BR.parse_size, nargs="+", help="stored patterns N (default 1e3 1e4 1e5 1e6)")
+    p = experiment.parser(__doc__, "bench_hopfield", smoke="N in {1e3, 1e4}, 1 repeat, Y = 256", device="cpu",
+                          dtype="float32", threads=None)
+    p.add_argument("--sizes", type=experiment.parse_size, nargs="+",
+                   help="stored patterns N (default 1e3 1e4 1e5 1e6)")
     p.add_argument("--repeats", type=int, default=5, help="timed repeats (median; at most 3 at N >= 1e6)")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--min-time", type=float, default=0.2, help="seconds a repeat lasts at least")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch", type=int, default=256, help="cues per call B")
     p.add_argument("--dim", type=int, default=64, help="A: pattern dimension")
     p.add_argument("--beta", type=float, default=8.0, help="A: β on unit-norm patterns")
@@ -356,11 +327,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--rf-features", type=int, default=2048, help="B: random projections Y")
     p.add_argument("--rf-steps", type=int, default=10, help="B: gradient-descent steps K")
     p.add_argument("--rf-step-size", type=float, default=0.1)
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--skip-memory", action="store_true", help="do not measure peak memory")
     p.add_argument("--no-heap-trim", action="store_true",
                    help=f"re-run under GLIBC_TUNABLES={NO_TRIM_TUNABLES} (glibc keeps freed memory: no page faults)")
-    p.add_argument("--output", default=str(Path("results") / "bench_hopfield"))
     p.add_argument("--_probe", dest="variant", choices=["hopfield", "plain", "rf", "slot"], default=None,
                    help=argparse.SUPPRESS)
     p.add_argument("--_checkpoint", dest="checkpoint", default=None, help=argparse.SUPPRESS)
@@ -372,9 +341,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.sizes = list(args.sizes or DEFAULT_SIZES)
     if min(args.repeats, args.batch, args.dim, args.rf_dim, args.rf_features, args.rf_steps) < 1 or args.warmup < 0:
         p.error("--repeats, --batch, --dim, --rf-dim, --rf-features, --rf-steps must be >= 1, --warmup >= 0")
-    args.torch_device = torch.device(args.device)
-    args.torch_dtype = getattr(torch, args.dtype)
-    return args
+    return experiment.resolve(args)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -385,7 +352,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         env = {**os.environ, "GLIBC_TUNABLES": NO_TRIM_TUNABLES}
         subprocess.run([sys.executable, str(Path(__file__).resolve()), *argv], env=env, check=True)
         return json.loads((Path(args.output) / JSON_NAME).read_text())
-    with torch_threads(args.threads):
+    with experiment.torch_threads(args.threads):
         if args.variant is not None:
             run_probe(args)
             return {}
@@ -393,17 +360,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    if args.torch_device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda requested but CUDA is not available")
     with tempfile.TemporaryDirectory() as tmp:
         rows = [bench_size(n, args, Path(tmp)) for n in tqdm(args.sizes, desc="sizes", unit="size")]
-    settings = {k: getattr(args, k) for k in ("sizes", "batch", "dim", "beta", "cue_noise", "rf_dim", "rf_beta",
-                                              "rf_features", "rf_steps", "rf_step_size", "dtype", "repeats",
-                                              "warmup", "min_time", "smoke")}
+    settings = experiment.settings(args, "sizes", "batch", "dim", "beta", "cue_noise", "rf_dim", "rf_beta",
+                                   "rf_features", "rf_steps", "rf_step_size", "dtype", "repeats", "warmup",
+                                   "min_time", "smoke")
     result: dict[str, Any] = {
         "benchmark": "A: ModernHopfield vs softmax(beta xi X^T) X; B: RandomFeatureMemory vs exact slot LSE memory",
-        "seed": args.seed,
-        **environment(args.torch_device),
+        **experiment.record(args),
         "settings": settings,
         "ratios": "A: plain/ModernHopfield seconds (>1: varmem faster); B: slot/RF seconds (>1: RF faster)",
         "target_throughput_ratio_A": TARGET_RATIO,
@@ -413,8 +377,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "rows": rows,
     }
     out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / JSON_NAME).write_text(json.dumps(result, indent=2))
+    experiment.write_json(out / JSON_NAME, result)
     plot(rows, result, out / PNG_NAME)
     print(f"\n{result['device']} ({result['device_name']}), {result['torch_threads']} threads, {args.dtype}, "
           f"B={args.batch}; median of {args.repeats} (<= 3 at N >= 1e6); "

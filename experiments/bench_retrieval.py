@@ -79,32 +79,21 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import ctypes
-import ctypes.util
-import json
 import math
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
-try:
-    import varmem
-except ImportError:  # running from a checkout without an install: use the repository next door
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    import varmem
-from varmem.provenance import environment  # noqa: E402
+import varmem
+from varmem import experiment
 
 DEFAULT_SIZES = (10**3, 10**4, 10**5, 10**6)
 SMOKE_SIZES = (10**3, 10**4)
-LARGE_N = 10**6  # from here on: no extra warm-up, at most 3 repeats
 TARGET_RATIO = 0.9
-TOLERANCE = {torch.float64: 1e-9, torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 2e-2}
 PROBE_MARKER = "BENCH_RETRIEVAL_PROBE "
 JSON_NAME, PNG_NAME = "bench_retrieval.json", "bench_retrieval.png"
 
@@ -164,7 +153,7 @@ def make_runners(
     return runners
 
 
-# --- data, devices, timing --------------------------------------------------------------------
+# --- data -------------------------------------------------------------------------------------
 def make_data(n: int, args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor]:
     """Seeded ``items [N, D]`` and ``cues [B, D]`` (stored items + noise), identical on any device.
 
@@ -181,137 +170,7 @@ def make_data(n: int, args: argparse.Namespace) -> tuple[torch.Tensor, torch.Ten
     )
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def minor_page_faults() -> int | None:
-    """Minor page faults of this process so far (None where ``resource`` is unavailable).
-
-    A fresh multi-MiB tensor that glibc has returned to the OS (heap trimming) is faulted back in
-    page by page; counting faults per call shows when a variant's time is mostly that.
-    """
-    try:
-        import resource
-    except ImportError:  # not on POSIX
-        return None
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-
-
-def time_call(fn: Callable[[], Any], device: torch.device, number: int = 1) -> float:
-    """Seconds per call, averaged over ``number`` consecutive calls."""
-    synchronize(device)
-    start = time.perf_counter()
-    for _ in range(number):
-        fn()
-    synchronize(device)
-    return (time.perf_counter() - start) / number
-
-
-def first_calls(runners: dict[str, Callable[[], Any]], device: torch.device) -> tuple[dict, dict[str, float]]:
-    """``(outputs, seconds)`` of one call of each variant (the correctness check and first timing)."""
-    outputs, seconds = {}, {}
-    for name, fn in runners.items():
-        synchronize(device)
-        start = time.perf_counter()
-        outputs[name] = fn()
-        synchronize(device)
-        seconds[name] = time.perf_counter() - start
-    return outputs, seconds
-
-
-def time_alternating(
-    runners: dict[str, Callable[[], Any]], names: Sequence[str], first: dict[str, float], n: int,
-    args: argparse.Namespace,
-) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, int]]:
-    """``(seconds per call per repeat, minor page faults per call per repeat, calls per repeat)`` of
-    each variant (no faults where ``resource`` is unavailable): ``--warmup`` calls (none at
-    ``N >= LARGE_N``), then each repeat runs a variant enough times to last ``--min-time``, the
-    variants alternating."""
-    device = args.torch_device
-    large = n >= LARGE_N
-    warmup = 0 if large else args.warmup
-    repeats = min(args.repeats, 3) if large else args.repeats
-    number = {}
-    for name in names:
-        last = first[name]
-        for _ in range(warmup):
-            last = time_call(runners[name], device)
-        number[name] = max(1, math.ceil(args.min_time / max(last, 1e-9))) if args.min_time > 0 else 1
-    times: dict[str, list[float]] = {name: [] for name in names}
-    faults: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(repeats):
-        for name in names if r % 2 == 0 else names[::-1]:
-            before = minor_page_faults()
-            times[name].append(time_call(runners[name], device, number[name]))
-            if before is not None:
-                faults[name].append((minor_page_faults() - before) / number[name])
-    return times, faults, number
-
-
-# --- peak memory ------------------------------------------------------------------------------
-def _proc_status_kb(field: str) -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def _reset_rss_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _malloc_trim() -> None:
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-def _ru_maxrss_kb() -> int:
-    import resource
-
-    value = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return value // 1024 if sys.platform == "darwin" else value  # bytes on macOS, kB on Linux
-
-
-def measure_cpu_peak_in_this_process(fn: Callable[[], Any]) -> tuple[float, str]:
-    """Peak additional resident memory (MB) of one call of ``fn`` (see the module docstring)."""
-    fn()  # full-size warm-up: one-time allocations are not the call's
-    _malloc_trim()
-    before = _proc_status_kb("VmRSS")
-    if before is not None and _reset_rss_peak():
-        fn()
-        peak = _proc_status_kb("VmHWM")
-        if peak is not None:
-            return max(0, peak - before) / 1024, "subprocess_vmhwm"
-    before = _ru_maxrss_kb()
-    fn()
-    return max(0, _ru_maxrss_kb() - before) / 1024, "subprocess_ru_maxrss"
-
-
-def measure_cuda_peak(fn: Callable[[], Any], device: torch.device) -> tuple[float, str]:
-    synchronize(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    before = torch.cuda.memory_allocated(device)
-    out = fn()
-    synchronize(device)
-    peak = torch.cuda.max_memory_allocated(device)
-    del out
-    return max(0, peak - before) / 2**20, "cuda_max_memory_allocated"
-
-
+# --- peak memory in fresh processes -----------------------------------------------------------
 def probe_argv(args: argparse.Namespace, variant: str, n: int) -> list[str]:
     argv = [sys.executable, str(Path(__file__).resolve()), "--_probe", variant, "--sizes", str(n)]
     argv += ["--steps", str(args.steps), "--dtype", args.dtype, "--device", args.device, "--seed", str(args.seed)]
@@ -329,19 +188,9 @@ def measure_cpu_peaks_in_subprocesses(
 ) -> dict[str, tuple[float, str]]:
     """One fresh process per variant, run side by side (resident memory is per process; the
     timings are done by then)."""
-    procs = {
-        v: subprocess.Popen(probe_argv(args, v, n), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for v in variants
-    }
-    results = {}
-    for variant, proc in procs.items():
-        stdout, stderr = proc.communicate()
-        lines = [line for line in stdout.splitlines() if line.startswith(PROBE_MARKER)]
-        if proc.returncode != 0 or not lines:
-            raise RuntimeError(f"memory probe ({variant}, N={n}) failed (exit {proc.returncode}):\n{stderr[-3000:]}")
-        result = json.loads(lines[-1][len(PROBE_MARKER) :])
-        results[variant] = (result["peak_mb"], result["method"])
-    return results
+    commands = {v: probe_argv(args, v, n) for v in variants}
+    probes = experiment.run_probes(commands, PROBE_MARKER, f"N={n}")
+    return {v: (r["peak_mb"], r["method"]) for v, r in probes.items()}
 
 
 def run_probe(args: argparse.Namespace) -> None:
@@ -349,10 +198,8 @@ def run_probe(args: argparse.Namespace) -> None:
     (n,) = args.sizes
     items, cues = make_data(n, args)
     fn = make_runners(items, cues, args)[args.variant]
-    peak_mb, method = measure_cpu_peak_in_this_process(fn)
-    print(
-        PROBE_MARKER + json.dumps({"variant": args.variant, "N": n, "peak_mb": peak_mb, "method": method}), flush=True
-    )
+    peak_mb, method = experiment.measure_cpu_peak_in_this_process(fn)
+    experiment.print_probe(PROBE_MARKER, variant=args.variant, N=n, peak_mb=peak_mb, method=method)
 
 
 # --- one size ---------------------------------------------------------------------------------
@@ -363,12 +210,12 @@ def bench_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
     names = ("varmem", "reference")
 
     # correctness check = first warm-up call
-    outputs, first_time = first_calls({name: runners[name] for name in names}, device)
+    outputs, first_time = experiment.first_calls({name: runners[name] for name in names}, device)
     (z_v, steps_v), (z_r, steps_r) = outputs["varmem"], outputs["reference"]
     max_abs = float((z_v.double() - z_r.double()).abs().max())
     scale = float(z_r.double().abs().max())
     rel = max_abs / scale if scale > 0 else max_abs
-    tol = TOLERANCE.get(args.torch_dtype, 1e-2)
+    tol = experiment.CHECK_TOLERANCE.get(args.torch_dtype, 1e-2)
     passed = bool(rel <= tol and steps_v == steps_r)
     tqdm.write(
         f"N={n:>9,}: max |varmem - reference| = {max_abs:.3e} (relative {rel:.3e}, tolerance {tol:.0e}); "
@@ -381,7 +228,10 @@ def bench_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
         )
     del outputs, z_v, z_r
 
-    times, _, number = time_alternating(runners, names, first_time, n, args)
+    times, _, number = experiment.time_alternating(
+        runners, names, first_time, device, warmup=args.warmup, repeats=args.repeats, min_time=args.min_time,
+        large=n >= experiment.LARGE_N,
+    )
 
     memory: dict[str, float | None] = {name: None for name in names}
     memory_method = None
@@ -389,7 +239,7 @@ def bench_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
         pass
     elif device.type == "cuda":
         for name in names:
-            memory[name], memory_method = measure_cuda_peak(runners[name], device)
+            memory[name], memory_method = experiment.measure_cuda_peak(runners[name], device)
     else:
         for name, (peak, method) in measure_cpu_peaks_in_subprocesses(args, names, n).items():
             memory[name], memory_method = peak, method
@@ -426,86 +276,51 @@ def bench_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
 
 
 # --- reporting --------------------------------------------------------------------------------
-def _fmt_mb(x: float | None) -> str:
-    return "-" if x is None else f"{x:.1f}"
+def _mb(key: str) -> Callable[[dict[str, Any]], str]:
+    return lambda row: experiment.format_value(row[key], ".1f")
+
+
+TABLE = [
+    ("N", ">9,", "N"), "|",
+    ("varmem s/call", ">13.4g", "varmem_seconds"), ("ref s/call", ">11.4g", "reference_seconds"), "|",
+    ("varmem ret/s", ">12,.0f", "varmem_retrievals_per_second"),
+    ("ref ret/s", ">11,.0f", "reference_retrievals_per_second"), "|",
+    ("ratio ref/vm", ">12.2f", "throughput_ratio"), "|",
+    ("varmem MB", ">9", _mb("varmem_peak_mb")), ("ref MB", ">9", _mb("reference_peak_mb")),
+    ("mem ref/vm", ">10", _mb("memory_ratio")), "|",
+    ("rel diff", ">8.1e", "relative_diff"),
+]  # fmt: skip
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
-    header = (
-        f"{'N':>9} | {'varmem s/call':>13} {'ref s/call':>11} | {'varmem ret/s':>12} {'ref ret/s':>11} | "
-        f"{'ratio ref/vm':>12} | {'varmem MB':>9} {'ref MB':>9} {'mem ref/vm':>10} | {'rel diff':>8}"
-    )
-    lines = [header, "-" * len(header)]
-    for row in rows:
-        mem_ratio = "-" if row["memory_ratio"] is None else f"{row['memory_ratio']:.1f}"
-        flag = "" if row["meets_target"] else "  < target"
-        lines.append(
-            f"{row['N']:>9,} | {row['varmem_seconds']:>13.4g} {row['reference_seconds']:>11.4g} | "
-            f"{row['varmem_retrievals_per_second']:>12,.0f} {row['reference_retrievals_per_second']:>11,.0f} | "
-            f"{row['throughput_ratio']:>12.2f} | "
-            f"{_fmt_mb(row['varmem_peak_mb']):>9} {_fmt_mb(row['reference_peak_mb']):>9} "
-            f"{mem_ratio:>10} | {row['relative_diff']:>8.1e}{flag}"
-        )
-    return "\n".join(lines)
+    flag = lambda row: "" if row["meets_target"] else "  < target"
+    return experiment.format_table(rows, TABLE, rule=True, suffix=flag)
 
 
 def plot(rows: Sequence[dict[str, Any]], result: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ns = [row["N"] for row in rows]
-    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for name, marker in (("varmem", "o"), ("reference", "s")):
-        ax_t.plot(ns, [row[f"{name}_retrievals_per_second"] for row in rows], marker=marker, label=name)
-        mem = [row[f"{name}_peak_mb"] for row in rows]
-        if all(m is not None for m in mem):
-            ax_m.plot(ns, [max(m, 1e-2) for m in mem], marker=marker, label=name)
-    ax_t.set(
-        xscale="log",
-        yscale="log",
-        xlabel="stored items N",
-        ylabel="retrievals / s (cues)",
-        title="fixed-point retrieval throughput",
-    )
-    ax_m.set(
-        xscale="log",
-        yscale="log",
-        xlabel="stored items N",
-        ylabel="peak additional memory (MB)",
-        title="peak memory of one call",
-    )
-    for ax in (ax_t, ax_m):
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend()
+    fig, (ax_t, ax_m) = experiment.subplots(1, 2, figsize=(11, 4.2))
+    labels = {"varmem": "varmem", "reference": "reference"}
+    experiment.plot_by_size(ax_t, rows, "{}_retrievals_per_second", labels, xlabel="stored items N",
+                            ylabel="retrievals / s (cues)", title="fixed-point retrieval throughput")
+    experiment.plot_by_size(ax_m, rows, "{}_peak_mb", labels, floor=1e-2, xlabel="stored items N",
+                            ylabel="peak additional memory (MB)", title="peak memory of one call")
     s = result["settings"]
     fig.suptitle(
         f"{result['device']} ({result['torch_threads']} threads), {s['dtype']}, "
         f"D={s['dim']}, B={s['batch']}, K={s['steps']}"
     )
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    experiment.save_figure(fig, path)
 
 
 # --- command line -----------------------------------------------------------------------------
-def parse_size(text: str) -> int:
-    value = float(text)
-    if value < 1 or value != int(value):
-        raise argparse.ArgumentTypeError(f"a size must be a positive integer (e.g. 1000 or 1e6), got {text!r}")
-    return int(value)
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    parser = experiment.parser(
+        __doc__, "bench_retrieval", smoke="tiny run for tests: N in {1e3, 1e4}, 1 repeat, 1 warm-up",
+        device="cpu", dtype="float32", dtypes=("float32", "float64", "float16", "bfloat16"), threads=None,
+        threads_help="torch.set_num_threads (default: torch's default)",
     )
     parser.add_argument(
-        "--smoke", action="store_true", help="tiny run for tests: N in {1e3, 1e4}, 1 repeat, 1 warm-up"
-    )
-    parser.add_argument(
-        "--sizes", type=parse_size, nargs="+", help="numbers of stored items N (default 1e3 1e4 1e5 1e6)"
+        "--sizes", type=experiment.parse_size, nargs="+", help="numbers of stored items N (default 1e3 1e4 1e5 1e6)"
     )
     parser.add_argument("--steps", type=int, default=1, help="fixed-point steps K per retrieval (default 1)")
     parser.add_argument(
@@ -520,9 +335,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=0.2,
         help="a repeat loops over calls for at least this many seconds (default 0.2)",
     )
-    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "float64", "float16", "bfloat16"])
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dim", type=int, default=64, help="item dimension D (default 64)")
     parser.add_argument("--batch", type=int, default=256, help="cues per retrieval call B (default 256)")
     parser.add_argument(
@@ -533,13 +345,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--cue-noise", type=float, default=0.5, help="std of the noise added to stored items to make cues (default 0.5)"
     )
     parser.add_argument("--chunk-size", type=int, default=None, help="varmem chunk size (default: varmem's own)")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's default)")
     parser.add_argument("--skip-memory", action="store_true", help="do not measure peak memory")
-    parser.add_argument(
-        "--output",
-        default=str(Path("results") / "bench_retrieval"),
-        help="output folder (default results/bench_retrieval)",
-    )
     parser.add_argument(
         "--_probe", dest="variant", choices=["varmem", "reference"], default=None, help=argparse.SUPPRESS
     )
@@ -550,43 +356,31 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.sizes = list(args.sizes or DEFAULT_SIZES)
     if args.steps < 1 or args.repeats < 1 or args.warmup < 0 or args.dim < 1 or args.batch < 1:
         parser.error("--steps, --repeats, --dim and --batch must be positive and --warmup non-negative")
-    args.torch_device = torch.device(args.device)
-    args.torch_dtype = getattr(torch, args.dtype)
-    return args
+    return experiment.resolve(args)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.variant is not None:
-        run_probe(args)
-        return {}
-    if args.torch_device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda requested but CUDA is not available")
+    with experiment.torch_threads(args.threads):
+        if args.variant is not None:
+            run_probe(args)
+            return {}
+        return run(args)
 
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
     rows = []
     for n in tqdm(args.sizes, desc="sizes", unit="size"):
         rows.append(bench_size(n, args))
     result: dict[str, Any] = {
         "benchmark": "fixed-point retrieval: varmem.KernelDensityMemory vs dense torch reference",
-        "seed": args.seed,
-        **environment(args.torch_device),
+        **experiment.record(args),
         "settings": {
-            "sizes": args.sizes,
-            "dim": args.dim,
-            "batch": args.batch,
-            "steps": args.steps,
-            "dtype": args.dtype,
-            "bandwidth": args.bandwidth,
-            "noise_scale": args.noise_scale,
-            "cue_noise": args.cue_noise,
-            "chunk_size": args.chunk_size,
+            **experiment.settings(
+                args, "sizes", "dim", "batch", "steps", "dtype", "bandwidth", "noise_scale", "cue_noise", "chunk_size"
+            ),
             "default_chunk_size": varmem.kernels.default_chunk_size(args.batch, args.torch_device),
-            "repeats": args.repeats,
-            "warmup": args.warmup,
-            "min_time": args.min_time,
-            "smoke": args.smoke,
+            **experiment.settings(args, "repeats", "warmup", "min_time", "smoke"),
         },
         "ratios": "reference / varmem (throughput: > 1 means varmem faster; memory: > 1 means varmem uses less)",
         "target_throughput_ratio": TARGET_RATIO,
@@ -595,8 +389,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "rows": rows,
     }
     out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / JSON_NAME).write_text(json.dumps(result, indent=2))
+    experiment.write_json(out / JSON_NAME, result)
     plot(rows, result, out / PNG_NAME)
 
     print(

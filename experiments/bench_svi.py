@@ -50,9 +50,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -61,13 +59,10 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
-try:
-    import varmem
-except ImportError:  # running from a checkout without an install
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    import varmem
+import varmem
+from varmem import experiment
+from varmem.experiment import synchronize
 from varmem.models import VAE
-from varmem.provenance import environment  # noqa: E402
 from varmem.training import ELBOObjective
 
 SIZES: dict[str, dict[str, Any]] = {
@@ -110,11 +105,6 @@ def make_data(cfg: dict[str, Any], args: argparse.Namespace) -> torch.Tensor:
     gen = torch.Generator(device="cpu").manual_seed(args.seed)
     n = args.num_data or 8 * cfg["batch"]
     return torch.randn(n, cfg["dim"], generator=gen).to(device=args.torch_device, dtype=args.torch_dtype)
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 # --- one timed run of each variant -----------------------------------------------------------
@@ -206,9 +196,8 @@ def bench_size(name: str, cfg: dict[str, Any], args: argparse.Namespace) -> dict
         for v in variants if not args.smoke else ():  # warm-up (allocator, thread pools, first-call costs)
             runners[v](make_vae(cfg, args, init))
         times: dict[str, list[float]] = {v: [] for v in variants}
-        for r in range(args.repeats):
-            for v in variants if r % 2 == 0 else variants[::-1]:
-                times[v].append(runners[v](make_vae(cfg, args, init)))
+        for v in experiment.alternating(variants, args.repeats):
+            times[v].append(runners[v](make_vae(cfg, args, init)))
     ms = {v: 1e3 * statistics.median(t) for v, t in times.items()}
     ratios = {v: ms[v] / ms["torch"] for v in variants if v != "torch"}
     best = min(ratios.get("fit", float("inf")), ratios.get("fit_jit", float("inf")))
@@ -231,29 +220,22 @@ def bench_size(name: str, cfg: dict[str, Any], args: argparse.Namespace) -> dict
 # --- reporting ---------------------------------------------------------------------------------
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
     variants = [v for v in VARIANTS if v in rows[0]["ms_per_step"]]
-    head = f"{'size':>8} {'D':>5} {'H':>11} {'L':>3} {'B':>5} | " + " ".join(f"{v + ' ms':>12}" for v in variants)
-    head += " | " + " ".join(f"{v + '/torch':>15}" for v in variants if v != "torch") + " | target"
-    lines = [head, "-" * len(head)]
-    for row in rows:
-        hidden = "x".join(str(h) for h in row["hidden"])
-        line = f"{row['size']:>8} {row['dim']:>5} {hidden:>11} {row['code_dim']:>3} {row['batch']:>5} | "
-        line += " ".join(f"{row['ms_per_step'][v]:>12.3f}" for v in variants) + " | "
-        line += " ".join(f"{row['ratio_to_torch'][v]:>15.2f}" for v in variants if v != "torch") + " | "
-        if row["target"] is not None:
-            line += f"<= {row['target']}: {'met' if row['meets_target'] else 'NOT met'}"
-        lines.append(line)
-    return "\n".join(lines)
+    hidden = lambda row: "x".join(str(h) for h in row["hidden"])
+    met = lambda row: "met" if row["meets_target"] else "NOT met"
+    target = lambda row: "" if row["target"] is None else f"<= {row['target']}: {met(row)}"
+    ratios = [(v + "/torch", ">15.2f", lambda row, v=v: row["ratio_to_torch"][v]) for v in variants if v != "torch"]
+    columns = [
+        ("size", ">8", "size"), ("D", ">5", "dim"), ("H", ">11", hidden), ("L", ">3", "code_dim"), ("B", ">5", "batch"),
+        "|", *[(v + " ms", ">12.3f", lambda row, v=v: row["ms_per_step"][v]) for v in variants],
+        "|", *(ratios or [""]), "|", ("target", "", target),
+    ]  # fmt: skip
+    return experiment.format_table(rows, columns, rule=True)
 
 
 def plot(rows: Sequence[dict[str, Any]], result: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     variants = [v for v in VARIANTS if v in rows[0]["ms_per_step"]]
     names = [row["size"] for row in rows]
-    fig, (ax_t, ax_r) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (ax_t, ax_r) = experiment.subplots(1, 2, figsize=(11, 4.2))
     width = 0.8 / len(variants)
     for k, v in enumerate(variants):
         xs = [i + (k - (len(variants) - 1) / 2) * width for i in range(len(rows))]
@@ -271,28 +253,20 @@ def plot(rows: Sequence[dict[str, Any]], result: dict[str, Any], path: Path) -> 
         ax.legend()
         ax.grid(True, axis="y", alpha=0.3)
     fig.suptitle(f"{result['device']} ({result['torch_threads']} threads), {result['settings']['dtype']}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    experiment.save_figure(fig, path)
 
 
 # --- command line --------------------------------------------------------------------------------
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes, 5 steps, 1 repeat, no warm-up (for tests)")
+    parser = experiment.parser(__doc__, "bench_svi", smoke="tiny sizes, 5 steps, 1 repeat, no warm-up (for tests)",
+                               device="cpu", dtype="float32", threads=1,
+                               threads_help="torch.set_num_threads (default 1: stable timings on shared machines)")
     parser.add_argument("--sizes", nargs="+", choices=list(SIZES), default=list(SIZES))
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
                         help="which loops to time (torch is always included)")
     parser.add_argument("--steps", type=int, default=None, help="steps per timed run (default: per size)")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per variant; the median is reported")
     parser.add_argument("--num-data", type=int, default=None, help="rows N of the data (default 8 batches)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch.set_num_threads (default 1: stable timings on shared machines)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output", default=str(Path("results") / "bench_svi"))
     args = parser.parse_args(argv)
     if "torch" not in args.variants:
         args.variants = ["torch", *args.variants]
@@ -301,34 +275,24 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         args.repeats = 1
     if args.repeats < 1 or (args.steps is not None and args.steps < 1) or args.threads < 1:
         parser.error("--repeats, --steps and --threads must be positive")
-    args.torch_device = torch.device(args.device)
-    args.torch_dtype = getattr(torch, args.dtype)
-    return args
+    return experiment.resolve(args)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    if args.torch_device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda requested but CUDA is not available")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
-    try:
+    with experiment.torch_threads(args.threads):
         rows = [bench_size(name, args.size_table[name], args) for name in tqdm(args.sizes, desc="sizes")]
         result: dict[str, Any] = {
             "benchmark": "ms per SVI step: varmem.fit vs a hand-written torch ELBO loop (VAE, Adam, minibatches)",
-            "seed": args.seed,
-            **environment(args.torch_device),
-            "settings": {"dtype": args.dtype, "repeats": args.repeats, "smoke": args.smoke, "lr": LR,
-                         "noise_scale": NOISE, "variants": args.variants},
+            **experiment.record(args),
+            "settings": {**experiment.settings(args, "dtype", "repeats", "smoke"), "lr": LR, "noise_scale": NOISE,
+                         "variants": args.variants},
             "ratios": "variant ms / torch ms (1.0 = as fast as the hand-written loop)",
             "targets": TARGETS,
             "rows": rows,
         }
-    finally:
-        torch.set_num_threads(threads)
     out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / JSON_NAME).write_text(json.dumps(result, indent=2))
+    experiment.write_json(out / JSON_NAME, result)
     plot(rows, result, out / PNG_NAME)
     print(f"\nSVI step time, {result['device']} ({result['device_name']}), {args.threads} thread(s), {args.dtype}, "
           f"median of {args.repeats}; load average {result['load_average']}")

@@ -29,22 +29,15 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import sys
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
-try:
-    import varmem
-except ImportError:  # running from a checkout without an install
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    import varmem
-from varmem.provenance import environment, torch_threads  # noqa: E402
+import varmem
+from varmem import experiment
 
 JSON_NAME, PNG_NAME = "bench_writes.json", "bench_writes.png"
 DEFAULT_SIZES = (1_000, 10_000, 30_000)
@@ -71,17 +64,12 @@ VARIANTS = {"varmem": stream_varmem, "cat": stream_cat}
 def bench_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
     gen = torch.Generator().manual_seed(args.seed)
     x = torch.randn(n, args.dim, generator=gen, dtype=args.torch_dtype).to(args.torch_device)
-    outputs = {name: fn(x) for name, fn in VARIANTS.items()}  # also the warm-up
+    runners = {name: lambda fn=fn: fn(x) for name, fn in VARIANTS.items()}
+    outputs, first = experiment.first_calls(runners, args.torch_device)  # also the warm-up
     if not all(torch.equal(out, x) for out in outputs.values()):
         raise AssertionError(f"a variant did not store the {n} items in order")
-    times: dict[str, list[float]] = {name: [] for name in VARIANTS}
-    for r in range(args.repeats):
-        for name in VARIANTS if r % 2 == 0 else list(VARIANTS)[::-1]:
-            start = time.perf_counter()
-            VARIANTS[name](x)
-            if args.torch_device.type == "cuda":
-                torch.cuda.synchronize(args.torch_device)
-            times[name].append(time.perf_counter() - start)
+    times, _, _ = experiment.time_alternating(runners, list(VARIANTS), first, args.torch_device, warmup=0,
+                                              repeats=args.repeats, min_time=0)  # one stream per repeat
     sec = {name: statistics.median(v) for name, v in times.items()}
     return {
         "N": n,
@@ -92,70 +80,56 @@ def bench_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+TABLE = [
+    ("N", ">8,", "N"), "|", ("varmem s", ">9.3f", "varmem_seconds"), ("cat s", ">9.3f", "cat_seconds"), "|",
+    ("varmem µs/write", ">15.1f", "varmem_microseconds_per_write"),
+    ("cat µs/write", ">12.1f", "cat_microseconds_per_write"), "|",
+    ("cat/varmem", ">10.2f", "ratio_cat_over_varmem"),
+]  # fmt: skip
+
+
 def plot(rows: Sequence[dict[str, Any]], result: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ns = [r["N"] for r in rows]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(ns, [r["varmem_microseconds_per_write"] for r in rows], "o-", label="varmem write (append_rows)")
-    ax.plot(ns, [r["cat_microseconds_per_write"] for r in rows], "s-", label="torch.cat append")
-    ax.set(xscale="log", yscale="log", xlabel="items written one at a time, N", ylabel="µs per write",
-           title=f"{result['device']} ({result['torch_threads']} threads), D = {result['settings']['dim']}")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    fig, ax = experiment.subplots(figsize=(6, 4))
+    labels = {"varmem": "varmem write (append_rows)", "cat": "torch.cat append"}
+    experiment.plot_by_size(ax, rows, "{}_microseconds_per_write", labels, xlabel="items written one at a time, N",
+                            ylabel="µs per write",
+                            title=f"{result['device']} ({result['torch_threads']} threads), "
+                                  f"D = {result['settings']['dim']}")  # fmt: skip
+    experiment.save_figure(fig, path)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--smoke", action="store_true", help="N in {200, 1000}, 1 repeat")
+    p = experiment.parser(__doc__, "bench_writes", smoke="N in {200, 1000}, 1 repeat", device="cpu",
+                          dtype="float32", threads=1)
     p.add_argument("--sizes", type=int, nargs="+", default=None, help="stream lengths N (default 1e3 1e4 3e4)")
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--repeats", type=int, default=3, help="timed repeats (median)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    p.add_argument("--output", default=str(Path("results") / "bench_writes"))
     args = p.parse_args(argv)
     if args.smoke:
         args.sizes, args.repeats = args.sizes or list(SMOKE_SIZES), 1
     args.sizes = list(args.sizes or DEFAULT_SIZES)
     if min(args.sizes) < 1 or args.dim < 1 or args.repeats < 1:
         p.error("--sizes, --dim and --repeats must be >= 1")
-    args.torch_device, args.torch_dtype = torch.device(args.device), getattr(torch, args.dtype)
-    return args
+    return experiment.resolve(args)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    with torch_threads(args.threads):
+    with experiment.torch_threads(args.threads):
         rows = [bench_size(n, args) for n in tqdm(args.sizes, desc="sizes", unit="size")]
         result: dict[str, Any] = {
             "benchmark": "N single-item writes: KernelDensityMemory.write vs a torch.cat append loop",
-            "seed": args.seed,
-            **environment(args.torch_device),
-            "settings": {k: getattr(args, k) for k in ("sizes", "dim", "repeats", "dtype", "smoke")},
+            **experiment.record(args),
+            "settings": experiment.settings(args, "sizes", "dim", "repeats", "dtype", "smoke"),
             "ratios": "cat seconds / varmem seconds (> 1: varmem faster)",
             "rows": rows,
         }
     out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / JSON_NAME).write_text(json.dumps(result, indent=2))
+    experiment.write_json(out / JSON_NAME, result)
     plot(rows, result, out / PNG_NAME)
     print(f"\n{result['device']}, {result['torch_threads']} threads, {args.dtype}, D = {args.dim}; "
           f"median of {args.repeats}")
-    print(f"{'N':>8} | {'varmem s':>9} {'cat s':>9} | {'varmem µs/write':>15} {'cat µs/write':>12} | "
-          f"{'cat/varmem':>10}")
-    for r in rows:
-        print(f"{r['N']:>8,} | {r['varmem_seconds']:>9.3f} {r['cat_seconds']:>9.3f} | "
-              f"{r['varmem_microseconds_per_write']:>15.1f} {r['cat_microseconds_per_write']:>12.1f} | "
-              f"{r['ratio_cat_over_varmem']:>10.2f}")
+    print(experiment.format_table(rows, TABLE))
     print(f"wrote {out / JSON_NAME} and {out / PNG_NAME}")
     return result
 
