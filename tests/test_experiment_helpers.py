@@ -56,6 +56,18 @@ def test_resolve_adds_torch_objects_only_for_the_flags_present():
             experiment.resolve(argparse.Namespace(device="cuda"))
 
 
+def test_main_runs_with_the_requested_threads_and_restores_them():
+    before = torch.get_num_threads()
+    wanted = 1 if before != 1 else 2
+    p = experiment.parser(None, "demo", smoke="tiny", threads=None)
+    argv = ["--seed", "4", "--threads", str(wanted)]
+    seen = experiment.main(p.parse_args, lambda args: (args.seed, torch.get_num_threads()), argv)
+    assert seen == (4, wanted) and torch.get_num_threads() == before
+    # no --threads flag (or 0 / None): torch's setting is left alone
+    p = experiment.parser(None, "demo", smoke="tiny")
+    assert experiment.main(p.parse_args, lambda args: torch.get_num_threads(), []) == before
+
+
 def test_parse_size_accepts_scientific_notation_only_for_whole_numbers():
     assert experiment.parse_size("1e3") == 1000 and experiment.parse_size("2500") == 2500
     for bad in ("1.5", "0", "-3"):
@@ -93,6 +105,26 @@ def test_write_json_creates_the_folder_and_round_trips(tmp_path):
     path = experiment.write_json(tmp_path / "new" / "r.json", {"x": torch.arange(3), "y": {"z": 1.5}})
     assert path.exists() and json.loads(path.read_text()) == {"x": [0, 1, 2], "y": {"z": 1.5}}
     assert path.read_text().startswith("{\n  ")  # indented like the scripts' files
+
+
+def test_save_results_writes_the_json_then_the_figures(tmp_path):
+    drawn = []
+
+    def draw(path):
+        assert (tmp_path / "out" / "r.json").exists()  # the JSON is written first
+        drawn.append(path)
+        path.write_bytes(b"figure")
+
+    paths = experiment.save_results(tmp_path / "out", "r.json", {"a": 1}, {"f.png": draw, "g.png": draw})
+    assert paths == [tmp_path / "out" / n for n in ("r.json", "f.png", "g.png")] and drawn == paths[1:]
+    assert json.loads(paths[0].read_text()) == {"a": 1} and paths[2].read_bytes() == b"figure"
+    assert experiment.save_results(str(tmp_path), "only.json", []) == [tmp_path / "only.json"]
+
+
+def test_wrote():
+    assert experiment.wrote([Path("a.json")]) == "wrote a.json"
+    assert experiment.wrote(["a", "b"]) == "wrote a and b"
+    assert experiment.wrote(["a", "b", "c"]) == "wrote a, b and c"
 
 
 # --- tables -----------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal, Mapping, Sequence, Union
+from typing import Any, Callable, Iterator, Literal, Mapping, Sequence, TypeVar, Union
 
 import torch
 
@@ -40,11 +40,14 @@ __all__ = [
     "parser",
     "parse_size",
     "resolve",
+    "main",
     "torch_threads",
     "record",
     "settings",
     "to_json",
     "write_json",
+    "save_results",
+    "wrote",
     "format_value",
     "format_table",
     "synchronize",
@@ -67,6 +70,8 @@ CHECK_TOLERANCE = {torch.float64: 1e-9, torch.float32: 1e-4, torch.float16: 1e-2
 
 LARGE_N = 10**6
 """From this size on a benchmark makes no extra warm-up call and at most 3 repeats."""
+
+T = TypeVar("T")
 
 
 # --- command line -----------------------------------------------------------------------------
@@ -128,6 +133,17 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
     return args
 
 
+def main(
+    parse_args: Callable[[Sequence[str] | None], argparse.Namespace], run: Callable[[argparse.Namespace], T],
+    argv: Sequence[str] | None = None,
+) -> T:
+    """A script's ``main``: ``run(parse_args(argv))`` with ``--threads`` torch threads where the
+    script has that flag (torch's setting is restored afterwards, see :func:`torch_threads`)."""
+    args = parse_args(argv)
+    with torch_threads(getattr(args, "threads", None)):
+        return run(args)
+
+
 # --- results files ----------------------------------------------------------------------------
 def record(
     args: argparse.Namespace, device: torch.device | str | None = None, *, seed: int | None = None, **fields: Any
@@ -176,6 +192,25 @@ def write_json(path: str | Path, obj: Any) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(to_json(obj), indent=2))
     return path
+
+
+def save_results(
+    output: str | Path, json_name: str, result: Any, figures: Mapping[str, Callable[[Path], Any]] | None = None
+) -> list[Path]:
+    """Write ``result`` to ``output/json_name`` (:func:`write_json`), then call ``draw(output/name)``
+    for every ``name: draw`` in ``figures``; return the paths written, the JSON file first."""
+    out = Path(output)
+    paths = [write_json(out / json_name, result)]
+    for name, draw in (figures or {}).items():
+        draw(out / name)
+        paths.append(out / name)
+    return paths
+
+
+def wrote(paths: Sequence[str | Path]) -> str:
+    """``"wrote a and b"`` (``"wrote a, b and c"``): the line a script ends with."""
+    names = [str(p) for p in paths]
+    return "wrote " + (" and ".join(names) if len(names) < 3 else ", ".join(names[:-1]) + " and " + names[-1])
 
 
 # --- tables -----------------------------------------------------------------------------------
