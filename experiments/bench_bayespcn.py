@@ -351,12 +351,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
-    with experiment.torch_threads(args.threads):
-        return _run(args)
+    return experiment.main(parse_args, run, argv)
 
 
-def _run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(args.seed)
     items, shape = load_items(args)
     rows = [bench_particles(K, items, shape, args) for K in tqdm(args.particles, desc="particles")]
@@ -370,9 +368,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         "all_meet_target": all(r["meets_target"] for r in rows),
         "rows": rows,
     }
-    out = Path(args.output)
-    experiment.write_json(out / JSON_NAME, result)
-    plot(rows, out / PNG_NAME)
+    written = experiment.save_results(args.output, JSON_NAME, result, {PNG_NAME: lambda path: plot(rows, path)})
     print(f"\nBayesPCN on {args.dataset}: N={args.items}, h={args.h_dim}, L={args.n_layers}, T={args.steps}, "
           f"{args.dtype}, {result['device']}, {result['torch_threads']} threads")
     print(format_table(rows))
@@ -388,7 +384,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         print(f"K={r['particles']} varmem read, largest own time: {top}")
     print(f"target ratio >= {TARGET_RATIO}: {'met' if result['all_meet_target'] else 'NOT met'}; "
           f"equal recall: {'yes' if result['all_equal_recall'] else 'NO'}")
-    print(f"wrote {out / JSON_NAME} and {out / PNG_NAME}")
+    print(experiment.wrote(written))
     return result
 
 

@@ -353,13 +353,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         subprocess.run([sys.executable, str(Path(__file__).resolve()), *argv], env=env, check=True)
         return json.loads((Path(args.output) / JSON_NAME).read_text())
     with experiment.torch_threads(args.threads):
-        if args.variant is not None:
-            run_probe(args)
-            return {}
         return run(args)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    if args.variant is not None:  # a memory probe (a child process of cpu_peaks)
+        run_probe(args)
+        return {}
     with tempfile.TemporaryDirectory() as tmp:
         rows = [bench_size(n, args, Path(tmp)) for n in tqdm(args.sizes, desc="sizes", unit="size")]
     settings = experiment.settings(args, "sizes", "batch", "dim", "beta", "cue_noise", "rf_dim", "rf_beta",
@@ -376,16 +376,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "glibc_tunables": os.environ.get("GLIBC_TUNABLES"),
         "rows": rows,
     }
-    out = Path(args.output)
-    experiment.write_json(out / JSON_NAME, result)
-    plot(rows, result, out / PNG_NAME)
+    written = experiment.save_results(args.output, JSON_NAME, result, {PNG_NAME: lambda path: plot(rows, result, path)})
     print(f"\n{result['device']} ({result['device_name']}), {result['torch_threads']} threads, {args.dtype}, "
           f"B={args.batch}; median of {args.repeats} (<= 3 at N >= 1e6); "
           f"GLIBC_TUNABLES={result['glibc_tunables'] or '(unset)'}; faults = minor page faults per call")
     print(format_table(rows))
     print(f"A target plain/Hopfield >= {TARGET_RATIO}: {'met' if result['all_meet_target_A'] else 'NOT met'} "
           "at every size")
-    print(f"wrote {out / JSON_NAME} and {out / PNG_NAME}")
+    print(experiment.wrote(written))
     return result
 
 

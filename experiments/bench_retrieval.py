@@ -360,15 +360,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
-    with experiment.torch_threads(args.threads):
-        if args.variant is not None:
-            run_probe(args)
-            return {}
-        return run(args)
+    return experiment.main(parse_args, run, argv)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    if args.variant is not None:  # a memory probe (a child process of measure_cpu_peaks_in_subprocesses)
+        run_probe(args)
+        return {}
     rows = []
     for n in tqdm(args.sizes, desc="sizes", unit="size"):
         rows.append(bench_size(n, args))
@@ -388,9 +386,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "all_meet_target": all(row["meets_target"] for row in rows),
         "rows": rows,
     }
-    out = Path(args.output)
-    experiment.write_json(out / JSON_NAME, result)
-    plot(rows, result, out / PNG_NAME)
+    written = experiment.save_results(args.output, JSON_NAME, result, {PNG_NAME: lambda path: plot(rows, result, path)})
 
     print(
         f"\nfixed-point retrieval, {result['device']} ({result['device_name']}), {result['torch_threads']} threads, "
@@ -401,7 +397,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         f"ratios are reference/varmem; throughput target >= {TARGET_RATIO}: "
         f"{'met' if result['all_meet_target'] else 'NOT met'} at every size"
     )
-    print(f"wrote {out / JSON_NAME} and {out / PNG_NAME}")
+    print(experiment.wrote(written))
     return result
 
 

@@ -279,25 +279,25 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
-    with experiment.torch_threads(args.threads):
-        rows = [bench_size(name, args.size_table[name], args) for name in tqdm(args.sizes, desc="sizes")]
-        result: dict[str, Any] = {
-            "benchmark": "ms per SVI step: varmem.fit vs a hand-written torch ELBO loop (VAE, Adam, minibatches)",
-            **experiment.record(args),
-            "settings": {**experiment.settings(args, "dtype", "repeats", "smoke"), "lr": LR, "noise_scale": NOISE,
-                         "variants": args.variants},
-            "ratios": "variant ms / torch ms (1.0 = as fast as the hand-written loop)",
-            "targets": TARGETS,
-            "rows": rows,
-        }
-    out = Path(args.output)
-    experiment.write_json(out / JSON_NAME, result)
-    plot(rows, result, out / PNG_NAME)
+    return experiment.main(parse_args, run, argv)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    rows = [bench_size(name, args.size_table[name], args) for name in tqdm(args.sizes, desc="sizes")]
+    result: dict[str, Any] = {
+        "benchmark": "ms per SVI step: varmem.fit vs a hand-written torch ELBO loop (VAE, Adam, minibatches)",
+        **experiment.record(args),
+        "settings": {**experiment.settings(args, "dtype", "repeats", "smoke"), "lr": LR, "noise_scale": NOISE,
+                     "variants": args.variants},
+        "ratios": "variant ms / torch ms (1.0 = as fast as the hand-written loop)",
+        "targets": TARGETS,
+        "rows": rows,
+    }
+    written = experiment.save_results(args.output, JSON_NAME, result, {PNG_NAME: lambda path: plot(rows, result, path)})
     print(f"\nSVI step time, {result['device']} ({result['device_name']}), {args.threads} thread(s), {args.dtype}, "
           f"median of {args.repeats}; load average {result['load_average']}")
     print(format_table(rows))
-    print(f"wrote {out / JSON_NAME} and {out / PNG_NAME}")
+    print(experiment.wrote(written))
     return result
 
 

@@ -114,23 +114,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
-    with experiment.torch_threads(args.threads):
-        rows = [bench_size(n, args) for n in tqdm(args.sizes, desc="sizes", unit="size")]
-        result: dict[str, Any] = {
-            "benchmark": "N single-item writes: KernelDensityMemory.write vs a torch.cat append loop",
-            **experiment.record(args),
-            "settings": experiment.settings(args, "sizes", "dim", "repeats", "dtype", "smoke"),
-            "ratios": "cat seconds / varmem seconds (> 1: varmem faster)",
-            "rows": rows,
-        }
-    out = Path(args.output)
-    experiment.write_json(out / JSON_NAME, result)
-    plot(rows, result, out / PNG_NAME)
+    return experiment.main(parse_args, run, argv)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    rows = [bench_size(n, args) for n in tqdm(args.sizes, desc="sizes", unit="size")]
+    result: dict[str, Any] = {
+        "benchmark": "N single-item writes: KernelDensityMemory.write vs a torch.cat append loop",
+        **experiment.record(args),
+        "settings": experiment.settings(args, "sizes", "dim", "repeats", "dtype", "smoke"),
+        "ratios": "cat seconds / varmem seconds (> 1: varmem faster)",
+        "rows": rows,
+    }
+    written = experiment.save_results(args.output, JSON_NAME, result, {PNG_NAME: lambda path: plot(rows, result, path)})
     print(f"\n{result['device']}, {result['torch_threads']} threads, {args.dtype}, D = {args.dim}; "
           f"median of {args.repeats}")
     print(experiment.format_table(rows, TABLE))
-    print(f"wrote {out / JSON_NAME} and {out / PNG_NAME}")
+    print(experiment.wrote(written))
     return result
 
 
