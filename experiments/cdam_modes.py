@@ -23,15 +23,14 @@ Outputs (``--output``, default ``results/cdam_modes``): ``cdam_modes.json``, ``c
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
+from varmem import experiment
 from varmem.baselines.cdam import CorrelatedDenseMemory, karate_club_graph, ring_graph
-from varmem.provenance import environment  # noqa: E402
 
 JSON_NAME, PNG_NAME = "cdam_modes.json", "cdam_modes.png"
 MODES = {"quiescence": (0.05, 0.05), "auto": (1.0, 0.0), "narrow_hetero": (0.0, 1.0), "wide_hetero": (-0.5, 1.0)}
@@ -39,10 +38,7 @@ MODE_CODES = {"quiescence": 0, "auto": 1, "narrow_hetero": 2, "wide_hetero": 3}
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--smoke", action="store_true", help="coarse phase map (seconds)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--output", type=Path, default=Path("results/cdam_modes"))
+    p = experiment.parser(__doc__, "cdam_modes", smoke="coarse phase map (seconds)")
     p.add_argument("--dim", type=int, default=2000)
     p.add_argument("--beta", type=float, default=0.05)
     p.add_argument("--eta", type=float, default=0.5)
@@ -114,8 +110,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     args = parse_args(argv)
     result: dict[str, Any] = {
-        "seed": args.seed, "smoke": args.smoke,
-        **environment(),
+        **experiment.record(args, smoke=args.smoke),
         "settings": {"dim": args.dim, "beta": args.beta, "eta": args.eta, "steps": args.steps, "normalization": "row",
                      "patterns": "random ±1", "modes": {k: list(v) for k, v in MODES.items()},
                      "grid_a": args.grid_a, "grid_h": args.grid_h},
@@ -136,33 +131,30 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                  for h in tqdm(args.grid_h, desc=f"phase map {name}", leave=False)]  # fmt: skip
         result["graphs"][name] = {"nodes": p, "edges": int((adjacency > 0).sum()) // 2, "modes": modes,
                                   "phase_map": phase}  # fmt: skip
-    args.output.mkdir(parents=True, exist_ok=True)
-    (args.output / JSON_NAME).write_text(json.dumps(result, indent=2))
-    plot(result, args.output / PNG_NAME)
+    experiment.save_results(args.output, JSON_NAME, result, {PNG_NAME: lambda path: plot(result, path)})
     print(format_table(result))
     return result
 
 
+TABLE = [
+    ("graph", ">6", lambda t: t[0]), ("mode (a, h)", ">26", lambda t: f"{t[1]} {MODES[t[1]]}"), "|",
+    ("activity", ">8.3f", lambda t: t[2]["activity"]), ("on cue", ">7.3f", lambda t: t[2]["attention_on_cue"]),
+    ("dist>1", ">7.3f", lambda t: t[2]["attention_beyond_distance_1"]),
+    ("n_eff", ">6.2f", lambda t: t[2]["effective_memories"]),
+    ("club", ">5", lambda t: experiment.format_value(t[2].get("attention_in_cue_club"), ".2f")), "|",
+    ("classified", "", lambda t: t[2]["mode"]),
+]  # fmt: skip
+"""The mode table; a row is ``(graph, mode, result of run_mode)``."""
+
+
 def format_table(result: dict[str, Any]) -> str:
-    lines = [f"{'graph':>6} {'mode (a, h)':>26} | {'activity':>8} {'on cue':>7} {'dist>1':>7} {'n_eff':>6} "
-             f"{'club':>5} | classified"]  # fmt: skip
-    for name, g in result["graphs"].items():
-        for mode, row in g["modes"].items():
-            club = f"{row['attention_in_cue_club']:.2f}" if "attention_in_cue_club" in row else "-"
-            lines.append(f"{name:>6} {mode + ' ' + str(MODES[mode]):>26} | {row['activity']:>8.3f} "
-                         f"{row['attention_on_cue']:>7.3f} {row['attention_beyond_distance_1']:>7.3f} "
-                         f"{row['effective_memories']:>6.2f} {club:>5} | {row['mode']}")  # fmt: skip
-    return "\n".join(lines)
+    rows = [(name, mode, row) for name, g in result["graphs"].items() for mode, row in g["modes"].items()]
+    return experiment.format_table(rows, TABLE)
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     names = list(result["graphs"])
-    fig, axes = plt.subplots(2, len(names), figsize=(6 * len(names), 8))
+    fig, axes = experiment.subplots(2, len(names), figsize=(6 * len(names), 8))
     s = result["settings"]
     for j, name in enumerate(names):
         g = result["graphs"][name]
@@ -178,9 +170,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
         cbar = fig.colorbar(im, ax=ax, ticks=list(MODE_CODES.values()))
         cbar.ax.set_yticklabels(list(MODE_CODES))
     fig.suptitle(f"CDAM, n={s['dim']}, β={s['beta']}, η={s['eta']}, {s['steps']} steps")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    experiment.save_figure(fig, path, dpi=110)
 
 
 if __name__ == "__main__":

@@ -38,8 +38,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -48,12 +46,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-try:
-    import varmem
-except ImportError:  # running from a checkout without an install
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    import varmem
-from varmem.provenance import environment, torch_threads  # noqa: E402
+import varmem
+from varmem import experiment
 
 JSON_NAME = "continual_recall.json"
 FIGURES = ("recall_vs_n.png", "example_recalls.png", "forgetting.png")
@@ -358,14 +352,9 @@ def claims(results: dict[str, Any], forgetting: dict[str, Any], args: argparse.N
 
 
 def plot_all(result: dict[str, Any], raw_examples: dict[str, Any], data, out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     corruptions = result["config"]["corruptions"]
     res = result["results"]
-    fig, axes = plt.subplots(2, len(corruptions), figsize=(3.6 * len(corruptions), 6.4), squeeze=False)
+    fig, axes = experiment.subplots(2, len(corruptions), figsize=(3.6 * len(corruptions), 6.4), squeeze=False)
     for j, name in enumerate(corruptions):
         for model, per in res.items():
             ns = sorted(int(n) for n in per[name])
@@ -376,15 +365,13 @@ def plot_all(result: dict[str, Any], raw_examples: dict[str, Any], data, out: Pa
         axes[0][j].set(title=name, xscale="log", ylim=(-0.05, 1.05), ylabel="accuracy (MSE < 0.01)")
         axes[1][j].set(xscale="log", yscale="log", xlabel="N stored (all scored)", ylabel="MSE [-1, 1] units")
     axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / FIGURES[0], dpi=100)
-    plt.close(fig)
+    experiment.save_figure(fig, out / FIGURES[0], dpi=100)
 
     c, h, w = data.image_shape
     models = list(raw_examples)
     k = result["config"]["examples"]
     cols = 2 + len(models)
-    fig, axes = plt.subplots(len(corruptions) * k, cols, figsize=(1.3 * cols, 1.3 * len(corruptions) * k),
+    fig, axes = experiment.subplots(len(corruptions) * k, cols, figsize=(1.3 * cols, 1.3 * len(corruptions) * k),
                              squeeze=False)
 
     def show(ax, flat):
@@ -406,32 +393,28 @@ def plot_all(result: dict[str, Any], raw_examples: dict[str, Any], data, out: Pa
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.tight_layout()
-    fig.savefig(out / FIGURES[1], dpi=100)
-    plt.close(fig)
+    experiment.save_figure(fig, out / FIGURES[1], dpi=100)
 
     forgetting = result["forgetting"]
     names = result["config"]["forget_corruptions"]
-    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.4), squeeze=False)
+    fig, axes = experiment.subplots(1, len(names), figsize=(4.2 * len(names), 3.4), squeeze=False)
     for j, name in enumerate(names):
         for beta, per in sorted(forgetting.items(), key=lambda kv: float(kv[0])):
             axes[0][j].plot(per[name]["age"], per[name]["acc_mean"], marker="o", ms=3, label=f"β={beta}")
         axes[0][j].set(title=f"BayesPCN K=1, {name}", xlabel="age (writes since stored)", ylabel="accuracy",
                        ylim=(-0.05, 1.05))
     axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / FIGURES[2], dpi=100)
-    plt.close(fig)
+    experiment.save_figure(fig, out / FIGURES[2], dpi=100)
 
 
 # --- main ---------------------------------------------------------------------------------------
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--smoke", action="store_true", help="tiny: 4 MNIST digits, L=2, h=16, T=10 (for the tests)")
+    p = experiment.parser(__doc__, "continual_recall", smoke="tiny: 4 MNIST digits, L=2, h=16, T=10 (for the tests)",
+                          seed_help="a single seed (ignored when --seeds is given)", device="cpu", dtype="float32",
+                          threads=0)
     p.add_argument("--dataset", choices=["mnist", "cifar10", "tinyimagenet"], default="mnist")
     p.add_argument("--data-dir", default=None, help="folder of CIFAR-10 batches or a Tiny-ImageNet-format folder")
     p.add_argument("--max-items", type=int, default=1024, help="largest N (checkpoints 2, 4, ..., max)")
-    p.add_argument("--seed", type=int, default=0, help="a single seed (ignored when --seeds is given)")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (paper: 0 1 2)")
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     p.add_argument("--all", action="store_true", help="all nine corruptions instead of the three headline ones")
@@ -453,10 +436,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--forget-every", type=int, default=64)
     p.add_argument("--forget-corruptions", nargs="+", default=None, help="default: the scored corruptions")
     p.add_argument("--examples", type=int, default=3, help="example recalls per corruption in the figure")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--output", default=str(Path("results") / "continual_recall"))
     args = p.parse_args(argv)
     if args.smoke:
         args.max_items, args.n_layers, args.h_dim, args.T_infer, args.gpcn_epochs = 4, 2, 16, 10, 2
@@ -471,17 +450,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error(f"--dataset {args.dataset} needs --data-dir")
     if args.max_items < 2 or args.forget_every < 1 or any(not 0 <= b <= 1 for b in args.betas):
         p.error("--max-items must be >= 2, --forget-every >= 1 and every beta in [0, 1]")
-    args.torch_device, args.torch_dtype = torch.device(args.device), getattr(torch, args.dtype)
-    return args
+    return experiment.resolve(args)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
-    with torch_threads(args.threads):
-        return _run(args)
+    return experiment.main(parse_args, run, argv)
 
 
-def _run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace) -> dict[str, Any]:
     data = load_items(args)
     per_model: dict[str, list[dict[str, Any]]] = {m: [] for m in args.models}
     for seed in tqdm(args.seeds, desc="seeds"):
@@ -516,10 +492,9 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
 
     result: dict[str, Any] = {
         "experiment": "BayesPCN continual recall protocol (Yoo & Wood 2022, reference section 1.6)",
-        "seed": args.seeds[0],
+        **experiment.record(args, seed=args.seeds[0]),
         "seeds": args.seeds,
-        **environment(args.torch_device),
-        "config": {k: v for k, v in vars(args).items() if not k.startswith("torch_")},
+        "config": experiment.settings(args),
         "checkpoints": checkpoints(args.max_items),
         "results": results,
         "seconds": {m: [r["seconds"] for r in runs] for m, runs in per_model.items()},
@@ -528,8 +503,7 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
     }
     result["claims"] = claims(results, forgetting, args)
     out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / JSON_NAME).write_text(json.dumps(result, indent=2))
+    experiment.write_json(out / JSON_NAME, result)
     plot_all(result, raw_examples, data, out)
 
     print(f"\n{args.dataset}: recall of all N items after N single writes; model-space MSE / accuracy at "

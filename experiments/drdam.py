@@ -24,22 +24,16 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import sys
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
-try:
-    import varmem
-except ImportError:  # running from a checkout without an install
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    import varmem
+import varmem
+from varmem import experiment
 from varmem.baselines.random_features import gradient_descent, slot_energy_grad
-from varmem.provenance import environment, torch_threads  # noqa: E402
 
 PUBLISHED_DIVERGENCES = [0.0238, 0.0269, 0.0436, 0.0285, 0.0306, 0.0352, 0.0269, 0.0383, 0.0325, 0.0356]
 PUBLISHED_RANGE = (0.02, 0.045)
@@ -130,12 +124,7 @@ def scaling(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_d, ax_s) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (ax_d, ax_s) = experiment.subplots(1, 2, figsize=(11, 4.2))
     tut = result["tutorial"]
     div = tut["divergences"]
     ax_d.bar(range(len(div)), div, color="C0", label="varmem (this run)")
@@ -158,15 +147,21 @@ def plot(result: dict[str, Any], path: Path) -> None:
     ax_s.set(xlabel="random projections Y", ylabel="mean |Ẽ − E|", title="energy error vs Y")
     ax_s.grid(True, which="both", alpha=0.3)
     ax_s.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    experiment.save_figure(fig, path)
+
+
+def format_scaling(sc: dict[str, Any]) -> str:
+    """The energy error table of the scaling part, one line per ``Y``."""
+    columns = [("Y", ">7", lambda i: sc["Y"][i]),
+               *[(k, ">14.5f", lambda i, k=k: sc["mae"][k][i]) for k in sc["mae"]],
+               ("√Y·MAE(mem)", ">12.4f", lambda i: sc["sqrtY_times_mae_at_memories"][i])]  # fmt: skip
+    return experiment.format_table(range(len(sc["Y"])), columns, indent="  ")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--smoke", action="store_true", help="tiny run: 10 queries, Y grid 1e3..1.6e4, 1 feature seed")
-    p.add_argument("--seed", type=int, default=0, help="seed of the data and the tutorial's features")
+    p = experiment.parser(__doc__, "drdam", smoke="tiny run: 10 queries, Y grid 1e3..1.6e4, 1 feature seed",
+                          seed_help="seed of the data and the tutorial's features", threads=None,
+                          threads_help="torch threads (default: torch's; --smoke: 1)")
     p.add_argument("--dim", type=int, default=30)
     p.add_argument("--memories", type=int, default=20)
     p.add_argument("--queries", type=int, default=100)
@@ -176,8 +171,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--step-size", type=float, default=0.1)
     p.add_argument("--grid", type=int, nargs="+", default=None, help="Y values of the scaling part")
     p.add_argument("--feature-seeds", type=int, default=5, help="feature seeds averaged per Y")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's; --smoke: 1)")
-    p.add_argument("--output", default=str(Path("results") / "drdam"))
     args = p.parse_args(argv)
     if args.smoke:
         args.queries, args.feature_seeds = 10, 1
@@ -188,9 +181,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
-    with torch_threads(args.threads):
-        return run(args)
+    return experiment.main(parse_args, run, argv)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -198,12 +189,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     sc = scaling(args)
     result = {
         "experiment": "DrDAM random-feature vs slot memory (tutorial setting + 1/sqrt(Y) scaling)",
-        "seed": args.seed,
-        **environment(),
-        "settings": {
-            k: getattr(args, k)
-            for k in ("dim", "memories", "queries", "features", "beta", "steps", "step_size", "grid", "feature_seeds")
-        }
+        **experiment.record(args),
+        "settings": experiment.settings(args, "dim", "memories", "queries", "features", "beta", "steps", "step_size",
+                                        "grid", "feature_seeds")
         | {"smoke": args.smoke, "kernel": "sincos", "eps": 1e-10, "dtype": "float64"},
         "published": {
             "divergences_first10": PUBLISHED_DIVERGENCES,
@@ -214,10 +202,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "tutorial": tut,
         "scaling": sc,
     }
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / JSON_NAME).write_text(json.dumps(result, indent=2))
-    plot(result, out / PNG_NAME)
+    written = experiment.save_results(args.output, JSON_NAME, result, {PNG_NAME: lambda path: plot(result, path)})
     print(
         f"tutorial (D={args.dim}, K={args.memories}, Y={args.features:,}, β={args.beta:g}, "
         f"{args.steps} steps α={args.step_size}, {args.queries} queries):"
@@ -232,12 +217,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     e = tut["initial_energy_exact"]
     print(f"  initial energies {min(e):.3f} … {max(e):.3f}; |Ẽ − E| mean {tut['initial_energy_mae']:.4f}")
     print("energy error vs Y (mean over queries and feature seeds):")
-    print(f"  {'Y':>7} " + " ".join(f"{k:>14}" for k in sc["mae"]) + f" {'√Y·MAE(mem)':>12}")
-    for i, y in enumerate(sc["Y"]):
-        row = " ".join(f"{sc['mae'][k][i]:>14.5f}" for k in sc["mae"])
-        print(f"  {y:>7} {row} {sc['sqrtY_times_mae_at_memories'][i]:>12.4f}")
+    print(format_scaling(sc))
     print("  fitted slopes: " + ", ".join(f"{k} {v['slope']:.3f}" for k, v in sc["fits"].items()) + " (theory -0.5)")
-    print(f"wrote {out / JSON_NAME} and {out / PNG_NAME}")
+    print(experiment.wrote(written))
     return result
 
 

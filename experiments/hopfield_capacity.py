@@ -36,10 +36,8 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -48,12 +46,8 @@ import torch
 from scipy.special import lambertw
 from tqdm.auto import tqdm
 
-try:
-    import varmem
-except ImportError:  # running from a checkout without an install
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    import varmem
-from varmem.provenance import environment  # noqa: E402
+import varmem
+from varmem import experiment
 
 JSON_NAME, PNG_NAME = "hopfield_capacity.json", "hopfield_capacity.png"
 AMIT_ALPHA_C = 0.138
@@ -195,12 +189,7 @@ def checks(result: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = experiment.subplots(1, 2, figsize=(11, 4))
     heb = result["hebbian"]
     alphas = [r["alpha"] for r in heb]
     ax = axes[0]
@@ -228,13 +217,12 @@ def plot(result: dict[str, Any], path: Path) -> None:
         ax.plot([k for k, _ in ref], [f for _, f in ref], "kx", label="reference Storkey")
     ax.set(xlabel="patterns K", ylabel="fraction of exact fixed points", title="Storkey vs Hebbian")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    experiment.save_figure(fig, path)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = experiment.parser(__doc__, "hopfield_capacity", smoke="tiny run (n = 200) for the tests", threads=1,
+                               threads_help="torch CPU threads (small ops: 1 is fastest)")
     parser.add_argument("--n", type=int, default=None, help="neurons (default 500; 200 with --smoke)")
     parser.add_argument("--alphas", type=float, nargs="+", default=None, help="Hebbian loads α = K/n")
     parser.add_argument("--storkey-fractions", type=float, nargs="+", default=None,
@@ -246,10 +234,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="independent pattern sets per load α (default 5; 1 with --smoke)")
     parser.add_argument("--async-cues", type=int, default=None, help="cues per α for the async check")
     parser.add_argument("--thm3-patterns", type=int, default=None, help="patterns stored in the Theorem 3 contrast")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (small ops: 1 is fastest)")
-    parser.add_argument("--output", type=Path, default=Path("results/hopfield_capacity"))
-    parser.add_argument("--smoke", action="store_true", help="tiny run (n = 200) for the tests")
     args = parser.parse_args(argv)
     args.n = args.n or (200 if args.smoke else 500)
     args.alphas = args.alphas or ((0.05, 0.10, 0.14, 0.20) if args.smoke else DEFAULT_ALPHAS)
@@ -260,6 +244,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.n < 10 or min(args.max_steps, args.reference_steps, args.pattern_sets, args.threads) < 1:
         parser.error("--n must be >= 10; --max-steps, --reference-steps, --pattern-sets and --threads >= 1")
     return args
+
+
+STORKEY_TABLE = [
+    ("K", "5d", "K"), "", ("K/cap", "5.2f", "K_over_storkey_capacity"), "",
+    ("Storkey", "7.3f", "storkey_stable_fraction"), "", ("Hebbian", "7.3f", "hebbian_stable_fraction"),
+]  # fmt: skip
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -277,10 +267,7 @@ def format_table(result: dict[str, Any]) -> str:
             f"{r.get('async_mean_overlap', float('nan')):13.3f}  {'' if ref is None else f'[{ref}]'}"
         )
     lines += ["", f"Storkey vs Hebbian: exact fixed points (n/√(2 ln n) = {result['storkey_capacity']:.1f})",
-              "    K  K/cap  Storkey  Hebbian"]
-    for r in result["storkey"]:
-        lines.append(f"{r['K']:5d}  {r['K_over_storkey_capacity']:5.2f}  {r['storkey_stable_fraction']:7.3f}  "
-                     f"{r['hebbian_stable_fraction']:7.3f}")
+              experiment.format_table(result["storkey"], STORKEY_TABLE)]
     lines += ["", "Ramsauer Theorem 3:  d   c (published)   a + ln b   c_required   N bound   empirical fixed"]
     for t in result["theorem3"]:
         lines.append(
@@ -293,15 +280,16 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
-    torch.set_num_threads(args.threads)
+    return experiment.main(parse_args, run, argv)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_default_dtype(torch.float64)
     generator = torch.Generator().manual_seed(args.seed)
     start = time.perf_counter()
     result: dict[str, Any] = {
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "seed": args.seed,
-        **environment(),
+        "config": experiment.settings(args),
+        **experiment.record(args),
         "storkey_capacity": args.n / math.sqrt(2 * math.log(args.n)),
         "hebbian_exact_capacity": args.n / (2 * math.log(args.n)),
         "amit_alpha_c": AMIT_ALPHA_C,
@@ -315,12 +303,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         result["theorem3"].append(row)
     result["checks"] = checks(result, args)
     result["seconds"] = time.perf_counter() - start
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / JSON_NAME).write_text(json.dumps(result, indent=2))
-    plot(result, out / PNG_NAME)
+    written = experiment.save_results(args.output, JSON_NAME, result, {PNG_NAME: lambda path: plot(result, path)})
     print(format_table(result))
-    print(f"\n{result['seconds']:.1f} s; wrote {out / JSON_NAME} and {out / PNG_NAME}")
+    print(f"\n{result['seconds']:.1f} s; {experiment.wrote(written)}")
     return result
 
 

@@ -27,9 +27,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -37,12 +35,8 @@ from typing import Any, Sequence
 import torch
 from tqdm.auto import tqdm
 
-try:
-    import varmem  # noqa: F401 (is the package importable?)
-except ImportError:  # running from a checkout without an install
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from varmem import experiment
 from varmem.kernels import kernel_stats
-from varmem.provenance import environment, torch_threads  # noqa: E402
 
 JSON_NAME, PNG_NAME = "kde_capacity.json", "kde_capacity.png"
 REFERENCE = {3: 17, 4: 17, 6: 1597, 8: 27308, 10: 138253, 12: 138253}  # 10, 12: lower bounds (cap reached)
@@ -82,7 +76,7 @@ def retrieved_fraction(
 def capacity(d: int, args: argparse.Namespace) -> dict[str, Any]:
     """Walk up the size grid until the retrieved fraction drops below ``args.threshold``."""
     gen = torch.Generator().manual_seed(args.seed * 1000 + d)
-    dtype = getattr(torch, args.dtype)
+    dtype = args.torch_dtype
     tried = []
     best, capped = 0, True
     for n in size_grid(args.cap):
@@ -108,13 +102,8 @@ def growth_rate(rows: Sequence[dict[str, Any]]) -> dict[str, float] | None:
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = result["rows"]
-    fig, ax = plt.subplots(figsize=(6, 4.2))
+    fig, ax = experiment.subplots(figsize=(6, 4.2))
     ds = [r["d"] for r in rows]
     caps = [max(r["capacity"], 1) for r in rows]
     ax.semilogy(ds, caps, "o-", label="varmem (this run)")
@@ -135,15 +124,30 @@ def plot(result: dict[str, Any], path: Path) -> None:
            title=f"KDE memory capacity on S^(d-1), σ={s['sigma']}, {s['steps']} mean-shift steps")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    experiment.save_figure(fig, path)
+
+
+def _capacity(row: dict[str, Any]) -> str:
+    return f"≥{row['capacity']:,}" if row["reached_cap"] else f"{row['capacity']:,}"
+
+
+def _reference(row: dict[str, Any]) -> str:
+    ref = REFERENCE.get(row["d"])
+    return "-" if ref is None else (f"≥{ref:,}" if row["d"] in REFERENCE_CAPPED else f"{ref:,}")
+
+
+def _first_failing(row: dict[str, Any]) -> str:
+    last = row["tried"][-1]
+    return "" if row["reached_cap"] else f"{last['N']:,} ({100 * last['retrieved']:.1f} %)"
+
+
+TABLE = [("d", ">3", "d"), ("capacity", ">10", _capacity), ("reference", ">10", _reference), "",
+         ("first failing N (retrieved)", "", _first_failing)]  # fmt: skip
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--smoke", action="store_true", help="d = 3 … 6, cap 3000, 64 probes, 1 thread")
-    p.add_argument("--seed", type=int, default=0)
+    p = experiment.parser(__doc__, "kde_capacity", smoke="d = 3 … 6, cap 3000, 64 probes, 1 thread",
+                          dtype="float32", threads=None, threads_help="torch threads (default: torch's; --smoke: 1)")
     p.add_argument("--dims", type=int, nargs="+", default=None, help="dimensions (default 3 … 12)")
     p.add_argument("--cap", type=int, default=200_000, help="largest N tried (default 2e5)")
     p.add_argument("--probes", type=int, default=256)
@@ -151,22 +155,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=30, help="mean-shift steps per probe")
     p.add_argument("--radius", type=float, default=0.1, help="success radius around the probed point")
     p.add_argument("--threshold", type=float, default=0.99, help="fraction of probes that must be retrieved")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's; --smoke: 1)")
-    p.add_argument("--output", default=str(Path("results") / "kde_capacity"))
     args = p.parse_args(argv)
     if args.smoke:
         args.dims = args.dims or [3, 4, 5, 6]
         args.cap, args.probes = 3000, 64
         args.threads = args.threads or 1  # tiny tensors: extra threads only contend
     args.dims = list(args.dims or range(3, 13))
-    return args
+    return experiment.resolve(args)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
-    with torch_threads(args.threads):
-        return run(args)
+    return experiment.main(parse_args, run, argv)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -175,34 +174,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rows = [capacity(d, args) for d in tqdm(args.dims, desc="dimensions", unit="d")]
     result: dict[str, Any] = {
         "experiment": "KDE (mean-shift) memory capacity vs dimension",
-        "seed": args.seed,
-        **environment(),
-        "settings": {
-            k: getattr(args, k)
-            for k in ("dims", "cap", "probes", "sigma", "steps", "radius", "threshold", "dtype", "smoke")
-        }
+        **experiment.record(args),
+        "settings": experiment.settings(args, "dims", "cap", "probes", "sigma", "steps", "radius", "threshold", "dtype",
+                                        "smoke")
         | {"grid": "N_{k+1} = ceil(1.5 N_k) from 2"},
         "reference": {"capacity": REFERENCE, "capped_dims": REFERENCE_CAPPED},
         "rows": rows,
         "growth": growth_rate(rows),
         "seconds": time.perf_counter() - start,
     }
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / JSON_NAME).write_text(json.dumps(result, indent=2))
-    plot(result, out / PNG_NAME)
+    written = experiment.save_results(args.output, JSON_NAME, result, {PNG_NAME: lambda path: plot(result, path)})
     print(f"KDE capacity: σ={args.sigma}, {args.steps} steps, radius {args.radius}, {args.probes} probes, "
           f"≥{100 * args.threshold:.0f} % retrieved, cap {args.cap:,}")
-    print(f"  {'d':>3} {'capacity':>10} {'reference':>10}  first failing N (retrieved)")
-    for r in rows:
-        cap = f"≥{r['capacity']:,}" if r["reached_cap"] else f"{r['capacity']:,}"
-        ref = REFERENCE.get(r["d"])
-        ref_s = "-" if ref is None else (f"≥{ref:,}" if r["d"] in REFERENCE_CAPPED else f"{ref:,}")
-        fail = "" if r["reached_cap"] else f"{r['tried'][-1]['N']:,} ({100 * r['tried'][-1]['retrieved']:.1f} %)"
-        print(f"  {r['d']:>3} {cap:>10} {ref_s:>10}  {fail}")
+    print(experiment.format_table(rows, TABLE, indent="  "))
     if result["growth"]:
         print(f"  growth: ×{result['growth']['factor_per_dim']:.2f} per dimension (fit over uncapped d)")
-    print(f"  {result['seconds']:.0f} s; wrote {out / JSON_NAME} and {out / PNG_NAME}")
+    print(f"  {result['seconds']:.0f} s; {experiment.wrote(written)}")
     return result
 
 

@@ -29,7 +29,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from pathlib import Path
 from typing import Any, Sequence
@@ -39,8 +38,8 @@ from torch.nn.functional import normalize
 from tqdm.auto import tqdm
 
 import varmem
+from varmem import experiment
 from varmem.baselines.kernelized_hopfield import KernelizedHopfield, separation_bounds
-from varmem.provenance import environment  # noqa: E402
 
 JSON_NAME, PNG_NAME = "khm_separation.json", "khm_separation.png"
 SEPARATIONS = ("softmax", "entmax15", "sparsemax")
@@ -49,10 +48,7 @@ TAMMES_ANGLE_DEG = {4: 109.4712, 5: 90.0, 6: 90.0, 8: 74.8585, 12: 63.4349, 24: 
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--smoke", action="store_true", help="tiny sizes (seconds)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--output", type=Path, default=Path("results/khm_separation"))
+    p = experiment.parser(__doc__, "khm_separation", smoke="tiny sizes (seconds)")
     p.add_argument("--queries", type=int, default=2000, help="synthetic queries")
     p.add_argument("--mnist-memories", type=int, default=1000)
     p.add_argument("--mnist-queries", type=int, default=500)
@@ -146,31 +142,36 @@ def mnist_part(args: argparse.Namespace) -> dict[str, Any]:
             "results": out}  # fmt: skip
 
 
+BOUNDS_TABLE = [
+    ("M", ">3", "M"), "|", ("lower", ">7.4f", "lower_bound"), ("tammes", ">7.4f", "tammes_optimum"),
+    ("upper", ">7.4f", "upper_bound"), "|", ("random", ">7.4f", "random_min_separation"),
+    ("U-Hop+", ">7.4f", "uhop_min_separation"),
+]  # fmt: skip
+
+
+def _cell(variant: str) -> Any:
+    """Singleton fraction / mean size of one variant of a metastable-state row ``(map, results)``."""
+    return lambda t: f"{t[1][variant]['singleton_fraction']:.2f}/{t[1][variant]['mean_size']:.2f}"
+
+
+SIZES_TABLE = [
+    ("map", ">9", lambda t: t[0]), "|", ("plain β", ">12", _cell("plain")), ("raw Φ", ">12", _cell("raw_feature_map")),
+    ("U-Hop+", ">12", _cell("uhop")), ("U-Hop+ β_eff=β", ">15", _cell("uhop_rescaled")),
+    ("plain @β_eff", ">13", _cell("matched_plain")), "|", ("β_eff", ".1f", lambda t: t[1]["uhop"]["effective_beta"]),
+]  # fmt: skip
+
+
 def format_tables(result: dict[str, Any]) -> str:
     lines = ["Prop. 3.1 bounds on S² (d = 3) vs Tammes and U-Hop+:",
-             f"{'M':>3} | {'lower':>7} {'tammes':>7} {'upper':>7} | {'random':>7} {'U-Hop+':>7}"]  # fmt: skip
-    for r in result["bounds"]:
-        lines.append(f"{r['M']:>3} | {r['lower_bound']:>7.4f} {r['tammes_optimum']:>7.4f} {r['upper_bound']:>7.4f} | "
-                     f"{r['random_min_separation']:>7.4f} {r['uhop_min_separation']:>7.4f}")  # fmt: skip
+             experiment.format_table(result["bounds"], BOUNDS_TABLE)]  # fmt: skip
     for part in ("synthetic", "mnist"):
         lines.append(f"\nmetastable-state sizes ({part}): singleton fraction / mean ‖p‖₀")
-        lines.append(f"{'map':>9} | {'plain β':>12} {'raw Φ':>12} {'U-Hop+':>12} {'U-Hop+ β_eff=β':>15} "
-                     f"{'plain @β_eff':>13} | β_eff")  # fmt: skip
-        for sep, row in result[part]["results"].items():
-            cell = lambda v: f"{v['singleton_fraction']:.2f}/{v['mean_size']:.2f}"  # noqa: E731
-            lines.append(f"{sep:>9} | {cell(row['plain']):>12} {cell(row['raw_feature_map']):>12} "
-                         f"{cell(row['uhop']):>12} {cell(row['uhop_rescaled']):>15} "
-                         f"{cell(row['matched_plain']):>13} | {row['uhop']['effective_beta']:.1f}")  # fmt: skip
+        lines.append(experiment.format_table(list(result[part]["results"].items()), SIZES_TABLE))
     return "\n".join(lines)
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig, axes = experiment.subplots(1, 3, figsize=(15, 4.2))
     rows = result["bounds"]
     ms = [r["M"] for r in rows]
     ax = axes[0]
@@ -190,23 +191,19 @@ def plot(result: dict[str, Any], path: Path) -> None:
         ax.set_xticklabels(["plain β", "raw Φ", "U-Hop+", "U-Hop+\nβ_eff=β", "plain\nβ_eff"], fontsize=8)
         ax.set(ylabel="mean ‖p‖₀ (metastable size)", title=f"{part}", yscale="log")
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    experiment.save_figure(fig, path, dpi=110)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     torch.manual_seed(args.seed)
-    result: dict[str, Any] = {"seed": args.seed, "smoke": args.smoke, **environment()}
+    result: dict[str, Any] = experiment.record(args, smoke=args.smoke)
     result["settings"] = {"code_sizes": list(args.code_sizes), "code_steps": args.code_steps, "code_lr": 0.05,
                           "code_tau": 0.05, "code_input_dim": 32}  # fmt: skip
     result["bounds"] = bounds_part(args)
     result["synthetic"] = synthetic_part(args)
     result["mnist"] = mnist_part(args)
-    args.output.mkdir(parents=True, exist_ok=True)
-    (args.output / JSON_NAME).write_text(json.dumps(result, indent=2))
-    plot(result, args.output / PNG_NAME)
+    experiment.save_results(args.output, JSON_NAME, result, {PNG_NAME: lambda path: plot(result, path)})
     print(format_tables(result))
     return result
 

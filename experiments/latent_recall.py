@@ -67,9 +67,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -77,12 +75,8 @@ from typing import Any, Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
-try:
-    import varmem
-except ImportError:  # running from a checkout without an install: use the repository next door
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    import varmem
-from varmem.provenance import environment  # noqa: E402
+import varmem
+from varmem import experiment
 
 JSON_NAME = "latent_recall.json"
 DATASETS = ("mnist", "photos")
@@ -343,15 +337,11 @@ def format_table(dataset: str, summary: dict, seeds: int) -> str:
 
 
 def plot(dataset: str, figure: dict, path: Path, per_corruption: int = 3) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     shape, examples = figure["shape"], figure["examples"]
     rows = ["clean", "cue", *METHODS]
     cols = [(c, q) for c in examples for q in range(min(per_corruption, len(examples[c]["cue"])))]
-    fig, axes = plt.subplots(len(rows), len(cols), figsize=(0.9 * len(cols) + 1.2, 0.9 * len(rows)), squeeze=False)
+    size = (0.9 * len(cols) + 1.2, 0.9 * len(rows))
+    fig, axes = experiment.subplots(len(rows), len(cols), figsize=size, squeeze=False)
     for j, (c, q) in enumerate(cols):
         for i, r in enumerate(rows):
             ax = axes[i][j]
@@ -364,17 +354,13 @@ def plot(dataset: str, figure: dict, path: Path, per_corruption: int = 3) -> Non
             if i == 0:
                 ax.set_title(c, fontsize=7)
     fig.suptitle(f"{dataset}: cues and retrievals (memory 0, first seed)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    experiment.save_figure(fig, path, dpi=90)
 
 
 # --- command line -----------------------------------------------------------------------------
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--smoke", action="store_true", help="tiny run for tests (1 seed, few items and steps)")
-    parser.add_argument("--seed", type=int, default=0, help="first seed (with --num-seeds)")
+    parser = experiment.parser(__doc__, "latent_recall", smoke="tiny run for tests (1 seed, few items and steps)",
+                               seed_help="first seed (with --num-seeds)", dtype="float32", threads=1)
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="explicit seeds (default 0 1 2)")
     parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS))
     parser.add_argument("--cifar10", default=None, help="CIFAR-10 python batches folder: replaces the photographs")
@@ -403,9 +389,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                              "where a step would raise the free energy)")
     parser.add_argument("--reader-epochs", type=int, default=20, help="MemN2N/NTM training epochs (reference 20)")
     parser.add_argument("--reader-items", type=int, default=1000, help="MemN2N/NTM training items (default 1000)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    parser.add_argument("--output", default=str(Path("results") / "latent_recall"), help="output folder")
     parser.add_argument("--no-progress", action="store_true", help="hide the tqdm bar")
     args = parser.parse_args(argv)
     if args.smoke:
@@ -417,23 +400,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.seeds = args.seeds or [args.seed, args.seed + 1, args.seed + 2]
     if min(args.memories, args.items, args.queries, args.train_items, args.vae_steps) < 1 or args.queries > args.items:
         parser.error("--memories, --items, --queries, --train-items, --vae-steps must be positive, queries <= items")
-    args.torch_dtype = getattr(torch, args.dtype)
-    return args
+    return experiment.resolve(args)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
-    torch.set_num_threads(args.threads)
+    return experiment.main(parse_args, run, argv)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
     out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
     n_corr = {d: 2 if d == "mnist" else 3 for d in args.datasets}
     total = sum(len(args.seeds) * args.memories * n_corr[d] for d in args.datasets)
     result: dict[str, Any] = {
         "experiment": "latent recall (Annabi, Pitti & Quoy 2022 protocol)",
-        "config": {k: v for k, v in vars(args).items() if k != "torch_dtype"},
-        "seed": args.seeds[0],
+        "config": experiment.settings(args),
+        **experiment.record(args, seed=args.seeds[0]),
         "seeds": args.seeds,
-        **environment(),
         "methods": list(METHODS),
         "metrics": {"rate": "fraction with ||z - m_correct|| < threshold (info.threshold_mean)",
                     "nn": "nearest stored code is correct", "mse": "pixel MSE vs the clean item, [0, 1] units",
@@ -456,7 +438,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                                         "masked": best_on_masked(summary), "figure": png_name(name)}
             plot(name, figure, out / png_name(name))
     result["seconds"] = time.perf_counter() - start
-    (out / JSON_NAME).write_text(json.dumps(result, indent=2))
+    experiment.write_json(out / JSON_NAME, result)
 
     for name, data in result["datasets"].items():
         print(format_table(name, data["summary"], len(args.seeds)))

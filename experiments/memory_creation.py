@@ -20,7 +20,6 @@ Writes JSON (config, seed, versions, device, every curve) and a PNG into ``--out
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from pathlib import Path
 from typing import Any, Sequence
@@ -30,8 +29,8 @@ from sklearn.metrics import adjusted_rand_score
 from tqdm.auto import tqdm
 
 import varmem
+from varmem import experiment
 from varmem.memories.nonparametric import expected_num_memories
-from varmem.provenance import environment, torch_threads  # noqa: E402
 
 JSON_NAME = "memory_creation.json"
 PNG_NAME = "memory_creation.png"
@@ -160,44 +159,42 @@ def run_digits(args: argparse.Namespace, gen: torch.Generator) -> dict[str, Any]
 
 
 # --- reporting -----------------------------------------------------------------------------------
+def _last(key: str) -> Any:
+    return lambda row: row[key][-1]
+
+
+MIXTURE_TABLE = [
+    ("alpha", ">6g", "alpha"), ("s/width", ">8g", "width_factor"), ("assignment", ">13", "assignment"),
+    ("K_n", ">6", "final_num_memories"), ("ARI", ">6.3f", "ari"), ("dup new", ">7", "duplicate_write_new_memories"),
+]  # fmt: skip
+PRIOR_TABLE = [
+    ("alpha", ">6g", "alpha"), ("mean K_n", ">9.2f", _last("mean_num_memories")),
+    ("sum a/(a+i)", ">11.2f", _last("expected_num_memories")),
+    ("a log(1+n/a)", ">12.2f", _last("asymptote_alpha_log")), ("z", ">6.2f", "final_z_score"),
+    ("crp_map K_n", ">11.2f", _last("crp_map_mean_num_memories")),
+]  # fmt: skip
+DIGITS_TABLE = [
+    ("alpha", ">6g", "alpha"), ("s/within", ">8g", "width_factor"), ("K_n", ">6", "final_num_memories"),
+    ("K(>=1%)", ">8", "memories_with_1pct_of_items"), ("ARI", ">6.3f", "ari"), ("purity", ">7.3f", "purity"),
+    ("dup new", ">7", "duplicate_write_new_memories"),
+]  # fmt: skip
+
+
 def format_tables(result: dict[str, Any]) -> str:
     mix, prior, dig = result["mixture"], result["prior"], result["digits"]
-    lines = [f"Gaussian mixture: true K = {mix['true_k']}, D = {mix['dim']}, n = {mix['items']}"]
-    lines.append(f"{'alpha':>6} {'s/width':>8} {'assignment':>13} {'K_n':>6} {'ARI':>6} {'dup new':>7}")
-    for r in mix["rows"]:
-        lines.append(
-            f"{r['alpha']:>6g} {r['width_factor']:>8g} {r['assignment']:>13} {r['final_num_memories']:>6} "
-            f"{r['ari']:>6.3f} {r['duplicate_write_new_memories']:>7}"
-        )
-    lines.append(f"\nCRP prior check (crp_sample, uninformative data): n = {prior['items']}, {prior['runs']} runs")
-    lines.append(f"{'alpha':>6} {'mean K_n':>9} {'sum a/(a+i)':>11} {'a log(1+n/a)':>12} {'z':>6} {'crp_map K_n':>11}")
-    for r in prior["rows"]:
-        lines.append(
-            f"{r['alpha']:>6g} {r['mean_num_memories'][-1]:>9.2f} {r['expected_num_memories'][-1]:>11.2f} "
-            f"{r['asymptote_alpha_log'][-1]:>12.2f} {r['final_z_score']:>6.2f} "
-            f"{r['crp_map_mean_num_memories'][-1]:>11.2f}"
-        )
-    lines.append(
+    return "\n".join([
+        f"Gaussian mixture: true K = {mix['true_k']}, D = {mix['dim']}, n = {mix['items']}",
+        experiment.format_table(mix["rows"], MIXTURE_TABLE),
+        f"\nCRP prior check (crp_sample, uninformative data): n = {prior['items']}, {prior['runs']} runs",
+        experiment.format_table(prior["rows"], PRIOR_TABLE),
         f"\nDigits: true K = {dig['true_k']}, n = {dig['items']}, within-class std {dig['within_class_std']:.3f}, "
-        f"class-mean RMS {dig['class_mean_rms']:.3f}"
-    )
-    lines.append(f"{'alpha':>6} {'s/within':>8} {'K_n':>6} {'K(>=1%)':>8} {'ARI':>6} {'purity':>7} {'dup new':>7}")
-    for r in dig["rows"]:
-        lines.append(
-            f"{r['alpha']:>6g} {r['width_factor']:>8g} {r['final_num_memories']:>6} "
-            f"{r['memories_with_1pct_of_items']:>8} {r['ari']:>6.3f} {r['purity']:>7.3f} "
-            f"{r['duplicate_write_new_memories']:>7}"
-        )
-    return "\n".join(lines)
+        f"class-mean RMS {dig['class_mean_rms']:.3f}",
+        experiment.format_table(dig["rows"], DIGITS_TABLE),
+    ])  # fmt: skip
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
+    fig, axes = experiment.subplots(1, 3, figsize=(16, 4.6))
     mix, prior, dig = result["mixture"], result["prior"], result["digits"]
     ax = axes[0]
     widths = sorted({r["width_factor"] for r in mix["rows"]})
@@ -232,21 +229,15 @@ def plot(result: dict[str, Any], path: Path) -> None:
     for ax in axes:
         ax.grid(True, which="both", alpha=0.3)
     fig.suptitle(f"varmem.NonparametricMemory: memories created vs items written (seed {result['seed']})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    experiment.save_figure(fig, path, dpi=110)
 
 
 # --- command line --------------------------------------------------------------------------------
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--smoke", action="store_true", help="tiny sizes for the tests (seconds)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--output", default=str(Path("results") / "memory_creation"))
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default="float64", choices=["float32", "float64"])
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads (default 1: a write is a loop of small ops, which extra threads slow down)")
+    p = experiment.parser(__doc__, "memory_creation", smoke="tiny sizes for the tests (seconds)", device="cpu",
+                          dtype="float64", threads=1,
+                          threads_help="torch threads (default 1: a write is a loop of small ops, which extra threads "
+                                       "slow down)")  # fmt: skip
     p.add_argument("--alphas", type=float, nargs="+", default=[0.1, 1.0, 10.0])
     p.add_argument("--width-factors", type=float, nargs="+", default=[0.1, 0.33, 1.0, 3.0, 10.0],
                    help="mixture kernel widths s in units of the true component width")
@@ -268,35 +259,29 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         args.mix_k, args.mix_dim, args.mix_items = 4, 8, 200
         args.prior_alphas, args.prior_items, args.prior_runs = [1.0], 100, 5
         args.digits_items, args.digit_width_factors = 300, [1.0, 1.5]
-    args.device = torch.device(args.device)
+    args.device = torch.device(args.device)  # this script's memories take args.device and args.dtype
     args.dtype = getattr(torch, args.dtype)
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
-    with torch_threads(args.threads):
-        return run(args)
+    return experiment.main(parse_args, run, argv)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     gen = torch.Generator().manual_seed(args.seed)
     result: dict[str, Any] = {
         "experiment": "memory creation by varmem.NonparametricMemory (CRP prior over memories)",
-        "seed": args.seed,
-        **environment(args.device),
+        **experiment.record(args, args.device),
         "dtype": str(args.dtype).removeprefix("torch."),
-        "config": {k: v for k, v in vars(args).items() if k not in ("device", "dtype")},
+        "config": experiment.settings(args, exclude=("device", "dtype")),
     }
     result["mixture"] = run_mixture(args, gen)
     result["prior"] = run_prior(args, gen)
     result["digits"] = run_digits(args, gen)
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / JSON_NAME).write_text(json.dumps(result, indent=2))
-    plot(result, out / PNG_NAME)
+    written = experiment.save_results(args.output, JSON_NAME, result, {PNG_NAME: lambda path: plot(result, path)})
     print(format_tables(result))
-    print(f"wrote {out / JSON_NAME} and {out / PNG_NAME}")
+    print(experiment.wrote(written))
     return result
 
 

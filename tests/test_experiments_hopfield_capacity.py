@@ -3,14 +3,11 @@ numbers agree with the reference (`reference/hopfield-family.md` §1.2) within t
 
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
+from _scripts import load_experiment
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
-
-import hopfield_capacity  # noqa: E402
+hopfield_capacity = load_experiment("hopfield_capacity")
 
 
 @pytest.fixture(scope="module")
