@@ -3,11 +3,12 @@ timing, peak memory and figures.
 
 Every experiment and benchmark script builds its command line with :func:`parser` (the flags all
 of them share: ``--smoke``, ``--seed``, ``--device``, ``--dtype``, ``--threads``, ``--output``),
-turns the device and dtype names into torch objects with :func:`resolve`, records its seed and
-environment with :func:`record` and :func:`settings`, writes its JSON with :func:`write_json`,
-prints its tables with :func:`format_table` and saves its figures with :func:`subplots` and
-:func:`save_figure`.  The benchmarks time their variants with :func:`first_calls` and
-:func:`time_alternating` and measure the peak memory of one call with
+turns the device and dtype names into torch objects with :func:`resolve`, runs with its
+``--threads`` through :func:`main`, records its seed, environment and settings with
+:func:`record` and :func:`settings`, writes its JSON and figures with :func:`save_results`
+(:func:`write_json`; figures drawn with :func:`subplots` and saved with :func:`save_figure`) and
+prints its tables with :func:`format_table`.  The benchmarks time their variants with
+:func:`first_calls` and :func:`time_alternating` and measure the peak memory of one call with
 :func:`measure_cpu_peak_in_this_process` (in a fresh process, see :func:`run_probes`) or
 :func:`measure_cuda_peak`.
 
