@@ -104,7 +104,7 @@ def parser(
     if device is not None:
         p.add_argument("--device", default=device, help=f"torch device (default {device})")
     if dtype is not None:
-        p.add_argument("--dtype", default=dtype, choices=list(dtypes), help=f"(default {dtype})")
+        p.add_argument("--dtype", default=dtype, choices=list(dtypes), help=f"torch dtype (default {dtype})")
     if threads is not False:
         if threads_help is None:
             threads_help = "torch threads (default: torch's)" if not threads else f"torch threads (default {threads})"
