@@ -13,7 +13,7 @@ A memory is ``p(x, z | M) = p(z | M) p(x | z)``: writing changes the prior over 
   (``datasets``, ``corruptions``, ``metrics``).
 """
 
-from . import corruptions, datasets, inference, metrics, models
+from . import capabilities, corruptions, datasets, engine, helpers, inference, metrics, models, validation
 from ._version import __version__
 from .analysis import to_inference_data
 from .baselines import (
@@ -30,7 +30,7 @@ from .baselines import (
     normalize_patterns,
 )
 from .checkpoint import CheckpointError, load, register_checkpoint_class, save
-from .distributions import KernelDensity
+from .distributions import KernelDensity, Mixture
 from .memories import (
     BayesPCN,
     KernelDensityMemory,
@@ -40,7 +40,7 @@ from .memories import (
     NonparametricPosterior,
     PredictiveCodingMemory,
 )
-from .memory import Memory, PriorLikelihoodMemory
+from .memory import GaussianMixtureMemory, Memory, MixturePriorMemory, PriorLikelihoodMemory, methods_table
 from .models import VAE
 from .retrieval import Retrieval
 from .training import FitResult, fit
@@ -50,7 +50,10 @@ __all__ = [
     # protocol and result record
     "Memory",
     "PriorLikelihoodMemory",
+    "MixturePriorMemory",
+    "GaussianMixtureMemory",
     "Retrieval",
+    "methods_table",
     # probabilistic memories
     "KernelDensityMemory",
     "KernelDensityPosterior",
@@ -60,6 +63,7 @@ __all__ = [
     "PredictiveCodingMemory",
     "BayesPCN",
     "KernelDensity",
+    "Mixture",
     # baselines
     "ClassicalHopfield",
     "DenseAssociativeMemory",
@@ -87,4 +91,8 @@ __all__ = [
     "metrics",
     "inference",
     "models",
+    "capabilities",
+    "engine",
+    "helpers",
+    "validation",
 ]

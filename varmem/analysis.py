@@ -41,8 +41,9 @@ from pyro import poutine
 from pyro.poutine.subsample_messenger import _Subsample
 from torch import Tensor
 
-from ._checks import check_positive_int
+from .capabilities import ItemWeights
 from .retrieval import Retrieval
+from .validation import check_positive_int
 
 __all__ = ["to_inference_data", "arviz_major_version"]
 
@@ -215,11 +216,11 @@ def _retrieval_groups(
     if retrieval.samples is not None:
         samples = retrieval.samples  # [S, B, L]
         posterior[latent_site] = samples[None]
-        if memory is not None and hasattr(memory, "item_log_weights"):
+        if isinstance(memory, ItemWeights):
             S, B, L = samples.shape
             with torch.no_grad():
-                log_w, _ = memory.item_log_weights(samples.reshape(S * B, L), True)
-            probs = log_w.exp().reshape(S, B, -1)  # p(i | z_s, M)
+                w, _ = memory.item_weights(samples.reshape(S * B, L), True)
+            probs = w.reshape(S, B, -1)  # p(i | z_s, M)
             posterior["item_prob"] = probs[None]
     if probs is None and retrieval.weights is not None:
         probs = retrieval.weights.expand(num_samples, *retrieval.weights.shape)  # exact p(i | x), one per draw

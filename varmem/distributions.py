@@ -11,7 +11,7 @@ from torch import Size, Tensor
 
 from .kernels import kernel_log_sum_exp
 
-__all__ = ["KernelDensity"]
+__all__ = ["KernelDensity", "Mixture"]
 
 
 class KernelDensity(dist.TorchDistribution):
@@ -56,6 +56,17 @@ class KernelDensity(dist.TorchDistribution):
         super().__init__(batch_shape=Size(), event_shape=items.shape[-1:], validate_args=validate_args)
 
     @property
+    def mixture_distribution(self) -> dist.Categorical:
+        """The weights over the items: ``Categorical`` with logits ``log π`` (uniform by default)."""
+        logits = self.items.new_zeros(self.items.shape[0]) if self.log_weights is None else self.log_weights
+        return dist.Categorical(logits=logits)
+
+    @property
+    def component_distribution(self) -> dist.TorchDistribution:
+        """The kernels ``N(ξ_i, s² I)``: batch shape ``[N]``, event shape ``[D]``."""
+        return dist.Normal(self.items, self.bandwidth).to_event(1)
+
+    @property
     def mean(self) -> Tensor:
         return self.items.mean(0) if self.log_weights is None else self.log_weights.exp() @ self.items
 
@@ -84,3 +95,22 @@ class KernelDensity(dist.TorchDistribution):
                 index = torch.distributions.Categorical(logits=self.log_weights).sample(shape)
             centre = self.items[index]
             return centre + self.bandwidth * torch.randn_like(centre)
+
+
+class Mixture(dist.MixtureSameFamily):
+    """``p(z) = Σ_i π_i p_i(z)``: ``torch``'s ``MixtureSameFamily`` with a support that Pyro's
+    autoguides and NUTS can transform.
+
+    torch gives ``MixtureSameFamily`` a ``MixtureSameFamilyConstraint`` support that
+    ``biject_to`` / ``transform_to`` do not know (``AutoDelta`` and ``NUTS`` then fail with
+    ``NotImplementedError``); here the support is the components' own (e.g. ``real_vector`` for
+    ``Normal(...).to_event(1)`` or ``StudentT(...).to_event(1)`` components).
+
+    Args:
+        mixture_distribution: ``Categorical`` over the ``N`` components.
+        component_distribution: batch shape ``[N]``, event shape ``[D]``.
+    """
+
+    @constraints.dependent_property
+    def support(self):  # type: ignore[override]
+        return self._component_distribution.support

@@ -1,12 +1,24 @@
-"""The protocol every varmem memory follows.
+"""The protocol every varmem memory follows, and the base classes that implement most of it.
 
 A memory is a Pyro generative model ``p(x, z | M) = p(z | M) p(x | z)``: ``write`` changes the
-prior ``p(z | M)``; ``retrieve`` infers ``z`` from a cue ``x`` with a chosen engine; ``energy``
-is a documented negative log-density; ``model`` is the Pyro model (also ``forward``).
+prior ``p(z | M)``; ``retrieve`` infers ``z`` from a cue ``x`` with one of the engines the memory
+lists in ``methods``; ``energy`` is a documented negative log-density.
+
+* :class:`Memory`: the base of all memories.  A subclass defines ``write``, ``__len__``,
+  ``config`` and ``compute_energy``, lists its ``methods``, and has the capabilities those
+  engines require (:mod:`varmem.capabilities`); the class definition fails at import time
+  otherwise.
+* :class:`PriorLikelihoodMemory`: a ``prior()`` and a ``likelihood(z, mask)`` are enough; the
+  energy, the Pyro model, the start states and the ``"map"`` / ``"nuts"`` reads come with it.
+* :class:`MixturePriorMemory`: a prior that is a mixture over stored items (it exposes
+  ``mixture_distribution`` and ``component_distribution``, as ``torch``'s ``MixtureSameFamily``
+  does) adds weights over the items; :class:`GaussianMixtureMemory` (Gaussian components, a
+  Gaussian cue likelihood) adds the EM fixed-point step.
 """
 
 from __future__ import annotations
 
+import inspect
 from abc import ABCMeta, abstractmethod
 from typing import Any, ClassVar
 
@@ -16,10 +28,23 @@ import torch
 from pyro.nn import PyroModule
 from torch import Tensor
 
-from ._checks import as_cue, as_items, check_positive_int
+from .capabilities import Step, missing_members
+from .engine import Engine, get_engine
+from .helpers import clamp, masked_normal, start_state, want_weights
+from .kernels import Workspace
 from .retrieval import Retrieval
+from .validation import as_cue, as_items, as_state, check_positive_int, resolve_device, resolve_dtype
 
-__all__ = ["Memory", "PriorLikelihoodMemory", "masked_normal", "memory_class"]
+__all__ = [
+    "Memory",
+    "PriorLikelihoodMemory",
+    "MixturePriorMemory",
+    "GaussianMixtureMemory",
+    "masked_normal",
+    "memory_class",
+    "registered_memories",
+    "methods_table",
+]
 
 _MEMORY_CLASSES: dict[str, type["Memory"]] = {}
 
@@ -28,44 +53,97 @@ def memory_class(name: str) -> type["Memory"]:
     """The memory class registered under ``name`` (its class name)."""
     try:
         return _MEMORY_CLASSES[name]
-    except KeyError:
+    except (KeyError, TypeError):
         raise KeyError(f"unknown memory class {name!r}; known: {sorted(_MEMORY_CLASSES)}") from None
 
 
+def registered_memories(*, package: str | None = "varmem") -> list[type["Memory"]]:
+    """Every concrete memory class defined so far (those of ``package``'s modules, or all with
+    ``package=None``), sorted by name."""
+    classes = [
+        cls for cls in _MEMORY_CLASSES.values()
+        if not inspect.isabstract(cls) and (package is None or cls.__module__.split(".")[0] == package)
+    ]
+    return sorted(classes, key=lambda c: c.__name__)
+
+
+def methods_table(classes: list[type["Memory"]] | None = None) -> str:
+    """A Markdown table of memories and the methods they can be read with (the default first), made
+    from the declared ``methods``; the README's table is this, checked by a test."""
+    rows = ["| memory | read with (`method=`; default first) |", "| --- | --- |"]
+    for cls in classes if classes is not None else registered_memories():
+        names = [cls.default_method] + [m for m in cls.methods if m != cls.default_method]
+        rows.append(f"| `{cls.__name__}` | {', '.join(f'`{m}`' for m in names)} |")
+    return "\n".join(rows)
+
+
+def _resolve_methods(cls: type) -> dict[str, Engine]:
+    """``{name: Engine}`` of a concrete class's ``methods`` (engine objects or registered names),
+    with every capability each engine requires checked on the class."""
+    engines: dict[str, Engine] = {}
+    for entry in cls.methods:
+        eng = entry if isinstance(entry, Engine) else get_engine(entry)
+        for capability in eng.requires:
+            missing = missing_members(cls, capability)
+            if missing:
+                raise TypeError(
+                    f"{cls.__name__} lists method {eng.name!r}, which needs the capability {capability.__name__}, "
+                    f"but does not define {missing}"
+                )
+        engines[eng.name] = eng
+    default = cls.default_method.name if isinstance(cls.default_method, Engine) else cls.default_method
+    if default not in engines:
+        raise TypeError(f"{cls.__name__}.default_method {default!r} is not one of its methods {list(engines)}")
+    return engines
+
+
 class _MemoryMeta(type(PyroModule), ABCMeta):  # type: ignore[misc]
-    """PyroModule's metaclass plus ABCMeta, so a memory missing a protocol method cannot exist."""
+    """PyroModule's metaclass plus ABCMeta: a memory missing a protocol method cannot be instantiated,
+    and a concrete memory whose listed methods lack a capability cannot even be defined."""
+
+    def __init__(cls, name: str, bases: tuple, namespace: dict, **kwargs: Any) -> None:
+        super().__init__(name, bases, namespace, **kwargs)
+        methods = tuple(m.name if isinstance(m, Engine) else m for m in cls.methods)
+        if not inspect.isabstract(cls):
+            cls._engines = _resolve_methods(cls)
+        cls.methods = methods
+        if isinstance(cls.default_method, Engine):
+            cls.default_method = cls.default_method.name
 
 
 class Memory(PyroModule, metaclass=_MemoryMeta):
     """Base class of all memories.
 
-    Subclasses define:
+    Subclasses define ``write(items)``, ``__len__``, ``config()`` (the JSON-able constructor
+    arguments, used by :func:`varmem.save`), ``compute_energy(z, cue, mask)`` (the energy without
+    input checks; :meth:`energy` validates and calls it), ``methods`` / ``default_method`` (the
+    engines they can be read with: :class:`varmem.engine.Engine` objects or registered names) and
+    the capabilities those engines require.  Engine defaults that depend on the memory are declared
+    in :meth:`default_options` (one place; ``retrieve`` is never overridden).
 
-    * ``methods`` / ``default_method``: the retrieval engines that make sense for them;
-    * ``write(items)``; ``model(cue, mask=None)``; ``energy(z, cue=None, mask=None)``;
-    * ``config()``: the JSON-able constructor arguments (used by :func:`varmem.save`);
-    * the hooks their engines use (e.g. ``posterior`` for ``"exact"``).
-
-    Shapes: items and cues are ``[N, D]`` / ``[B, D]`` (a single ``[D]`` row is accepted);
-    masks are bool, ``True`` = observed, ``[D]`` or ``[B, D]``.
+    Shapes: items and cues are ``[N, D]`` / ``[B, D]`` (a single ``[D]`` row is accepted); latent
+    states ``[B, L]`` with ``L = latent_dim`` (``= D`` unless the memory has a code space); masks
+    are bool, ``True`` = observed, ``[D]`` or ``[B, D]``.
     """
 
-    methods: ClassVar[tuple[str, ...]] = ()
-    default_method: ClassVar[str] = ""
+    methods: ClassVar[tuple[Any, ...]] = ()
+    default_method: ClassVar[Any] = ""
     latent_site: ClassVar[str] = "z"
     observed_site: ClassVar[str] = "x"
+    _engines: ClassVar[dict[str, Engine]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         _MEMORY_CLASSES[cls.__name__] = cls
 
-    def __init__(self, dim: int, *, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
+    def __init__(
+        self, dim: int, *, device: torch.device | str | None = None, dtype: torch.dtype | str | None = None
+    ) -> None:
         super().__init__()
         check_positive_int(dim, "dim")
-        self.dim = dim
-        dtype = dtype or torch.get_default_dtype()
-        if not dtype.is_floating_point:
-            raise TypeError(f"dtype must be a floating dtype, got {dtype}")
+        self.dim = int(dim)
+        dtype = resolve_dtype(dtype) or torch.get_default_dtype()
+        device = resolve_device(device)
         self.register_buffer("_anchor", torch.empty(0, device=device, dtype=dtype), persistent=False)
 
     # --- device, dtype, size ---------------------------------------------------------------
@@ -76,6 +154,26 @@ class Memory(PyroModule, metaclass=_MemoryMeta):
     @property
     def dtype(self) -> torch.dtype:
         return self._anchor.dtype
+
+    @property
+    def latent_dim(self) -> int:
+        """``L``, the dimension of a latent state ``z`` (``D`` for memories of data-space items)."""
+        return self.dim
+
+    @property
+    def energy_scale(self) -> float:
+        """Nats per unit of energy: the log-density of the memory's Pyro model (where it has one) is
+        ``-energy_scale · energy(z) + const``; 1 for probabilistic memories, ``β`` for the
+        Boltzmann densities of energy-based ones."""
+        return 1.0
+
+    @property
+    def workspace(self) -> Workspace:
+        """This memory's reusable kernel blocks (:class:`varmem.kernels.Workspace`)."""
+        ws = self.__dict__.get("_workspace")
+        if ws is None:
+            ws = self.__dict__["_workspace"] = Workspace()
+        return ws
 
     @abstractmethod
     def __len__(self) -> int:
@@ -90,20 +188,68 @@ class Memory(PyroModule, metaclass=_MemoryMeta):
         """Store ``items`` (``[N, D]``); a failed write leaves the memory as it was."""
 
     @abstractmethod
-    def model(self, cue: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
-        """The Pyro model: ``z ~ p(z | M)``, ``x ~ p(x | z)`` observed at ``cue`` where ``mask``."""
-
-    def forward(self, cue: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
-        return self.model(cue, mask)
-
-    @abstractmethod
-    def energy(self, z: Tensor, cue: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
-        """A negative log-density per cue (``[B]``); each subclass states its sign and constants."""
-
-    @abstractmethod
     def config(self) -> dict[str, Any]:
         """JSON-able constructor arguments, enough to rebuild an empty memory of this kind."""
 
+    @abstractmethod
+    def compute_energy(self, z: Tensor, cue: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
+        """The energy of :meth:`energy` for validated inputs (what engines call)."""
+
+    def energy(self, z: Any, cue: Any = None, mask: Any = None) -> Tensor:
+        """A negative log-density per state: ``[...]`` for ``z [..., L]``; each subclass states its
+        formula, sign and constants.
+
+        ``cue`` (``[B, D]`` or ``[D]``) and ``mask`` (as for :meth:`retrieve`) condition it where the
+        memory has a cue term; ``z``'s batch shape must broadcast with ``[B]``.  Inputs are checked
+        (shapes, dtypes, finite values in the supported range); ``z`` keeps its autograd graph.
+        """
+        self._check_not_empty()
+        z = as_state(z, self.latent_dim, self.dtype, self.device)
+        if cue is None:
+            if mask is not None:
+                raise ValueError("a mask needs a cue (mask says which entries of the cue are observed)")
+        else:
+            cue, mask = self.prepare_cue(cue, mask)
+            try:
+                torch.broadcast_shapes(z.shape[:-1], cue.shape[:1])
+            except RuntimeError:
+                raise ValueError(
+                    f"z of shape {tuple(z.shape)} does not broadcast with {cue.shape[0]} cues (z must be [..., B, L])"
+                ) from None
+        return self.compute_energy(z, cue, mask)
+
+    def decode(self, z: Tensor) -> Tensor:
+        """Map a latent ``z`` to data space (the identity for memories of data-space items)."""
+        return z
+
+    def default_options(self, method: str) -> dict[str, Any]:
+        """Engine options whose defaults this memory sets (from its constructor arguments), for the
+        engine ``method``; ``retrieve`` fills them in unless the call passes them."""
+        return {}
+
+    def retrieve(self, cue: Any, mask: Any = None, method: str | None = None, **options: Any) -> Retrieval:
+        """Read the memory: infer the stored item behind ``cue``.
+
+        Args:
+            cue: ``[B, D]`` (or ``[D]``) corrupted or partial item.  Entries where ``mask`` is
+                ``False`` are never read (they may be NaN).
+            mask: bool ``[D]`` or ``[B, D]``, ``True`` = observed; ``None`` = all observed.
+            method: one of ``self.methods`` (default ``self.default_method``).
+            **options: options of that engine (``varmem.engine.get_engine(method).options``).
+        """
+        method = self.default_method if method is None else method
+        engine = self._engines.get(method) if isinstance(method, str) else None
+        if engine is None:
+            raise ValueError(
+                f"unknown retrieval method {method!r} for {type(self).__name__}; choose from {list(self.methods)}"
+            )
+        options = {**self.default_options(method), **options}
+        engine.check_options(options)
+        self._check_not_empty()
+        cue, mask = self.prepare_cue(cue, mask)
+        return engine(self, cue, mask, **options)
+
+    # --- state --------------------------------------------------------------------------------
     def check_state(self) -> None:
         """Raise ``ValueError`` if the stored state is inconsistent (used after loading)."""
 
@@ -117,7 +263,64 @@ class Memory(PyroModule, metaclass=_MemoryMeta):
             raise ValueError(f"stored {name} contain NaN or inf")
 
     def refresh_derived_state(self) -> None:
-        """Rebuild state derived from the saved tensors (caches); called after loading a checkpoint."""
+        """Rebuild state derived from the saved tensors (caches); called after loading."""
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        """Replace the memory's state by ``state_dict`` (from :meth:`state_dict`), atomically.
+
+        Unlike ``nn.Module.load_state_dict`` the stored items may differ in number.  Refused with
+        ``ValueError`` (and nothing changed): missing or unexpected keys, a tensor whose dtype or
+        number of dims differs from this memory's, a size that this configuration fixes (every
+        size a freshly built memory has non-zero), non-finite values, or a state that fails
+        :meth:`check_state`.  ``strict`` and ``assign`` are accepted for torch's signature; loading
+        is always strict and always replaces the tensors (copies of the given ones).
+        """
+        if not isinstance(state_dict, dict):
+            raise TypeError(f"state_dict must be a dict of tensors, got {type(state_dict).__name__}")
+        current = self.state_dict()
+        missing, unexpected = sorted(set(current) - set(state_dict)), sorted(set(state_dict) - set(current))
+        if missing or unexpected:
+            raise ValueError(f"state does not match {type(self).__name__}: missing {missing}, unexpected {unexpected}")
+        template = type(self)(**self.config(), device=self.device, dtype=self.dtype).state_dict()
+        for name, value in state_dict.items():
+            if not torch.is_tensor(value):
+                raise TypeError(f"state entry {name!r} must be a tensor, got {type(value).__name__}")
+            now = current[name]
+            if value.dtype != now.dtype:
+                raise ValueError(f"state entry {name!r} has dtype {value.dtype}, expected {now.dtype}")
+            fixed = template[name].shape
+            if value.dim() != len(fixed) or any(f and v != f for v, f in zip(value.shape, fixed, strict=True)):
+                want = "[" + ", ".join(str(f) if f else "*" for f in fixed) + "]"
+                raise ValueError(f"state entry {name!r} has shape {list(value.shape)}, expected {want}")
+            if (value.is_floating_point() or value.is_complex()) and not bool(torch.isfinite(value).all()):
+                raise ValueError(f"state entry {name!r} contains NaN or inf")
+        before = {name: self._state_tensor(name) for name in state_dict}
+        try:
+            for name, value in state_dict.items():
+                self._set_state_tensor(name, value.detach().to(self.device).clone())
+            self.__dict__.pop("_growth", None)
+            self.check_state()
+            self.refresh_derived_state()
+        except BaseException:
+            for name, value in before.items():
+                self._set_state_tensor(name, value)
+            self.refresh_derived_state()
+            raise
+        return torch.nn.modules.module._IncompatibleKeys([], [])
+
+    def _state_tensor(self, name: str) -> Tensor:
+        prefix, _, attr = name.rpartition(".")
+        owner = self.get_submodule(prefix) if prefix else self
+        value = getattr(owner, attr)
+        return value.data if isinstance(value, torch.nn.Parameter) else value
+
+    def _set_state_tensor(self, name: str, value: Tensor) -> None:
+        prefix, _, attr = name.rpartition(".")
+        owner = self.get_submodule(prefix) if prefix else self
+        if attr in owner._parameters:
+            owner._parameters[attr].data = value
+        else:
+            setattr(owner, attr, value)
 
     def append_rows(self, name: str, rows: Tensor) -> Tensor:
         """Set the buffer ``name`` to ``cat([buffer, rows])`` in amortised ``O(len(rows))`` time.
@@ -149,35 +352,6 @@ class Memory(PyroModule, metaclass=_MemoryMeta):
         self.__dict__.pop("_growth", None)  # spare capacity stays behind on the old device / dtype
         return super()._apply(fn, recurse)
 
-    def decode(self, z: Tensor) -> Tensor:
-        """Map a latent ``z`` to data space (the identity for memories of data-space items)."""
-        return z
-
-    def retrieve(
-        self, cue: Any, mask: Any = None, method: str | None = None, **options: Any
-    ) -> Retrieval:
-        """Read the memory: infer the stored item behind ``cue``.
-
-        Args:
-            cue: ``[B, D]`` (or ``[D]``) corrupted or partial item.  Entries where ``mask`` is
-                ``False`` are never read (they may be NaN).
-            mask: bool ``[D]`` or ``[B, D]``, ``True`` = observed; ``None`` = all observed.
-            method: one of ``self.methods`` (default ``self.default_method``).
-            **options: options of that engine (see ``varmem.inference``).
-        """
-        from .inference import get_engine
-
-        method = method or self.default_method
-        if method not in self.methods:
-            raise ValueError(
-                f"unknown retrieval method {method!r} for {type(self).__name__}; choose from {list(self.methods)}"
-            )
-        engine = get_engine(method)
-        engine.check_options(options)
-        self._check_not_empty()
-        cue, mask = self.prepare_cue(cue, mask)
-        return engine(self, cue, mask, **options)
-
     # --- helpers for subclasses -------------------------------------------------------------
     def prepare_cue(self, cue: Any, mask: Any = None) -> tuple[Tensor, Tensor | None]:
         """Validated ``(cue [B, D], mask)`` on this memory's device and dtype."""
@@ -196,37 +370,120 @@ class Memory(PyroModule, metaclass=_MemoryMeta):
         return f"{cfg}, stored={len(self)}"
 
 
-def masked_normal(loc: Tensor, scale: float | Tensor, mask: Tensor | None = None) -> dist.TorchDistribution:
-    """``x ~ N(loc, scale² I)`` over the last dim; entries where ``mask`` is False are left out of
-    the log-density through Pyro's own masking (``Distribution.mask``), never by zeroing by hand."""
-    base = dist.Normal(loc, scale)
-    if mask is not None:
-        base = base.mask(mask)
-    return base.to_event(1)
-
-
 class PriorLikelihoodMemory(Memory):
     """A memory whose Pyro model is ``z ~ prior()``, ``x ~ likelihood(z, mask)``.
 
-    Subclasses define :meth:`prior` (a distribution with event shape ``[D_z]``, which depends on
-    what was stored) and :meth:`likelihood`; :meth:`model` is shared.
+    A subclass implements ``write``, ``__len__``, ``config``, :meth:`prior` (a Pyro distribution over
+    the clean item, ``event_shape == (D,)``, that depends on what was stored) and
+    :meth:`likelihood`; it then has the energy ``E(z; x) = -log p(z | M) - log p(x | z)``, the Pyro
+    :meth:`model`, the start states of :meth:`init_latent` and the reads ``"map"`` and ``"nuts"``.
     """
+
+    methods = ("map", "nuts")
+    default_method = "map"
 
     @abstractmethod
     def prior(self) -> dist.TorchDistribution:
-        """``p(z | M)``."""
+        """``p(z | M)``, event shape ``[L]``."""
 
     @abstractmethod
     def likelihood(self, z: Tensor, mask: Tensor | None = None) -> dist.TorchDistribution:
-        """``p(x | z)`` with unobserved entries (``mask`` False) masked out."""
+        """``p(x | z)``, event shape ``[D]``, with unobserved entries (``mask`` False) masked out
+        through Pyro (e.g. :func:`varmem.helpers.masked_normal`)."""
+
+    def compute_energy(self, z: Tensor, cue: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
+        """``-log p(z | M)``, or ``-log p(x, z | M) = -log p(z | M) - log p(x | z)`` given a cue, all
+        constants kept: minus the log-density of the Pyro trace of :meth:`model` at ``z``."""
+        e = -self.prior().log_prob(z)
+        if cue is not None:
+            e = e - self.likelihood(z, mask).log_prob(cue)
+        return e
 
     def model(self, cue: Tensor | None = None, mask: Tensor | None = None, num_cues: int = 1) -> Tensor:
         """``z ~ p(z | M)``; ``x ~ p(x | z)`` observed at ``cue`` (sampled when ``cue`` is None).
 
         Sites ``"z"`` and ``"x"`` (``[B, ·]``) under the plate ``"cues"`` (``dim=-1``).
         """
+        self._check_not_empty()
         size = cue.shape[0] if cue is not None else num_cues
         with pyro.plate("cues", size, dim=-1):
             z = pyro.sample(self.latent_site, self.prior())
             pyro.sample(self.observed_site, self.likelihood(z, mask), obs=cue)
         return z
+
+    def prior_mean_batch(self, batch: int) -> Tensor:
+        """``[batch, L]`` copies of the prior mean ``E[z | M]`` (the start ``"prior_mean"``)."""
+        return self.prior().mean.expand(batch, self.latent_dim).clone()
+
+    def init_latent(self, cue: Tensor, mask: Tensor | None, init: Any) -> Tensor:
+        """Start of iterative engines: ``"cue"`` (the cue on observed entries, the prior mean
+        elsewhere), ``"prior_mean"`` or a ``[B, L]`` tensor."""
+        def cue_start() -> Tensor:
+            return cue.clone() if mask is None else clamp(self.prior_mean_batch(cue.shape[0]), cue, mask)
+
+        starts = {"cue": cue_start, "prior_mean": lambda: self.prior_mean_batch(cue.shape[0])}
+        return start_state(init, cue, starts, self, shape=(cue.shape[0], self.latent_dim))
+
+
+class MixturePriorMemory(PriorLikelihoodMemory):
+    """A :class:`PriorLikelihoodMemory` whose prior is a mixture with one component per stored item.
+
+    :meth:`prior` returns a distribution with ``mixture_distribution`` (a ``Categorical`` over the
+    ``N`` items) and ``component_distribution`` (batch shape ``[N]``, event shape ``[L]``), as
+    ``torch``'s ``MixtureSameFamily`` and :class:`varmem.distributions.Mixture` do; the memory then
+    has :meth:`item_weights`, ``p(i | z, M) ∝ π_i p_i(z)``, and its reads report them.
+    """
+
+    def item_weights(self, z: Tensor, return_weights: bool | None = None) -> tuple[Tensor | None, Tensor]:
+        """``(p(i | z, M) [B, N] or None, argmax [B])``: the responsibilities at ``z [B, L]``."""
+        prior = self.prior()
+        logits = prior.mixture_distribution.logits + prior.component_distribution.log_prob(z.unsqueeze(-2))
+        w = torch.softmax(logits, -1)
+        return (w if want_weights(return_weights, z.shape[0], w.shape[-1]) else None), w.argmax(-1)
+
+
+def _gaussian_parts(d: Any, what: str) -> tuple[Tensor, Tensor]:
+    """``(loc, scale)`` of a (masked, independent) Normal distribution, else ``TypeError``."""
+    while True:
+        if isinstance(d, (torch.distributions.Independent, pyro.distributions.MaskedDistribution)):
+            d = d.base_dist
+        else:
+            break
+    if not isinstance(d, torch.distributions.Normal):
+        raise TypeError(f"{what} must be Gaussian (a Normal, possibly masked / .to_event), got {type(d).__name__}")
+    return d.loc, d.scale
+
+
+class GaussianMixtureMemory(MixturePriorMemory):
+    """A :class:`MixturePriorMemory` with Gaussian components ``N(μ_i, diag v_i)`` and a Gaussian cue
+    likelihood ``x_d ~ N(z_d, σ_d²)`` on observed entries; it adds the ``"fixed_point"`` read, the
+    EM step :meth:`fixed_point_step`.
+
+    With the responsibilities ``r_i = p(i | z, M)`` held fixed, ``log p(x, z | M)`` is a concave
+    quadratic in ``z``, maximised at ``z_d ← (Σ_i r_i μ_id / v_id + m_d x_d / σ_d²) / (Σ_i r_i / v_id +
+    m_d / σ_d²)``: an EM step, so the energy never increases.
+    """
+
+    methods = ("fixed_point", "map", "nuts")
+    default_method = "fixed_point"
+
+    def fixed_point_step(
+        self, z: Tensor, cue: Tensor, mask: Tensor | None, *, energy: bool = True, weights: bool = False,
+        index: bool = False,
+    ) -> Step:
+        """One EM step (class docstring) with the energy at ``z`` and the step's weights."""
+        prior = self.prior()
+        loc, scale = _gaussian_parts(prior.component_distribution, "the prior's components")
+        n_loc, n_scale = _gaussian_parts(self.likelihood(z, mask), "the cue likelihood")
+        if not torch.equal(torch.broadcast_to(n_loc, z.shape), z):
+            raise TypeError("the fixed-point step needs a likelihood centred at z (x ~ N(z, σ²) on observed entries)")
+        logits = prior.mixture_distribution.logits + prior.component_distribution.log_prob(z.unsqueeze(-2))
+        r = torch.softmax(logits, -1)  # [B, N]
+        inv_v = torch.broadcast_to(scale, loc.shape).pow(-2)  # [N, L]
+        m = torch.ones((), dtype=z.dtype, device=z.device) if mask is None else mask.to(z.dtype)
+        inv_n = torch.broadcast_to(n_scale, z.shape).pow(-2) * m
+        state = (r @ (loc * inv_v) + inv_n * cue) / (r @ inv_v + inv_n)
+        e = None
+        if energy:
+            e = -logits.logsumexp(-1) - self.likelihood(z, mask).log_prob(cue)
+        return Step(state=state, energy=e, weights=r if weights else None, index=r.argmax(-1) if index else None)

@@ -52,10 +52,10 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import Tensor
 
-from ._checks import check_positive
 from .corruptions import CORRUPTIONS
 from .metrics import SCORED
 from .provenance import versions
+from .validation import check_positive
 
 __all__ = [
     "RecallConfig",

@@ -1,13 +1,12 @@
 """Baselines that follow the memory protocol (write / retrieve / energy / model / config)."""
 
+from .attention import NTM, MemN2N, encode_codes
 from .cdam import CorrelatedDenseMemory, karate_club_graph, ring_graph
 from .classical_hopfield import ClassicalHopfield
 from .dense_memory import DenseAssociativeMemory
 from .kernelized_hopfield import KernelizedHopfield, separation_bounds, separation_loss
-from .memn2n import MemN2N, encode_codes
 from .mixture_hopfield import MixtureHopfieldMemory
 from .modern_hopfield import ModernHopfield, normalize_patterns
-from .ntm import NTM
 from .random_features import RandomFeatureMemory
 from .sparse_attention import entmax15, sparsemax
 

@@ -38,14 +38,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import pyro
-import pyro.distributions as dist
 import torch
-from pyro.distributions import constraints
 from torch import Tensor
 
-from .._checks import check_positive, start_state
+from ..capabilities import Step
+from ..helpers import boltzmann_model, clamp, start_state, want_weights
+from ..inference import retrieve_fixed_point
 from ..memory import Memory
+from ..validation import check_bool, check_choice, check_finite, check_int, check_positive
 
 __all__ = ["CorrelatedDenseMemory", "ring_graph", "karate_club_graph", "KARATE_EDGES", "KARATE_CLUBS"]
 
@@ -73,8 +73,7 @@ def ring_graph(
     num_nodes: int, *, directed: bool = False, dtype: torch.dtype | None = None, device: Any = None
 ) -> Tensor:
     """``[p, p]`` adjacency of a ring: ``μ → μ+1`` (and ``μ+1 → μ`` unless ``directed``), mod ``p``."""
-    if isinstance(num_nodes, bool) or not isinstance(num_nodes, int) or num_nodes < 3:
-        raise ValueError(f"a ring needs an int >= 3 nodes, got {num_nodes!r}")
+    check_int(num_nodes, "num_nodes (a ring needs at least 3)", minimum=3)
     a = torch.zeros(num_nodes, num_nodes, dtype=dtype or torch.get_default_dtype(), device=device)
     idx = torch.arange(num_nodes, device=device)
     a[idx, (idx + 1) % num_nodes] = 1
@@ -118,7 +117,7 @@ class CorrelatedDenseMemory(Memory):
         [0.5, 0.0, 0.5]
     """
 
-    methods = ("fixed_point",)
+    methods = (retrieve_fixed_point,)
     default_method = "fixed_point"
 
     def __init__(
@@ -134,15 +133,13 @@ class CorrelatedDenseMemory(Memory):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(dim, device=device, dtype=dtype)
-        self.a = _finite(a, "a")
-        self.h = _finite(h, "h")
+        self.a = check_finite(a, "a")
+        self.h = check_finite(h, "h")
         self.beta = check_positive(beta, "beta")
         self.eta = check_positive(eta, "eta")
         if self.eta > 1:
             raise ValueError(f"eta must lie in (0, 1], got {eta!r}")
-        if normalization not in NORMALIZATIONS:
-            raise ValueError(f"normalization must be one of {list(NORMALIZATIONS)}, got {normalization!r}")
-        self.normalization = normalization
+        self.normalization = check_choice(normalization, "normalization", NORMALIZATIONS)
         self.register_buffer("items", torch.empty(0, dim, device=self.device, dtype=self.dtype))
         self.register_buffer("adjacency", torch.empty(0, 0, device=self.device, dtype=self.dtype))
 
@@ -195,7 +192,8 @@ class CorrelatedDenseMemory(Memory):
             raise ValueError(f"edges must be integer pairs of shape [k, 2], got {tuple(e.shape)}")
         if e.numel() and (e.min() < 0 or e.max() >= len(self)):
             raise IndexError(f"edge endpoints must lie in [0, {len(self)}), got {e.min().item()}..{e.max().item()}")
-        w = _finite(weight, "weight")
+        check_bool(directed, "directed")
+        w = check_finite(weight, "weight")
         if w < 0:
             raise ValueError(f"weight must be >= 0, got {weight!r}")
         adjacency = self.adjacency.clone()
@@ -259,10 +257,16 @@ class CorrelatedDenseMemory(Memory):
         return bool(torch.linalg.eigvalsh(0.5 * (sg + sg.T)).min() > 0)
 
     # --- energy and the fast update ----------------------------------------------------------------
-    def energy(self, z: Tensor, cue: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
+    @property
+    def energy_scale(self) -> float:
+        """``β``: the model's log-density is ``-β E(σ)`` (when :meth:`is_lyapunov`)."""
+        return self.beta
+
+    def compute_energy(self, z: Tensor, cue: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
         """``E(σ)`` of the module docstring for ``z [..., n]`` → ``[...]`` (NaN if ``S`` or ``G`` is
-        singular).  Differentiable in ``z``.  A Lyapunov function only when :meth:`is_lyapunov`."""
-        self._check_not_empty()
+        singular), at the state with the observed entries of a partial cue clamped.  Differentiable in
+        ``z``.  A Lyapunov function only when :meth:`is_lyapunov`."""
+        z = clamp(z, cue, mask)
         metric = self._metric()
         if metric is None:
             return torch.full(z.shape[:-1], float("nan"), dtype=z.dtype, device=z.device)
@@ -289,38 +293,32 @@ class CorrelatedDenseMemory(Memory):
 
     def init_latent(self, cue: Tensor, mask: Tensor | None, init: str | Tensor) -> Tensor:
         """``"cue"`` (free entries 0) or a ``[B, n]`` tensor; observed entries hold the cue."""
-        z = start_state(init, cue, {"cue": cue.clone}, self)
-        return z if mask is None else torch.where(mask, cue, z)
+        return clamp(start_state(init, cue, {"cue": cue.clone}, self), cue, mask)
 
-    def fixed_point_step(self, z: Tensor, cue: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
-        """``(σ + η (Sᵀ g X - σ), E(σ))``, observed entries clamped to the cue."""
-        z_new = z + self.eta * self.drive(z)
-        return (z_new if mask is None else torch.where(mask, cue, z_new)), self.energy(z)
-
-    def item_log_weights(self, z: Tensor, return_weights: bool | None = None) -> tuple[Tensor | None, Tensor]:
-        """``(log softmax(β X σ) [B, p], argmax [B])``: the attention over memories (``p`` is small)."""
+    def fixed_point_step(
+        self, z: Tensor, cue: Tensor, mask: Tensor | None, *, energy: bool = True, weights: bool = False,
+        index: bool = False,
+    ) -> Step:
+        """``σ + η (Sᵀ g X - σ)`` (observed entries clamped) with ``E(σ)``, and the attention ``g``
+        over the memories at ``σ`` as the step's weights."""
         logits = self.beta * z @ self.items.T
-        return (None if return_weights is False else torch.log_softmax(logits, -1)), logits.argmax(-1)
+        g = torch.softmax(logits, -1)
+        z_new = z + self.eta * (g @ self.targets() - z)
+        return Step(state=clamp(z_new, cue, mask), energy=self.compute_energy(z) if energy else None,
+                    weights=g if weights else None, index=logits.argmax(-1) if index else None)
+
+    def item_weights(self, z: Tensor, return_weights: bool | None = None) -> tuple[Tensor | None, Tensor]:
+        """``(softmax(β X σ) [B, p] or None, argmax [B])``: the attention over the memories."""
+        logits = self.beta * z @ self.items.T
+        dense = want_weights(return_weights, z.shape[0], len(self))
+        return (torch.softmax(logits, -1) if dense else None), logits.argmax(-1)
 
     def model(self, cue: Tensor | None = None, mask: Tensor | None = None, num_cues: int = 1) -> Tensor:
-        """The unnormalised Boltzmann prior ``p(σ | M) ∝ exp(-β E(σ))`` (site ``"z"``, a flat improper
-        prior plus ``pyro.factor``); only defined when :meth:`is_lyapunov`.  No cue likelihood."""
-        if cue is not None:
-            raise ValueError("CorrelatedDenseMemory.model has no cue likelihood (a cue is the initial state)")
+        """The unnormalised Boltzmann density ``p(σ | M) ∝ exp(-β E(σ))`` (site ``"z"``, a flat improper
+        prior plus ``pyro.factor``, observed entries of a partial cue clamped:
+        :func:`varmem.helpers.boltzmann_model`); only defined when :meth:`is_lyapunov`."""
         self._check_not_empty()
         if not self.is_lyapunov():
             raise ValueError("this CDAM has no Lyapunov energy (see is_lyapunov), hence no Boltzmann model")
-        with pyro.plate("cues", num_cues, dim=-1):
-            z = pyro.sample(self.latent_site, dist.ImproperUniform(constraints.real, (num_cues,), (self.dim,)))
-            pyro.factor("energy", -self.beta * self.energy(z))
-        return z
-
-
-def _finite(value: Any, name: str) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number, got {value!r}") from None
-    if v != v or v in (float("inf"), float("-inf")):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    return v
+        return boltzmann_model(self.latent_site, self.dim, lambda z: -self.beta * self.compute_energy(z),
+                               cue, mask, num_cues)

@@ -30,13 +30,17 @@ and take ±1 at their first update.  Real-valued cues are read through their sig
 from __future__ import annotations
 
 import math
+from abc import abstractmethod
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from .._checks import start_state
+from ..capabilities import Step
+from ..helpers import start_state
+from ..inference import retrieve_async, retrieve_fixed_point, retrieve_sync
 from ..memory import Memory
+from ..validation import check_choice
 
 __all__ = ["ClassicalHopfield", "SpinMemory"]
 
@@ -60,9 +64,11 @@ def check_bipolar(x: Tensor, name: str = "items") -> Tensor:
 
 class SpinMemory(Memory):
     """Shared hooks of the binary (±1) memories, used by the ``"sync"``, ``"async"`` and ``"fixed_point"``
-    engines.  Subclasses define ``energy``, ``spin_cache``, ``preferred_spins`` and ``update_cache``."""
+    engines (:class:`varmem.capabilities.SpinDynamics`).  Subclasses define ``compute_energy``,
+    ``spin_cache``, ``preferred_spins`` and ``update_cache``.  No Pyro model: the Boltzmann
+    distribution over ``2^D`` states is not tractable to normalise; reading is the sign dynamics."""
 
-    methods = ("async", "sync", "fixed_point")
+    methods = (retrieve_async, retrieve_sync, retrieve_fixed_point)
     default_method = "async"
 
     def init_spins(self, cue: Tensor, mask: Tensor | None) -> Tensor:
@@ -70,18 +76,24 @@ class SpinMemory(Memory):
         s = torch.where(cue >= 0, 1.0, -1.0).to(cue.dtype)
         return s if mask is None else torch.where(mask, s, torch.zeros((), dtype=s.dtype, device=s.device))
 
+    @abstractmethod
     def spin_cache(self, s: Tensor) -> Tensor:
         """Fields that make one unit's update cheap (kept up to date by :meth:`update_cache`)."""
-        raise TypeError(f"{type(self).__name__} does not define spin_cache")
 
+    @abstractmethod
     def preferred_spins(self, s: Tensor, cache: Tensor, units: Tensor | None = None) -> Tensor:
         """The energy-minimising value of each unit given all the others: ``[B, D]`` for ``units=None``,
         else ``[B]`` for one unit per cue (``units [B]``).  Ties keep the current value."""
-        raise TypeError(f"{type(self).__name__} does not define preferred_spins")
 
+    @abstractmethod
     def update_cache(self, cache: Tensor, units: Tensor, delta: Tensor) -> None:
         """In place: account for ``s[b, units[b]] += delta[b]``."""
-        raise TypeError(f"{type(self).__name__} does not define update_cache")
+
+    def clamped(self, z: Tensor, cue: Tensor | None, mask: Tensor | None) -> Tensor:
+        """``z`` with the observed units of a partial cue set to the cue's signs (0 → +1)."""
+        if cue is None or mask is None:
+            return z
+        return torch.where(mask, torch.where(cue >= 0, 1.0, -1.0).to(z.dtype), z)
 
     # --- hooks of the generic "fixed_point" engine (synchronous updates) ---------------------------
     def init_latent(self, cue: Tensor, mask: Tensor | None, init: str | Tensor) -> Tensor:
@@ -91,21 +103,19 @@ class SpinMemory(Memory):
         s = self.init_spins(start, None)  # a given state: its signs, observed entries from the cue
         return s if mask is None else torch.where(mask, self.init_spins(cue, None), s)
 
-    def fixed_point_step(self, z: Tensor, cue: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
-        """One synchronous update (observed entries stay clamped) and ``E(z)``."""
+    def fixed_point_step(
+        self, z: Tensor, cue: Tensor, mask: Tensor | None, *, energy: bool = True, weights: bool = False,
+        index: bool = False,
+    ) -> Step:
+        """One synchronous update (observed entries stay clamped), with ``E(z)`` when asked; weights and
+        index where the memory defines them over its stored patterns."""
         new = self.preferred_spins(z, self.spin_cache(z))
         if mask is not None:
             new = torch.where(mask, z, new)
-        return new, self.energy(z)
-
-    def item_log_weights(self, z: Tensor, return_weights: bool | None = None) -> tuple[Tensor | None, Tensor | None]:
-        """No posterior over stored items is defined: ``(None, None)`` unless a subclass says otherwise."""
-        return None, None
-
-    def model(self, cue: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
-        """Binary memories have no Pyro model in varmem (their Boltzmann distribution over ``2^D`` states is
-        not tractable to normalise); reading is the sign dynamics."""
-        raise TypeError(f"{type(self).__name__} is an energy-based baseline without a Pyro model")
+        w = top = None
+        if (weights or index) and hasattr(self, "item_weights"):
+            w, top = self.item_weights(z, None if weights else False)
+        return Step(state=new, energy=self.compute_energy(z) if energy else None, weights=w, index=top)
 
 
 class ClassicalHopfield(SpinMemory):
@@ -136,9 +146,7 @@ class ClassicalHopfield(SpinMemory):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(dim, device=device, dtype=dtype)
-        if rule not in RULES:
-            raise ValueError(f"rule must be one of {list(RULES)}, got {rule!r}")
-        self.rule = rule
+        self.rule = check_choice(rule, "rule", RULES)
         self.register_buffer("weight", torch.zeros(dim, dim, device=self.device, dtype=self.dtype))
         self.register_buffer("count", torch.zeros((), dtype=torch.long, device=self.device))
 
@@ -178,8 +186,10 @@ class ClassicalHopfield(SpinMemory):
         self.count = self.count + xi.shape[0]
         return self
 
-    def energy(self, z: Tensor, cue: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
-        """``E(s) = -½ sᵀ W s`` for ``z [..., n]`` → ``[...]`` (cue and mask do not enter: clamping)."""
+    def compute_energy(self, z: Tensor, cue: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
+        """``E(s) = -½ sᵀ W s`` for ``z [..., n]`` → ``[...]``, the observed units of a partial cue
+        clamped to its signs (a full cue is only the initial state)."""
+        z = self.clamped(z, cue, mask)
         return -0.5 * ((z @ self.weight) * z).sum(-1)
 
     def spin_cache(self, s: Tensor) -> Tensor:

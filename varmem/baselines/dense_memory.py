@@ -34,7 +34,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._checks import check_positive
+from ..helpers import want_weights
+from ..validation import check_bool, check_choice, check_int, check_positive
 from .classical_hopfield import SpinMemory, _sign, check_bipolar
 
 __all__ = ["DenseAssociativeMemory"]
@@ -75,12 +76,9 @@ class DenseAssociativeMemory(SpinMemory):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(dim, device=device, dtype=dtype)
-        if interaction not in INTERACTIONS:
-            raise ValueError(f"interaction must be one of {list(INTERACTIONS)}, got {interaction!r}")
-        if isinstance(power, bool) or not isinstance(power, int) or power < 2:
-            raise ValueError(f"power must be an int >= 2, got {power!r}")
-        if not isinstance(rectified, bool):
-            raise TypeError(f"rectified must be a bool, got {rectified!r}")
+        check_choice(interaction, "interaction", INTERACTIONS)
+        check_int(power, "power", minimum=2)
+        check_bool(rectified, "rectified")
         self.interaction = interaction
         self.power = power
         self.rectified = rectified
@@ -115,11 +113,10 @@ class DenseAssociativeMemory(SpinMemory):
             return torch.exp(self.beta * x)
         return (x.clamp_min(0) if self.rectified else x) ** self.power
 
-    def energy(self, z: Tensor, cue: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
-        """``E(σ) = -Σ_μ F(ξ_μ·σ)`` for ``z [..., D]`` → ``[...]`` (cue and mask do not enter: clamping).
-        Differentiable in ``z`` (the continuous extension used by the tests)."""
-        self._check_not_empty()
-        return -self.interaction_fn(z @ self.items.T).sum(-1)
+    def compute_energy(self, z: Tensor, cue: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
+        """``E(σ) = -Σ_μ F(ξ_μ·σ)`` for ``z [..., D]`` → ``[...]``, the observed units of a partial cue
+        clamped to its signs.  Differentiable in ``z`` (the continuous extension used by the tests)."""
+        return -self.interaction_fn(self.clamped(z, cue, mask) @ self.items.T).sum(-1)
 
     def _preference(self, base: Tensor, xi: Tensor) -> Tensor:
         """``E(σ_i=-1) - E(σ_i=+1)`` up to a positive factor, over the last (pattern) dim, in float64.
@@ -170,8 +167,14 @@ class DenseAssociativeMemory(SpinMemory):
     def update_cache(self, cache: Tensor, units: Tensor, delta: Tensor) -> None:
         cache.add_(delta.unsqueeze(-1) * self.items.T[units])
 
-    def item_log_weights(self, z: Tensor, return_weights: bool | None = None) -> tuple[Tensor | None, Tensor | None]:
-        """``(log softmax_μ(β ξ_μ·σ) for the exponential else None, argmax_μ ξ_μ·σ)``."""
+    def item_weights(self, z: Tensor, return_weights: bool | None = None) -> tuple[Tensor | None, Tensor]:
+        """``(softmax_μ(β ξ_μ·σ) [B, K] or None, argmax_μ ξ_μ·σ [B])``.  The weights are defined for the
+        exponential interaction only (its energy is a log-sum-exp of ``β ξ_μ·σ``); the polynomial
+        memory returns ``None`` (and refuses ``return_weights=True``) with the arg-max overlap."""
         overlaps = z @ self.items.T
-        log_w = torch.log_softmax(self.beta * overlaps, -1) if self.interaction == "exponential" else None
-        return (log_w if return_weights is not False else None), overlaps.argmax(-1)
+        if self.interaction != "exponential":
+            if return_weights:
+                raise ValueError("weights over stored patterns are defined for interaction='exponential' only")
+            return None, overlaps.argmax(-1)
+        dense = want_weights(return_weights, z.shape[0], len(self))
+        return (torch.softmax(self.beta * overlaps, -1) if dense else None), overlaps.argmax(-1)

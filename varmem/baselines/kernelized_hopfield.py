@@ -44,17 +44,16 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import pyro
-import pyro.distributions as dist
 import torch
-from pyro.distributions import constraints
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .._checks import check_positive, check_positive_int, start_state
+from ..capabilities import Step
+from ..helpers import boltzmann_model, clamp, start_state, want_weights
+from ..inference import retrieve_fixed_point
 from ..kernels import default_chunk_size, kernel_stats
-from ..memories.kernel_density import want_weights
 from ..memory import Memory
+from ..validation import check_bool, check_choice, check_int, check_positive, check_positive_int, check_seed
 from .sparse_attention import canonical_separation, separation_conjugate
 
 __all__ = ["KernelizedHopfield", "separation_loss", "separation_bounds", "min_separation"]
@@ -152,7 +151,7 @@ class KernelizedHopfield(Memory):
         True
     """
 
-    methods = ("fixed_point",)
+    methods = (retrieve_fixed_point,)
     default_method = "fixed_point"
 
     def __init__(
@@ -171,16 +170,14 @@ class KernelizedHopfield(Memory):
     ) -> None:
         super().__init__(dim, device=device, dtype=dtype)
         self.beta = check_positive(beta, "beta")
-        if feature_map not in FEATURE_MAPS:
-            raise ValueError(f"feature_map must be one of {list(FEATURE_MAPS)}, got {feature_map!r}")
+        check_choice(feature_map, "feature_map", FEATURE_MAPS)
         feature_dim = dim if feature_dim is None else feature_dim
         check_positive_int(feature_dim, "feature_dim")
         if feature_map == "identity" and feature_dim != dim:
             raise ValueError(f"feature_map='identity' needs feature_dim == dim ({dim}), got {feature_dim}")
         hidden_dim = max(dim, feature_dim) if hidden_dim is None else hidden_dim
         check_positive_int(hidden_dim, "hidden_dim")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"seed must be an int, got {seed!r}")
+        check_seed(seed)
         check_positive_int(chunk_size, "chunk_size", allow_none=True)
         self.separation = canonical_separation(separation)
         self.feature_map_kind = feature_map
@@ -232,14 +229,13 @@ class KernelizedHopfield(Memory):
                 self._cache = (key, self.features(self.items))
         return self._cache[1]
 
-    def _stats(self, q: Tensor, log_weights: bool) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
-        """Softmax path: ``(lse [B], Ξᵀ softmax [B, D], argmax [B], log-softmax [B, N] or None)`` of
-        the logits ``β ⟨Φ(ξ_μ), q⟩`` for features ``q [B, F]``, streamed by :func:`kernel_stats`
-        (dot-product kernel on the stored features as keys, the patterns as values)."""
+    def _stats(self, q: Tensor, weights: bool = False, index: bool = True, lse: bool = True):
+        """Softmax path: :func:`kernel_stats` of the logits ``β ⟨Φ(ξ_μ), q⟩`` for features ``q [B, F]``
+        (dot-product kernel on the stored features as keys, the patterns as values): ``lse``, the
+        read ``Ξᵀ softmax`` as ``mean``, the arg-max and the weights."""
         chunk = self.chunk_size or default_chunk_size(q.shape[0], q.device)
-        stats = kernel_stats(q, self._keys(), self.beta, values=self.items, log_weights=log_weights,
-                             kernel="dot", chunk_size=chunk)
-        return stats.lse, stats.mean, stats.index, stats.log_weights
+        return kernel_stats(q, self._keys(), self.beta, values=self.items, weights=weights, return_index=index,
+                            return_lse=lse, kernel="dot", chunk_size=chunk, workspace=self.workspace)
 
     def _sparse(self, q: Tensor) -> tuple[Tensor, Tensor]:
         """Sparse path: ``(Ψ*(β K) [B], p [B, N])`` for features ``q [B, F]`` (blocks of cues)."""
@@ -253,41 +249,41 @@ class KernelizedHopfield(Memory):
         return torch.cat(values), torch.cat(probs)
 
     # --- energy and the fast update --------------------------------------------------------------
-    def energy(self, z: Tensor, cue: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
-        """``E(z) = ½‖Φ(z)‖² - β⁻¹ Ψ*(β Φ(Ξ) Φ(z))`` for ``z [..., D]`` → ``[...]`` (no constants).
+    @property
+    def energy_scale(self) -> float:
+        """``β``: the model's log-density is ``-β E(z)``."""
+        return self.beta
 
-        ``cue``/``mask`` add no term (a partial cue clamps entries).  Differentiable in ``z``; the
-        stored features are treated as constants.
+    def compute_energy(self, z: Tensor, cue: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
+        """``E(z) = ½‖Φ(z)‖² - β⁻¹ Ψ*(β Φ(Ξ) Φ(z))`` for ``z [..., D]`` → ``[...]`` (no constants), at the
+        state with the observed entries of a partial cue clamped (a full cue is only the initial state).
+
+        Differentiable in ``z``; the stored features are treated as constants.
         """
-        self._check_not_empty()
+        z = clamp(z, cue, mask)
         shape = z.shape[:-1]
         q = self.features(z.reshape(-1, self.dim))
-        keys = self._keys()
         if self.separation == "softmax" and not (torch.is_grad_enabled() and q.requires_grad):
-            psi = self._stats(q, log_weights=False)[0]
+            psi = self._stats(q, index=False).lse
         else:
-            psi = separation_conjugate(self.beta * q @ keys.T, self.separation)[0]
+            psi = separation_conjugate(self.beta * q @ self._keys().T, self.separation)[0]
         return (0.5 * (q * q).sum(-1) - psi / self.beta).reshape(shape)
 
-    def step(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """One update at states ``z [B, D]``: ``(Ξᵀ α(β K(z)) [B, D], E(z) [B], p or argmax)``.
-
-        The third entry is the ``[B, N]`` probabilities for sparse maps and the ``[B]`` argmax for
-        softmax (whose weights are not materialised here).
-        """
+    def step(self, z: Tensor, weights: bool = False) -> tuple[Tensor, Tensor, Tensor | None, Tensor]:
+        """One update at states ``z [B, D]``: ``(Ξᵀ α(β K(z)) [B, D], E(z) [B], p [B, N] or None, argmax [B])``
+        (``p`` materialised for sparse maps always, for softmax when ``weights``)."""
         q = self.features(z)
         if self.separation == "softmax":
-            lse, mean, index, _ = self._stats(q, log_weights=False)
-            return mean, 0.5 * (q * q).sum(-1) - lse / self.beta, index
+            s = self._stats(q, weights=weights)
+            return s.mean, 0.5 * (q * q).sum(-1) - s.lse / self.beta, s.weights, s.index
         psi, p = self._sparse(q)
-        return p @ self.items, 0.5 * (q * q).sum(-1) - psi / self.beta, p
+        return p @ self.items, 0.5 * (q * q).sum(-1) - psi / self.beta, p, p.argmax(-1)
 
-    def association_matrix(self, cue: Any, mask: Any = None) -> Tensor:
-        """``[B, N]`` probabilities ``α(β Φ(Ξ) Φ(x))`` at the cue (dense)."""
-        self._check_not_empty()
-        cue, _ = self.prepare_cue(cue, mask)
-        with torch.no_grad():
-            return self.item_log_weights(cue, True)[0].exp()
+    def association_matrix(self, cue: Any, mask: Any = None, **options: Any) -> Tensor:
+        """``[B, N]`` the probabilities ``α(β Φ(Ξ) Φ(ξ))`` of the last update of a read of ``cue``
+        (hopfield-layers' ``get_association_matrix``; one update: at the cue).  ``options`` are the
+        read's (e.g. ``max_steps``)."""
+        return self.retrieve(cue, mask, trace=False, return_weights=True, **options).weights
 
     # --- hooks of the "fixed_point" engine ---------------------------------------------------------
     def init_latent(self, cue: Tensor, mask: Tensor | None, init: str | Tensor) -> Tensor:
@@ -297,24 +293,28 @@ class KernelizedHopfield(Memory):
 
         # with a mask, "cue" starts the free entries at the mean pattern too
         starts = {"cue": cue.clone if mask is None else mean_pattern, "prior_mean": mean_pattern}
-        z = start_state(init, cue, starts, self)
-        return z if mask is None else torch.where(mask, cue, z)
+        return clamp(start_state(init, cue, starts, self), cue, mask)
 
-    def fixed_point_step(self, z: Tensor, cue: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
-        """``(x_new, E(x))``; observed entries (``mask``) are clamped to the cue (for a partial cue
-        the monotone-energy guarantee holds only when ``WᵀW`` is a multiple of the identity)."""
-        z_new, energy, _ = self.step(z)
-        return (z_new if mask is None else torch.where(mask, cue, z_new)), energy
+    def fixed_point_step(
+        self, z: Tensor, cue: Tensor, mask: Tensor | None, *, energy: bool = True, weights: bool = False,
+        index: bool = False,
+    ) -> Step:
+        """``x_new = Ξᵀ α(β K(x))`` with ``E(x)`` and ``α``'s weights; observed entries (``mask``) are
+        clamped to the cue (for a partial cue the monotone-energy guarantee holds only when ``WᵀW`` is
+        a multiple of the identity)."""
+        z_new, e, p, top = self.step(z, weights=weights)
+        return Step(state=clamp(z_new, cue, mask), energy=e if energy else None, weights=p if weights else None,
+                    index=top if index else None)
 
-    def item_log_weights(self, z: Tensor, return_weights: bool | None = None) -> tuple[Tensor | None, Tensor]:
-        """``(log α [B, N] or None, argmax [B])`` at states ``z`` (``-inf`` where a sparse map is 0)."""
+    def item_weights(self, z: Tensor, return_weights: bool | None = None) -> tuple[Tensor | None, Tensor]:
+        """``(α [B, N] or None, argmax [B])`` at states ``z`` (0 where a sparse map is 0)."""
         q = self.features(z)
-        if self.separation == "softmax":
-            _, _, index, log_w = self._stats(q, log_weights=want_weights(return_weights, z.shape[0], len(self)))
-            return log_w, index
-        _, p = self._sparse(q)
         dense = want_weights(return_weights, z.shape[0], len(self))
-        return (p.log() if dense else None), p.argmax(-1)
+        if self.separation == "softmax":
+            s = self._stats(q, weights=dense, lse=False)
+            return s.weights, s.index
+        _, p = self._sparse(q)
+        return (p if dense else None), p.argmax(-1)
 
     # --- U-Hop+ stage I -------------------------------------------------------------------------------
     def fit(
@@ -347,9 +347,9 @@ class KernelizedHopfield(Memory):
         n = len(self)
         if n < 2:
             raise ValueError(f"fit needs at least 2 stored patterns, got {n}")
-        bad_batch = isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 2
-        if batch_size is not None and bad_batch:
-            raise ValueError(f"batch_size must be an int >= 2 or None, got {batch_size!r}")
+        check_int(batch_size, "batch_size", minimum=2, allow_none=True)
+        check_seed(seed)
+        check_bool(progress, "progress")
         saved = {k: v.detach().clone() for k, v in self.feature.state_dict().items()}
         gen = torch.Generator(device="cpu").manual_seed(seed)
         order, cursor = torch.randperm(n, generator=gen), 0
@@ -411,13 +411,9 @@ class KernelizedHopfield(Memory):
 
     # --- the Boltzmann reading ------------------------------------------------------------------------
     def model(self, cue: Tensor | None = None, mask: Tensor | None = None, num_cues: int = 1) -> Tensor:
-        """The unnormalised Boltzmann prior ``p(z | M) ∝ exp(-β E(z))``: an improper flat site ``"z"``
-        plus ``pyro.factor("energy", -β E(z))`` (plate ``"cues"``).  Hopfield reading has no cue
-        likelihood (a cue is the initial state), so ``cue`` must be None."""
-        if cue is not None:
-            raise ValueError("KernelizedHopfield.model has no cue likelihood (a cue is the initial state)")
+        """The unnormalised Boltzmann density ``p(z | M) ∝ exp(-β E(z))``: an improper flat site ``"z"``
+        plus ``pyro.factor("energy", -β E(z))`` (plate ``"cues"``), observed entries of a partial cue
+        clamped (:func:`varmem.helpers.boltzmann_model`)."""
         self._check_not_empty()
-        with pyro.plate("cues", num_cues, dim=-1):
-            z = pyro.sample(self.latent_site, dist.ImproperUniform(constraints.real, (num_cues,), (self.dim,)))
-            pyro.factor("energy", -self.beta * self.energy(z))
-        return z
+        return boltzmann_model(self.latent_site, self.dim, lambda z: -self.beta * self.compute_energy(z),
+                               cue, mask, num_cues)

@@ -49,11 +49,13 @@ import torch
 from pyro.distributions import constraints
 from torch import Size, Tensor
 
-from .._checks import check_positive, check_positive_int, start_state
+from ..capabilities import Step
 from ..distributions import KernelDensity
+from ..helpers import clamp, start_state, want_weights
+from ..inference import retrieve_fixed_point, retrieve_map
 from ..kernels import kernel_stats
-from ..memories.kernel_density import want_weights
 from ..memory import Memory
+from ..validation import check_choice, check_non_negative, check_positive, check_positive_int
 
 __all__ = ["MixtureHopfieldMemory"]
 
@@ -87,7 +89,7 @@ class MixtureHopfieldMemory(Memory):
         tensor([[1., 1.]])
     """
 
-    methods = ("fixed_point", "map")
+    methods = (retrieve_fixed_point, retrieve_map)
     default_method = "fixed_point"
 
     def __init__(
@@ -103,18 +105,14 @@ class MixtureHopfieldMemory(Memory):
     ) -> None:
         super().__init__(dim, device=device, dtype=dtype)
         self.sigma = check_positive(sigma, "sigma")
-        if metric not in METRICS:
-            raise ValueError(f"metric must be one of {list(METRICS)}, got {metric!r}")
-        self.metric = metric
+        self.metric = check_choice(metric, "metric", METRICS)
+        b = None if beta is None else check_non_negative(beta, "beta")
         if metric == "euclidean":
-            if beta not in (None, 0, 0.0):
+            if b not in (None, 0.0):
                 raise ValueError(f"beta (the 'dot' norm bonus) must be None or 0 for 'euclidean', got {beta!r}")
             self.beta = 0.0
         else:
-            b = 1.0 / self.sigma if beta is None else float(beta)
-            if not math.isfinite(b) or b < 0:
-                raise ValueError(f"beta must be finite and >= 0, got {beta!r}")
-            self.beta = b
+            self.beta = 1.0 / self.sigma if b is None else b
         check_positive_int(chunk_size, "chunk_size", allow_none=True)
         self.chunk_size = chunk_size
         self.register_buffer("items", torch.empty(0, dim, device=self.device, dtype=self.dtype))
@@ -152,19 +150,14 @@ class MixtureHopfieldMemory(Memory):
         """``p(z | M)`` as a Pyro distribution with event shape ``[D]``."""
         return KernelDensity(self.items, self.sigma, log_weights=self.log_mixture_weights(), chunk_size=self.chunk_size)
 
-    @staticmethod
-    def clamp(z: Tensor, cue: Tensor | None, mask: Tensor | None) -> Tensor:
-        """``m ⊙ x + (1 - m) ⊙ z``: the state with the known entries of the cue clamped."""
-        return z if cue is None or mask is None else torch.where(mask, cue, z)
-
-    def energy(self, z: Tensor, cue: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
+    def compute_energy(self, z: Tensor, cue: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
         """``E(z; x, m) = -log p(m ⊙ x + (1 - m) ⊙ z | M)`` (``E(z)`` without a mask): ``[...]``.
 
         The cue only clamps known entries; a full cue (no mask) does not enter the energy.
         Equals minus the log-density of the Pyro trace of :meth:`model`.  Gradient on the free
         entries: ``(z - Σ_i w_i ξ_i)/σ²``; zero on clamped ones.
         """
-        return -self.prior().log_prob(self.clamp(z, cue, mask))
+        return -self.prior().log_prob(clamp(z, cue, mask))
 
     def model(self, cue: Tensor | None = None, mask: Tensor | None = None, num_cues: int = 1) -> Tensor:
         """Without a cue: ``z ~ p(z | M)``.  With a cue: the read's target density.
@@ -181,33 +174,38 @@ class MixtureHopfieldMemory(Memory):
                 return pyro.sample(self.latent_site, prior)
             flat = dist.ImproperUniform(constraints.real_vector, Size([size]), Size([self.dim]))
             z = pyro.sample(self.latent_site, flat)
-            pyro.factor("hopfield", prior.log_prob(self.clamp(z, cue, mask)))
+            pyro.factor("hopfield", prior.log_prob(clamp(z, cue, mask)))
         return z
 
     # --- hooks used by the engines -------------------------------------------------------------
-    def _stats(self, z: Tensor, log_weights: bool = False):
-        return kernel_stats(z, self.items, 1.0 / self.sigma**2, log_weights=log_weights,
-                            item_bias=self.log_mixture_weights(), chunk_size=self.chunk_size)
+    def _stats(self, z: Tensor, weights: bool = False, index: bool = True, lse: bool = True):
+        return kernel_stats(z, self.items, 1.0 / self.sigma**2, weights=weights, return_index=index, return_lse=lse,
+                            item_bias=self.log_mixture_weights(), chunk_size=self.chunk_size, workspace=self.workspace)
 
     def init_latent(self, cue: Tensor, mask: Tensor | None, init: str | Tensor) -> Tensor:
         """``"cue"``: the cue itself (unknown entries hold what the validated cue holds there, 0);
         ``"prior_mean"``: ``Σ_i π_i ξ_i`` on the unknown entries; or a ``[B, D]`` tensor (clamped)."""
         starts = {"cue": cue.clone, "prior_mean": lambda: self.prior().mean.expand_as(cue).clone()}
-        return self.clamp(start_state(init, cue, starts, self), cue, mask)
+        return clamp(start_state(init, cue, starts, self), cue, mask)
 
-    def fixed_point_step(self, z: Tensor, cue: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
-        """``(m ⊙ x + (1 - m) ⊙ Σ_i w_i(z) ξ_i, E(z; x, m))``: one mean-shift (EM) step.
+    def fixed_point_step(
+        self, z: Tensor, cue: Tensor, mask: Tensor | None, *, energy: bool = True, weights: bool = False,
+        index: bool = False,
+    ) -> Step:
+        """``m ⊙ x + (1 - m) ⊙ Σ_i w_i(z) ξ_i``: one mean-shift (EM) step, with ``E(z; x, m)`` and the
+        step's weights ``w`` as by-products.
 
         With the responsibilities held fixed the step minimises the energy's quadratic bound, so
         the energy never increases; it equals ``z - σ² ∇_z E(z; x, m)`` on the free entries.
         """
-        z = self.clamp(z, cue, mask)
-        stats = self._stats(z)
-        d = self.dim
-        energy = -(stats.lse - 0.5 * d * math.log(2 * math.pi * self.sigma**2))
-        return self.clamp(stats.mean, cue, mask), energy
+        z = clamp(z, cue, mask)
+        stats = self._stats(z, weights=weights, index=index, lse=energy)
+        e = None
+        if energy:
+            e = -(stats.lse - 0.5 * self.dim * math.log(2 * math.pi * self.sigma**2))
+        return Step(state=clamp(stats.mean, cue, mask), energy=e, weights=stats.weights, index=stats.index)
 
-    def item_log_weights(self, z: Tensor, return_weights: bool | None = None) -> tuple[Tensor | None, Tensor]:
-        """Responsibilities ``w_i(z)`` at ``z [B, D]``: ``(log_weights [B, N] or None, argmax [B])``."""
-        stats = self._stats(z, log_weights=want_weights(return_weights, z.shape[0], len(self)))
-        return stats.log_weights, stats.index
+    def item_weights(self, z: Tensor, return_weights: bool | None = None) -> tuple[Tensor | None, Tensor]:
+        """Responsibilities ``w_i(z)`` at ``z [B, D]``: ``(weights [B, N] or None, argmax [B])``."""
+        stats = self._stats(z, weights=want_weights(return_weights, z.shape[0], len(self)), lse=False)
+        return stats.weights, stats.index

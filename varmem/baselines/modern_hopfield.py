@@ -38,16 +38,15 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import pyro
-import pyro.distributions as dist
 import torch
 from torch import Tensor
 
-from .._checks import check_positive, check_positive_int, start_state
+from ..capabilities import Step
+from ..helpers import boltzmann_model, clamp, start_state, want_weights
+from ..inference import retrieve_fixed_point
 from ..kernels import default_chunk_size, kernel_log_sum_exp, kernel_stats
-from ..memories.kernel_density import want_weights
 from ..memory import Memory
-from ..retrieval import Retrieval
+from ..validation import check_choice, check_int, check_positive, check_positive_int
 
 __all__ = ["ModernHopfield", "normalize_patterns"]
 
@@ -90,12 +89,13 @@ class ModernHopfield(Memory):
 
     ``retrieve(cue, mask, method="fixed_point", **options)`` runs the generic ``"fixed_point"``
     engine (:func:`varmem.inference.retrieve_fixed_point`) with ``max_steps =
-    update_steps_max + 1`` and ``tol = update_steps_eps`` unless the call passes them.  Stopping
-    rule: hopfield-layers stops on the L2 change of the association (softmax) matrix, maximised
-    over the batch; here a cue is converged when its *state* moves by ``≤ eps`` in max-norm
-    (which needs no second pass over ``N`` patterns).  With ``update_steps_max=0`` both are
-    exactly one update.  The engine's ``trace=True`` and ``return_weights`` cost one extra pass
-    over the patterns each; pass ``trace=False, return_weights=False`` for one pass per update.
+    update_steps_max + 1`` and ``tol = update_steps_eps`` unless the call passes them
+    (:meth:`default_options`).  Stopping rule: hopfield-layers stops on the L2 change of the
+    association (softmax) matrix, maximised over the batch; here a cue is converged when its
+    *state* moves by ``≤ eps`` in max-norm (which needs no second pass over ``N`` patterns).  With
+    ``update_steps_max=0`` both are exactly one update.  The energy trace and the weights (those of
+    the last update, as hopfield-layers' ``get_association_matrix``) are by-products of the
+    updates: a default read costs one pass over the patterns per update, as the leanest one.
 
     Example:
         >>> X = normalize_patterns(torch.randn(50, 16, generator=torch.Generator().manual_seed(0)))
@@ -105,7 +105,7 @@ class ModernHopfield(Memory):
         True
     """
 
-    methods = ("fixed_point",)
+    methods = (retrieve_fixed_point,)
     default_method = "fixed_point"
 
     def __init__(
@@ -122,19 +122,12 @@ class ModernHopfield(Memory):
     ) -> None:
         super().__init__(dim, device=device, dtype=dtype)
         self.beta = check_positive(beta, "beta")
-        if similarity not in SIMILARITIES:
-            raise ValueError(f"similarity must be one of {list(SIMILARITIES)}, got {similarity!r}")
-        self.similarity = similarity
-        if update_steps_max is not None and (
-            isinstance(update_steps_max, bool) or not isinstance(update_steps_max, int) or update_steps_max < 0
-        ):
-            raise ValueError(f"update_steps_max must be an int >= 0 or None, got {update_steps_max!r}")
-        self.update_steps_max = update_steps_max
+        self.similarity = check_choice(similarity, "similarity", SIMILARITIES)
+        self.update_steps_max = check_int(update_steps_max, "update_steps_max", minimum=0, allow_none=True)
         self.update_steps_eps = check_positive(update_steps_eps, "update_steps_eps")
         check_positive_int(chunk_size, "chunk_size", allow_none=True)
         self.chunk_size = chunk_size
         self.register_buffer("items", torch.empty(0, dim, device=self.device, dtype=self.dtype))
-        self.register_load_state_dict_post_hook(lambda module, _keys: module.refresh_derived_state())
         self._max_norm = 0.0
 
     def __len__(self) -> int:
@@ -168,21 +161,20 @@ class ModernHopfield(Memory):
         """``M = max_i ‖x_i‖`` (0 for an empty memory)."""
         return self._max_norm
 
+    @property
+    def energy_scale(self) -> float:
+        """``β``: the model's log-density is ``-β E(z)`` (the Boltzmann distribution of the energy)."""
+        return self.beta
+
+    def default_options(self, method: str) -> dict[str, Any]:
+        """``fixed_point`` reads with ``max_steps = update_steps_max + 1`` (10 000 for None) and
+        ``tol = update_steps_eps``: hopfield-layers' step semantics."""
+        steps = _MAX_STEPS_UNBOUNDED if self.update_steps_max is None else self.update_steps_max + 1
+        return {"max_steps": steps, "tol": self.update_steps_eps} if method == "fixed_point" else {}
+
     # --- energy and the fast update ------------------------------------------------------------
     def _chunk(self, batch: int) -> int:
         return self.chunk_size or default_chunk_size(batch, self.device)
-
-    def _stats(
-        self, z: Tensor, log_weights: bool = False, return_index: bool = True, return_lse: bool = True
-    ) -> tuple[Tensor | None, Tensor, Tensor | None, Tensor | None]:
-        """``(lse [B], softmax mean [B, D], argmax [B], log-weights)`` at states ``z [B, D]``.
-
-        ``lse`` is ``log Σ exp(β x_iᵀz)`` for ``"dot"`` and ``log Σ exp(-β‖z - x_i‖²/2)`` for ``"l2"``
-        (the two kernels of :func:`varmem.kernels.kernel_stats`).
-        """
-        s = kernel_stats(z, self.items, self.beta, log_weights=log_weights, return_index=return_index,
-                         return_lse=return_lse, kernel=self._kernel, chunk_size=self._chunk(z.shape[0]))
-        return s.lse, s.mean, s.index, s.log_weights
 
     @property
     def _kernel(self) -> str:
@@ -194,14 +186,15 @@ class ModernHopfield(Memory):
             return (log_n - lse) / self.beta
         return (log_n - lse) / self.beta + 0.5 * (z * z).sum(-1) + 0.5 * self.max_norm**2
 
-    def energy(self, z: Tensor, cue: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
-        """Ramsauer's energy ``E(ξ)`` (module docstring) for ``z [..., D]`` → ``[...]``.
+    def compute_energy(self, z: Tensor, cue: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
+        """Ramsauer's energy ``E(ξ)`` (module docstring) for ``z [..., D]`` → ``[...]``, at the state
+        with the observed entries of a partial cue clamped (``E(m ⊙ x + (1 - m) ⊙ z)``; a full cue
+        does not enter: it is the initial state, not an observation).
 
-        ``βE`` is the negative log-density of the Boltzmann prior of :meth:`model` up to a
-        constant.  ``cue`` and ``mask`` do not enter: a partial cue clamps entries, it adds no
-        energy term.  Differentiable in ``z`` (dense ``[B, N]`` logits when ``z`` requires grad, streamed otherwise).
+        ``βE`` is the negative log-density of the Boltzmann model of :meth:`model`.  Differentiable
+        in ``z`` (dense ``[B, N]`` logits when ``z`` requires grad, streamed otherwise).
         """
-        self._check_not_empty()
+        z = clamp(z, cue, mask)
         shape = z.shape[:-1]
         flat = z.reshape(-1, self.dim)
         chunk = self._chunk(flat.shape[0])
@@ -211,66 +204,44 @@ class ModernHopfield(Memory):
     def update(self, z: Tensor, mask: Tensor | None = None, cue: Tensor | None = None) -> Tensor:
         """One Hopfield update ``ξ ← Xᵀ softmax(β sim(X, ξ))`` (``= ξ - ∇E(ξ)``), observed entries
         (``mask``) reset to ``cue``."""
-        return self.fixed_point_update(z, z if cue is None else cue, mask)
+        return self.fixed_point_step(z, z if cue is None else cue, mask, energy=False).state
 
     def association_matrix(self, cue: Any, mask: Any = None) -> Tensor:
-        """``[B, N]`` softmax weights ``softmax_i(β sim(x_i, ξ))`` at the initial state of ``cue``
-        (hopfield-layers' ``get_association_matrix`` for one update; dense, so ``B·N`` must fit)."""
-        self._check_not_empty()
-        cue, mask = self.prepare_cue(cue, mask)
-        return self._stats(cue, log_weights=True)[3].exp()
+        """``[B, N]`` the softmax weights ``softmax_i(β sim(x_i, ξ))`` of the last update of a read of
+        ``cue`` (hopfield-layers' ``get_association_matrix``: with ``update_steps_max=0`` the
+        softmax at the cue; dense, so ``B·N`` must fit)."""
+        return self.retrieve(cue, mask, trace=False, return_weights=True).weights
 
     # --- hooks of the "fixed_point" engine -------------------------------------------------------
-    def retrieve(self, cue: Any, mask: Any = None, method: str | None = None, **options: Any) -> Retrieval:
-        """Read the memory (see :meth:`varmem.Memory.retrieve`); ``"fixed_point"`` defaults to
-        ``max_steps = update_steps_max + 1`` and ``tol = update_steps_eps`` (class docstring)."""
-        if (method or self.default_method) == "fixed_point":
-            steps = _MAX_STEPS_UNBOUNDED if self.update_steps_max is None else self.update_steps_max + 1
-            options = {"max_steps": steps, "tol": self.update_steps_eps, **options}
-        return super().retrieve(cue, mask, method, **options)
-
     def init_latent(self, cue: Tensor, mask: Tensor | None, init: str | Tensor) -> Tensor:
         """Initial state: ``"cue"`` (free entries 0), ``"prior_mean"`` (mean pattern on the free
         entries) or a ``[B, D]`` tensor; observed entries always hold the cue."""
         starts = {"cue": cue.clone, "prior_mean": lambda: self.items.mean(0).expand_as(cue).clone()}
-        z = start_state(init, cue, starts, self)
-        return z if mask is None else torch.where(mask, cue, z)
+        return clamp(start_state(init, cue, starts, self), cue, mask)
 
-    def fixed_point_step(self, z: Tensor, cue: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
-        """One update and the energy before it: ``(Xᵀ softmax(β sim(X, z)) clamped, E(z))``."""
-        lse, mean, _, _ = self._stats(z, return_index=False)
-        z_new = mean if mask is None else torch.where(mask, cue, mean)
-        return z_new, self._energy_from_lse(lse, z)
+    def fixed_point_step(
+        self, z: Tensor, cue: Tensor, mask: Tensor | None, *, energy: bool = True, weights: bool = False,
+        index: bool = False,
+    ) -> Step:
+        """One update ``Xᵀ softmax(β sim(X, z))`` (observed entries clamped), with the energy at ``z``
+        and the update's softmax weights as by-products of the same pass."""
+        s = kernel_stats(z, self.items, self.beta, weights=weights, return_index=index, return_lse=energy,
+                         kernel=self._kernel, chunk_size=self._chunk(z.shape[0]), workspace=self.workspace)
+        e = self._energy_from_lse(s.lse, z) if energy else None
+        return Step(state=clamp(s.mean, cue, mask), energy=e, weights=s.weights, index=s.index)
 
-    def fixed_point_update(self, z: Tensor, cue: Tensor, mask: Tensor | None) -> Tensor:
-        """:meth:`fixed_point_step` without the energy (the engine's hook for ``trace=False``)."""
-        mean = self._stats(z, return_index=False, return_lse=False)[1]
-        return mean if mask is None else torch.where(mask, cue, mean)
-
-    def item_log_weights(self, z: Tensor, return_weights: bool | None = None) -> tuple[Tensor | None, Tensor]:
-        """``(log softmax [B, N] or None, argmax [B])`` of the association at states ``z``."""
-        _, _, index, log_w = self._stats(z, log_weights=want_weights(return_weights, z.shape[0], len(self)))
-        return log_w, index
+    def item_weights(self, z: Tensor, return_weights: bool | None = None) -> tuple[Tensor | None, Tensor]:
+        """``(softmax [B, N] or None, argmax [B])`` of the association at states ``z``."""
+        s = kernel_stats(z, self.items, self.beta, weights=want_weights(return_weights, z.shape[0], len(self)),
+                         return_lse=False, kernel=self._kernel, chunk_size=self._chunk(z.shape[0]),
+                         workspace=self.workspace)
+        return s.weights, s.index
 
     def model(self, cue: Tensor | None = None, mask: Tensor | None = None, num_cues: int = 1) -> Tensor:
-        """The Boltzmann prior ``z ~ p(z | M) ∝ exp(-β E(z))`` as a Pyro model (site ``"z"``, plate
-        ``"cues"``).  It is a Gaussian mixture with component scale ``β^{-1/2}``: equal weights for
-        ``"l2"``, weights ``∝ exp(β‖x_i‖²/2)`` for ``"dot"`` (complete the square in ``E``).
-
-        Hopfield reading has no cue likelihood (a cue is the initial state and clamps observed
-        entries), so ``cue`` must be None; for a noisy-cue model use
-        :class:`varmem.KernelDensityMemory` with ``bandwidth = β^{-1/2}``.
-        """
-        if cue is not None:
-            raise ValueError(
-                "ModernHopfield.model has no cue likelihood (a cue clamps entries); use "
-                "varmem.KernelDensityMemory(dim, bandwidth=beta ** -0.5, noise_scale=...) for a noisy cue"
-            )
+        """The Boltzmann density ``p(z | M) ∝ exp(-β E(z))`` (:func:`varmem.helpers.boltzmann_model`:
+        an improper flat site ``"z"`` scored by ``pyro.factor("energy", -β E)``, observed entries of
+        a partial cue clamped).  Hopfield reading has no cue likelihood: for a noisy-cue model use
+        :class:`varmem.KernelDensityMemory` with ``bandwidth = β^{-1/2}``."""
         self._check_not_empty()
-        x = self.items
-        logits = 0.5 * self.beta * (x * x).sum(-1) if self.similarity == "dot" else torch.zeros_like(x[:, 0])
-        prior = dist.MixtureSameFamily(
-            dist.Categorical(logits=logits), dist.Normal(x, self.beta**-0.5).to_event(1)
-        )
-        with pyro.plate("cues", num_cues, dim=-1):
-            return pyro.sample(self.latent_site, prior)
+        return boltzmann_model(self.latent_site, self.dim, lambda z: -self.beta * self.compute_energy(z),
+                               cue, mask, num_cues)

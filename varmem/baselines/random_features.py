@@ -41,17 +41,19 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import pyro
-import pyro.distributions as dist
 import torch
 from torch import Tensor
 
-from .._checks import check_positive, check_positive_int, start_state
+from ..capabilities import Step
+from ..helpers import boltzmann_model, clamp, start_state
+from ..inference import retrieve_fixed_point, retrieve_map
 from ..kernels import default_chunk_size, kernel_log_sum_exp, kernel_stats
 from ..memory import Memory
+from ..validation import check_bool, check_choice, check_non_negative, check_positive, check_positive_int, check_seed
 
 __all__ = [
     "RandomFeatureMemory",
+    "item_digests",
     "KERNELS",
     "random_feature_matrix",
     "slot_energy",
@@ -119,6 +121,20 @@ def gradient_descent(
     return x, torch.stack(energies)
 
 
+def item_digests(items: Tensor) -> Tensor:
+    """``[N]`` 64-bit fingerprints of the exact values of ``items [N, D]`` (of any float dtype).
+
+    Each entry's float64 bit pattern (``-0.0`` folded into ``0.0``) is multiplied by a fixed odd
+    64-bit constant per coordinate and the products are summed with wrap-around; two different items
+    share a fingerprint with probability about ``2^-64``.
+    """
+    bits = (items.to(torch.float64) + 0.0).contiguous().view(torch.int64)
+    gen = torch.Generator(device="cpu").manual_seed(0x5EED)
+    coeff = torch.randint(-(2**62), 2**62, (items.shape[-1],), generator=gen, dtype=torch.int64) | 1
+    h = (bits * coeff.to(bits.device)).sum(-1)
+    return h ^ (h >> 29)
+
+
 class RandomFeatureMemory(Memory):
     """DrDAM: a Gaussian-kernel dense associative memory stored as a sum of random features.
 
@@ -147,7 +163,7 @@ class RandomFeatureMemory(Memory):
         tensor([[0.0000, 0.5000, 0.0000, 0.5000]])
     """
 
-    methods = ("fixed_point", "map")
+    methods = (retrieve_fixed_point, retrieve_map)
     default_method = "fixed_point"
 
     def __init__(
@@ -168,23 +184,20 @@ class RandomFeatureMemory(Memory):
         super().__init__(dim, device=device, dtype=dtype)
         self.beta = check_positive(beta, "beta")
         check_positive_int(num_features, "num_features")
-        if kernel not in KERNELS:
-            raise ValueError(f"unknown kernel {kernel!r}; choose from {list(KERNELS)}")
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+        check_choice(kernel, "kernel", KERNELS)
+        check_seed(seed)
         self.step_size = check_positive(step_size, "step_size")
-        eps = float(eps)
-        if not (math.isfinite(eps) and eps >= 0):
-            raise ValueError(f"eps must be finite and >= 0, got {eps!r}")
+        eps = check_non_negative(eps, "eps")
         check_positive_int(chunk_size, "chunk_size", allow_none=True)
         self.num_features, self.kernel, self.seed, self.eps = num_features, kernel, seed, eps
-        self.orthogonal, self.chunk_size = bool(orthogonal), chunk_size
+        self.orthogonal, self.chunk_size = check_bool(orthogonal, "orthogonal"), chunk_size
         s, b = random_feature_matrix(num_features, dim, seed, orthogonal=self.orthogonal)
         # regenerated from the seed, so not part of the saved state
         self.register_buffer("projection", s.to(device=self.device, dtype=self.dtype), persistent=False)
         self.register_buffer("phase", b.to(device=self.device, dtype=self.dtype), persistent=False)
         self.register_buffer("feature_sum", torch.zeros(self.feature_dim, device=self.device, dtype=self.dtype))
-        self.register_buffer("count", torch.zeros((), dtype=torch.long, device=self.device))
+        # a fingerprint of every item written, so delete can refuse items that were never stored
+        self.register_buffer("digests", torch.empty(0, dtype=torch.long, device=self.device))
 
     # --- size and state ----------------------------------------------------------------------
     @property
@@ -198,7 +211,7 @@ class RandomFeatureMemory(Memory):
         return self.feature_sum.numel()
 
     def __len__(self) -> int:
-        return int(self.count)
+        return self.digests.shape[0]
 
     def config(self) -> dict[str, Any]:
         return {
@@ -218,8 +231,8 @@ class RandomFeatureMemory(Memory):
             raise ValueError(f"feature_sum must have shape [{self.feature_dim}], got {tuple(self.feature_sum.shape)}")
         if not torch.isfinite(self.feature_sum).all():
             raise ValueError("feature_sum contains NaN or inf")
-        if self.count.dim() != 0 or int(self.count) < 0:
-            raise ValueError(f"count must be a non-negative scalar, got {self.count.tolist()}")
+        if self.digests.dim() != 1:
+            raise ValueError(f"digests must have shape [N], got {tuple(self.digests.shape)}")
 
     # --- features ----------------------------------------------------------------------------
     def _chunks(self, rows: int) -> range:
@@ -324,36 +337,49 @@ class RandomFeatureMemory(Memory):
         if not torch.isfinite(update).all():
             raise ValueError("the features of these items overflow (inf/NaN); rescale the items or lower beta")
         self.feature_sum = self.feature_sum + update
-        self.count = self.count + new.shape[0]
+        self.append_rows("digests", item_digests(new))
         return self
 
     def delete(self, items: Any) -> "RandomFeatureMemory":
         """Subtract ``φ(ξ)`` of each item from ``T`` (DrDAM's forgetting).
 
-        A distributed memory cannot check that the items were stored: deleting an item that was
-        never written leaves ``T`` wrong (it is caught only when more items are deleted than
-        were written, which raises ``ValueError`` and changes nothing).
+        The feature sum cannot tell whether an item was stored, so the memory keeps a 64-bit
+        fingerprint of every item written (:func:`item_digests`, 8 bytes per item): an item whose
+        exact values were never written (or were already deleted as often) is refused with
+        ``KeyError`` and nothing changes.
         """
         old = self.prepare_items(items)
-        if old.shape[0] > len(self):
-            raise ValueError(
-                f"cannot delete {old.shape[0]} items from a memory holding {len(self)}; nothing was deleted"
-            )
+        digests = item_digests(old)
+        positions: dict[int, list[int]] = {}
+        for i, d in enumerate(self.digests.tolist()):
+            positions.setdefault(d, []).append(i)
+        removed, missing = [], []
+        for j, d in enumerate(digests.tolist()):
+            slots = positions.get(d)
+            if slots:
+                removed.append(slots.pop())
+            else:
+                missing.append(j)
+        if missing:
+            raise KeyError(f"items {missing[:5]} were never written to this memory (or already deleted); "
+                           "nothing was deleted")
         with torch.no_grad():
             update = self._feature_total(old)
         if not torch.isfinite(update).all():
             raise ValueError("the features of these items overflow (inf/NaN); nothing was deleted")
         self.feature_sum = self.feature_sum - update
-        self.count = self.count - old.shape[0]
+        keep = torch.ones(len(self), dtype=torch.bool, device=self.device)
+        keep[removed] = False
+        self.digests = self.digests[keep]
         return self
 
     # --- energy and the probabilistic model --------------------------------------------------
-    def _clamped(self, z: Tensor, cue: Tensor | None, mask: Tensor | None) -> Tensor:
-        if cue is None or mask is None:
-            return z
-        return torch.where(mask, cue, z)
+    @property
+    def energy_scale(self) -> float:
+        """``β``: the model's log-density is ``-β Ẽ_β(z) = log ⟨φ(z), T⟩``."""
+        return self.beta
 
-    def energy(self, z: Tensor, cue: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
+    def compute_energy(self, z: Tensor, cue: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
         """``Ẽ_β(z) = -(1/β) log max(⟨φ(z), T⟩, ε)`` (``[...]`` for ``z [..., D]``).
 
         With a ``cue`` and a ``mask`` the observed coordinates of ``z`` are first set to the cue's
@@ -361,44 +387,34 @@ class RandomFeatureMemory(Memory):
         retrieval and does not enter the energy.  ``-β Ẽ_β`` is the log of the model's
         unnormalised prior density.  Differentiable in ``z``.
         """
-        z = self._clamped(z, cue, mask)
+        z = clamp(z, cue, mask)
         flat = z.reshape(-1, self.dim)
         s, _ = self.kernel_sum(flat)
         return (-torch.log(s.clamp_min(self._floor(z.dtype))) / self.beta).reshape(z.shape[:-1])
 
-    def model(self, cue: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
-        """``z`` on an improper flat site ``"z"`` weighted by the factor ``"memory" = -β Ẽ_β(z)``
-        (``p(z | M) ∝ ⟨φ(z), T⟩``); the cue's observed coordinates are clamped.  Needs a cue:
-        the unnormalised density cannot be sampled directly."""
-        if cue is None:
-            raise ValueError("RandomFeatureMemory.model needs a cue: its prior ⟨φ(z), T⟩ is unnormalised")
+    def model(self, cue: Tensor | None = None, mask: Tensor | None = None, num_cues: int = 1) -> Tensor:
+        """``p(z | M) ∝ ⟨φ(z), T⟩``: an improper flat site ``"z"`` scored by ``pyro.factor("energy",
+        -β Ẽ_β(z))``, the cue's observed coordinates clamped (:func:`varmem.helpers.boltzmann_model`)."""
         self._check_not_empty()
-        with pyro.plate("cues", cue.shape[0], dim=-1):
-            z = pyro.sample(
-                self.latent_site, dist.ImproperUniform(dist.constraints.real, (cue.shape[0],), (self.dim,))
-            )
-            z = self._clamped(z, cue, mask)
-            pyro.factor("memory", -self.beta * self.energy(z))
-        return z
+        return boltzmann_model(self.latent_site, self.dim, lambda z: -self.beta * self.compute_energy(z),
+                               cue, mask, num_cues)
 
     # --- hooks used by the engines -----------------------------------------------------------
     def init_latent(self, cue: Tensor, mask: Tensor | None, init: str | Tensor) -> Tensor:
         """``"cue"`` (unobserved entries start at 0) or a ``[B, D]`` tensor (observed entries are
         replaced by the cue's)."""
-        return self._clamped(start_state(init, cue, {"cue": cue.clone}, self), cue, mask)
+        return clamp(start_state(init, cue, {"cue": cue.clone}, self), cue, mask)
 
-    def fixed_point_step(self, z: Tensor, cue: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
-        """One DrDAM step ``z ← z - α ∇Ẽ_β(z)`` (observed coordinates clamped); returns ``(z_new, Ẽ(z))``."""
-        energy, grad = self.energy_and_grad(z)
+    def fixed_point_step(
+        self, z: Tensor, cue: Tensor, mask: Tensor | None, *, energy: bool = True, weights: bool = False,
+        index: bool = False,
+    ) -> Step:
+        """One DrDAM step ``z ← z - α ∇Ẽ_β(z)`` (observed coordinates clamped), with ``Ẽ(z)`` (one pass
+        over the features gives both).  The memory stores no items: no weights, no index."""
+        e, grad = self.energy_and_grad(z)
         if mask is not None:
             grad = grad.masked_fill(mask, 0.0)
-        return z - self.step_size * grad, energy
-
-    def item_log_weights(self, z: Tensor, return_weights: bool | None = None) -> tuple[None, None]:
-        """No stored items, so no weights: ``(None, None)``; asking for them is an error."""
-        if return_weights:
-            raise ValueError("RandomFeatureMemory stores no items, so it has no weights over them")
-        return None, None
+        return Step(state=z - self.step_size * grad, energy=e if energy else None)
 
     def exact_energy_and_grad(self, z: Tensor, items: Tensor) -> tuple[Tensor, Tensor]:
         """The slot memory this one approximates, given the ``items [K, D]`` it stored:

@@ -1,22 +1,25 @@
-"""``"fixed_point"``: iterate a memory's fast update (for the kernel-density memory, the
-mean-shift / modern-Hopfield step with the cue term) until the state stops moving."""
+"""``"fixed_point"``: iterate a memory's fast update until the state stops moving (for the
+kernel-density memory the mean-shift / modern-Hopfield step with the cue term, for a modern
+Hopfield network its update)."""
 
 from __future__ import annotations
-
-from typing import Any
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ..capabilities import FixedPointStep, ItemWeights
+from ..engine import engine
+from ..helpers import want_weights
 from ..retrieval import Retrieval
-from ._options import non_negative, positive_int
+from ..validation import check_bool, check_int, check_non_negative
 
 __all__ = ["retrieve_fixed_point"]
 
 
+@engine("fixed_point", requires=(FixedPointStep,))
 def retrieve_fixed_point(
-    memory: Any,
+    memory: FixedPointStep,
     cue: Tensor,
     mask: Tensor | None,
     *,
@@ -27,45 +30,52 @@ def retrieve_fixed_point(
     return_weights: bool | None = None,
     progress: bool = False,
 ) -> Retrieval:
-    """Iterate ``z ← memory.fixed_point_step(z, cue, mask)`` from ``memory.init_latent(init)``.
-
-    With ``trace=False`` the optional hook ``memory.fixed_point_update(z, cue, mask)`` (the same
-    step without its energy) is used when the memory has one.
+    """Iterate ``z ← memory.fixed_point_step(z, cue, mask).state`` from ``memory.init_latent(init)``.
 
     A cue has converged when its largest coordinate change is ``≤ tol``; iteration stops when all
-    have, or after ``max_steps`` updates.  ``trace`` is ``[T + 1, B]``: the energy
-    ``E(z_t; x)`` before each step and at the end (for the kernel-density memory every step is an
-    EM step, so each column is non-increasing).  ``weights`` are the responsibilities
-    ``p(i | z*, M)`` at the final state.
+    have, or after ``max_steps`` updates.  Everything else is a by-product of the updates, so a
+    read costs one pass over the stored items per update whatever the options:
+
+    * ``trace`` ``[T, B]``: the energy ``E(z_t; x)`` at the state *before* each of the ``T`` updates
+      (from the update's own log-sum-exp); for an EM step (the kernel-density memory) each column
+      is non-increasing;
+    * ``weights`` ``[B, N]``: the last update's weights over stored items, taken at the state
+      before it (``weights_at = "last_update"``: hopfield-layers' association matrix; for a
+      converged read the state barely moves, so they are also the weights at the result);
+      with ``max_steps=0`` the responsibilities at the start (``"final_state"``);
+    * ``index``: their arg-max (the item the last update pointed at), returned with the weights.
 
     Options:
         max_steps: most updates (``0`` returns the initial state).
         tol: convergence threshold on ``max_d |Δz_d|``.
-        init: ``"cue"``, ``"posterior_mean"``, ``"prior_mean"`` or a ``[B, D]`` tensor.
-        trace: record energies (costs one extra pass over the items at the end); with
-            ``trace=False`` and ``return_weights=False`` every step is exactly one pass and no
-            energy is computed.
-        return_weights: keep the ``[B, N]`` responsibilities (None = if ``B·N ≤ 2**24``).
+        init: a start the memory knows (``"cue"`` always; ``"posterior_mean"``, ``"prior_mean"``
+            ... where defined) or a ``[B, L]`` tensor.
+        trace: record the energies.
+        return_weights: keep the ``[B, N]`` weights and the ``index`` (None = if ``B·N`` is at most
+            :data:`varmem.helpers.WEIGHTS_LIMIT`).
         progress: show a progress bar.
     """
-    positive_int(max_steps, "max_steps", allow_zero=True)
-    tol = non_negative(tol, "tol")
+    check_int(max_steps, "option max_steps", minimum=0)
+    tol = check_non_negative(tol, "option tol")
+    check_bool(trace, "option trace")
+    check_bool(return_weights, "option return_weights", allow_none=True)
+    check_bool(progress, "option progress")
+    has_items = isinstance(memory, ItemWeights)
+    if return_weights and not has_items:
+        raise ValueError(f"{type(memory).__name__} has no weights over stored items (use return_weights=None/False)")
+    dense = index = has_items and want_weights(return_weights, cue.shape[0], len(memory))
     z = memory.init_latent(cue, mask, init)
     energies: list[Tensor] = []
-    update = None if trace else getattr(memory, "fixed_point_update", None)
     converged = torch.zeros(cue.shape[0], dtype=torch.bool, device=cue.device)
-    steps = 0
+    steps, last = 0, None
     bar = tqdm(total=max_steps, desc="fixed point", leave=False) if progress else None
     with torch.no_grad():
         while steps < max_steps:
-            if update is None:
-                z_new, energy = memory.fixed_point_step(z, cue, mask)
-                if trace:
-                    energies.append(energy)
-            else:
-                z_new = update(z, cue, mask)
-            converged = (z_new - z).abs().amax(-1) <= tol
-            z = z_new
+            step = memory.fixed_point_step(z, cue, mask, energy=trace, weights=dense, index=index)
+            if trace:
+                energies.append(step.energy)
+            converged = (step.state - z).abs().amax(-1) <= tol
+            z, last = step.state, step
             steps += 1
             if bar is not None:
                 bar.update()
@@ -73,19 +83,20 @@ def retrieve_fixed_point(
                 break
         if bar is not None:
             bar.close()
-        weights = index = None
-        if trace:
-            energies.append(memory.energy(z, cue, mask))
-        if return_weights is not False:
-            log_weights, index = memory.item_log_weights(z, return_weights)
-            weights = None if log_weights is None else log_weights.exp()
+        weights, at, top = (last.weights, "last_update", last.index) if last is not None else (None, None, None)
+        if last is None and index:
+            weights, top = memory.item_weights(z, return_weights if dense else False)
+            at = "final_state"
+    stacked = torch.stack(energies) if energies else cue.new_zeros(0, cue.shape[0])
     return Retrieval(
         pattern=memory.decode(z),
         method="fixed_point",
         code=z,
-        weights=weights,
-        index=index,
-        trace=torch.stack(energies) if trace and energies else None,
+        weights=weights if dense else None,
+        weights_at=at,
+        index=top if index else None,
+        trace=stacked if trace else None,
         steps=steps,
         converged=converged,
     )
+

@@ -1,10 +1,9 @@
 """Probabilistic memories: Pyro models whose prior depends on what was stored."""
 
-from .bayes_pcn import BayesPCN
 from .kernel_density import KernelDensityMemory, KernelDensityPosterior
 from .latent import LatentMemory
 from .nonparametric import NonparametricMemory, NonparametricPosterior
-from .predictive_coding import PredictiveCodingMemory
+from .predictive_coding import BayesPCN, PredictiveCodingMemory
 
 __all__ = [
     "KernelDensityMemory",

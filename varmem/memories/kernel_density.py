@@ -31,39 +31,16 @@ import pyro.distributions as dist
 import torch
 from torch import Tensor
 
-from .._checks import check_positive, check_positive_int, start_state
+from ..capabilities import Step
 from ..distributions import KernelDensity
+from ..helpers import masked_normal, match_rows, posterior_start, row_selection, want_weights
+from ..inference import retrieve_exact, retrieve_fixed_point, retrieve_map, retrieve_nuts
 from ..kernels import kernel_stats, sample_items
-from ..memory import PriorLikelihoodMemory, masked_normal
+from ..memory import GaussianMixtureMemory
+from ..validation import check_positive, check_positive_int
 
 __all__ = ["KernelDensityMemory", "KernelDensityPosterior"]
 
-WEIGHTS_LIMIT = 2**24  # materialise [B, N] weights by default only up to this many entries
-
-
-def want_weights(return_weights: bool | None, batch: int, num_items: int) -> bool:
-    """Resolve a ``return_weights`` option: ``None`` means "if ``B·N`` is at most 2**24"."""
-    if return_weights is None:
-        return batch * num_items <= WEIGHTS_LIMIT
-    if not isinstance(return_weights, bool):
-        raise TypeError(f"return_weights must be True, False or None, got {return_weights!r}")
-    return return_weights
-
-
-
-def init_from_posterior(memory: Any, cue: Tensor, mask: Tensor | None, init: str | Tensor) -> Tensor:
-    """Starting point of the iterative engines for a memory with a closed-form ``posterior`` and a
-    ``prior()``: ``"cue"`` (the cue on observed entries, the exact posterior mean elsewhere),
-    ``"posterior_mean"``, ``"prior_mean"`` or a ``[B, D]`` tensor."""
-    def posterior_mean() -> Tensor:
-        return memory.posterior(cue, mask, return_weights=False).mean
-
-    def cue_start() -> Tensor:
-        return cue.clone() if mask is None else torch.where(mask, cue, posterior_mean())
-
-    starts = {"cue": cue_start, "posterior_mean": posterior_mean,
-              "prior_mean": lambda: memory.prior().mean.expand_as(cue).clone()}
-    return start_state(init, cue, starts, memory)
 
 class KernelDensityPosterior:
     """The exact posterior ``p(z | x, M)`` of a :class:`KernelDensityMemory`: a Gaussian mixture.
@@ -96,8 +73,9 @@ class KernelDensityPosterior:
             memory.items,
             precision,
             second_moment=True,
-            log_weights=want_weights(return_weights, cue.shape[0], len(memory)),
+            weights=want_weights(return_weights, cue.shape[0], len(memory)),
             chunk_size=chunk_size or memory.chunk_size,
+            workspace=memory.workspace,
         )
         one = cue.new_ones(())
         self.memory = memory
@@ -108,12 +86,16 @@ class KernelDensityPosterior:
         self.component_scale = torch.where(observed, one * math.sqrt(s2 * n2 / c), one * math.sqrt(s2))
         n_obs = observed.sum(-1).to(cue.dtype)
         self.log_evidence = stats.lse - math.log(len(memory)) - 0.5 * n_obs * math.log(2 * math.pi * c)
-        self.log_weights = stats.log_weights
-        self.weights = None if stats.log_weights is None else stats.log_weights.exp()
+        self.weights = stats.weights
         self.index = stats.index
         self.mean = self.scale_factor * stats.mean + self.shift
         item_var = (stats.second_moment - stats.mean**2).clamp_min(0)  # Var_w[ξ_i]
         self.variance = self.component_scale**2 + self.scale_factor**2 * item_var
+
+    @property
+    def log_weights(self) -> Tensor | None:
+        """``[B, N]`` ``log p(i | x)`` (None if the weights were not materialised)."""
+        return None if self.weights is None else self.weights.log()
 
     def component_mean(self, index: Tensor) -> Tensor:
         """``[..., B, D]`` mean of component ``index`` (``[..., B]`` item indices) for each cue."""
@@ -135,7 +117,7 @@ class KernelDensityPosterior:
         return self.component_mean(index) + self.component_scale * eps
 
 
-class KernelDensityMemory(PriorLikelihoodMemory):
+class KernelDensityMemory(GaussianMixtureMemory):
     """An associative memory whose prior is a Gaussian kernel density over the stored items.
 
     See the module docstring for the model, the energy and the closed-form posterior.
@@ -156,7 +138,7 @@ class KernelDensityMemory(PriorLikelihoodMemory):
         tensor([[1., 1.]])
     """
 
-    methods = ("exact", "fixed_point", "map", "nuts")
+    methods = (retrieve_exact, retrieve_fixed_point, retrieve_map, retrieve_nuts)
     default_method = "exact"
 
     def __init__(
@@ -208,24 +190,7 @@ class KernelDensityMemory(PriorLikelihoodMemory):
     def forget(self, index: int | Sequence[int] | slice | Tensor) -> "KernelDensityMemory":
         """Remove the stored items at ``index`` (an int, a sequence or tensor of ints, a slice, or a
         bool mask over the ``N`` items).  ``forget(range(k))`` forgets the ``k`` oldest items."""
-        n = len(self)
-        keep = torch.ones(n, dtype=torch.bool, device=self.device)
-        if isinstance(index, slice):
-            keep[index] = False
-        else:
-            idx = torch.as_tensor(index if not isinstance(index, range) else list(index), device=self.device)
-            if idx.dtype == torch.bool:
-                if idx.shape != (n,):
-                    raise ValueError(f"a bool index must have shape [{n}], got {tuple(idx.shape)}")
-                keep = ~idx
-            else:
-                if idx.is_floating_point():
-                    raise TypeError(f"index must hold integers, got dtype {idx.dtype}")
-                idx = idx.reshape(-1)
-                if idx.numel() and (idx.min() < -n or idx.max() >= n):
-                    raise IndexError(f"index out of range for a memory of {n} items: {idx.tolist()[:5]}")
-                keep[idx] = False
-        self.items = self.items[keep]
+        self.items = self.items[~row_selection(index, len(self), self.device)]
         return self
 
     def delete(self, items: Any, *, atol: float = 0.0) -> "KernelDensityMemory":
@@ -233,19 +198,10 @@ class KernelDensityMemory(PriorLikelihoodMemory):
 
         Raises ``KeyError`` (and removes nothing) if some item is not stored.
         """
-        targets = self.prepare_items(items)
-        taken = torch.zeros(len(self), dtype=torch.bool, device=self.device)
-        missing = []
-        for j, target in enumerate(targets):  # deletions are few; the scan over items is vectorised
-            match = ((self.items - target).abs().amax(-1) <= atol) & ~taken
-            hits = match.nonzero().flatten()
-            if hits.numel() == 0:
-                missing.append(j)
-            else:
-                taken[hits[0]] = True
-        if missing:
-            raise KeyError(f"items {missing[:5]} are not stored in this memory (atol={atol}); nothing was deleted")
-        self.items = self.items[~taken]
+        rows = match_rows(self.items, self.prepare_items(items), atol)
+        keep = torch.ones(len(self), dtype=torch.bool, device=self.device)
+        keep[rows] = False
+        self.items = self.items[keep]
         return self
 
     # --- the probabilistic model -------------------------------------------------------------
@@ -257,17 +213,6 @@ class KernelDensityMemory(PriorLikelihoodMemory):
     def likelihood(self, z: Tensor, mask: Tensor | None = None) -> dist.TorchDistribution:
         """``p(x | z)``: independent ``N(z_d, σ²)`` on observed entries, masked by Pyro elsewhere."""
         return masked_normal(z, self.noise_scale, mask)
-
-    def energy(self, z: Tensor, cue: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
-        """``-log p(z | M)``, or ``-log p(x, z | M)`` given a cue: ``[...]`` for ``z [..., D]``.
-
-        Constants are all kept, so this equals minus the log-density of the Pyro trace of
-        :meth:`model` at ``z``.  Gradient: ``(z - Σ_i w_i ξ_i)/s² - m ⊙ (x - z)/σ²``.
-        """
-        e = -self.prior().log_prob(z)
-        if cue is not None:
-            e = e - self.likelihood(z, mask).log_prob(cue)
-        return e
 
     # --- hooks used by the engines -----------------------------------------------------------
     def posterior(
@@ -289,29 +234,40 @@ class KernelDensityMemory(PriorLikelihoodMemory):
         full cue it is the cue itself, the Hopfield convention); ``"posterior_mean"``: the exact
         posterior mean; ``"prior_mean"``: the mean of the stored items; or a ``[B, D]`` tensor.
         """
-        return init_from_posterior(self, cue, mask, init)
+        return posterior_start(self, cue, mask, init)
 
-    def fixed_point_step(self, z: Tensor, cue: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
-        """One mean-shift / modern-Hopfield step with the cue term; returns ``(z_new, E(z; x))``.
+    def fixed_point_step(
+        self, z: Tensor, cue: Tensor, mask: Tensor | None, *, energy: bool = True, weights: bool = False,
+        index: bool = False,
+    ) -> Step:
+        """One mean-shift / modern-Hopfield step with the cue term, streamed over the items.
 
         Setting the gradient of ``log p(x, z | M)`` to zero with the responsibilities
         ``w = softmax_i(-‖z - ξ_i‖²/2s²)`` held fixed gives
         ``z_new = (σ² Σ_i w_i ξ_i + s² m ⊙ x) / (σ² + s² m)``, an EM step, so the energy never
         increases.  Without a cue term (σ → ∞) it is ``Ξᵀ softmax(-β‖z - ξ‖²/2)``, β = 1/s².
+        ``energy`` is ``E(z; x)`` at the state before the step, from the step's log-sum-exp;
+        ``weights`` the ``w`` of the step.
         """
-        stats = kernel_stats(z, self.items, 1.0 / self.bandwidth**2, return_index=False, chunk_size=self.chunk_size)
-        n, d = self.items.shape
-        s2 = self.bandwidth**2
-        prior_energy = -(stats.lse - math.log(n) - 0.5 * d * math.log(2 * math.pi * s2))
-        energy = prior_energy - self.likelihood(z, mask).log_prob(cue)
-        return self._em_update(stats.mean, cue, mask), energy
+        stats = kernel_stats(z, self.items, 1.0 / self.bandwidth**2, return_index=index, return_lse=energy,
+                             weights=weights, chunk_size=self.chunk_size, workspace=self.workspace)
+        e = None
+        if energy:
+            n, d = self.items.shape
+            s2 = self.bandwidth**2
+            prior_energy = -(stats.lse - math.log(n) - 0.5 * d * math.log(2 * math.pi * s2))
+            e = prior_energy + self._cue_energy(z, cue, mask)
+        return Step(state=self._em_update(stats.mean, cue, mask), energy=e, weights=stats.weights, index=stats.index)
 
-    def fixed_point_update(self, z: Tensor, cue: Tensor, mask: Tensor | None) -> Tensor:
-        """:meth:`fixed_point_step` without the energy (the engine's hook for ``trace=False``)."""
-        stats = kernel_stats(
-            z, self.items, 1.0 / self.bandwidth**2, return_index=False, return_lse=False, chunk_size=self.chunk_size
-        )
-        return self._em_update(stats.mean, cue, mask)
+    def _cue_energy(self, z: Tensor, cue: Tensor, mask: Tensor | None) -> Tensor:
+        """``-log p(x | z) = Σ_{d obs} [(x_d - z_d)² / 2σ² + ½ log 2πσ²]`` ``[B]``: the likelihood's
+        log-density written out (no distribution objects in the hot loop; tested against it)."""
+        n2 = self.noise_scale**2
+        sq = (cue - z).square_()
+        if mask is None:
+            return 0.5 * sq.sum(-1) / n2 + 0.5 * z.shape[-1] * math.log(2 * math.pi * n2)
+        m = mask.to(z.dtype)
+        return 0.5 * (sq * m).sum(-1) / n2 + 0.5 * m.sum(-1) * math.log(2 * math.pi * n2)
 
     def _em_update(self, mean: Tensor, cue: Tensor, mask: Tensor | None) -> Tensor:
         """``(σ² ξ̄ + s² m ⊙ x) / (σ² + s² m)`` for the softmax mean ``ξ̄ [B, D]``."""
@@ -319,10 +275,10 @@ class KernelDensityMemory(PriorLikelihoodMemory):
         m = torch.ones((), dtype=mean.dtype, device=mean.device) if mask is None else mask.to(mean.dtype)
         return (n2 * mean + s2 * m * cue) / (n2 + s2 * m)
 
-    def item_log_weights(self, z: Tensor, return_weights: bool | None = None) -> tuple[Tensor | None, Tensor]:
+    def item_weights(self, z: Tensor, return_weights: bool | None = None) -> tuple[Tensor | None, Tensor]:
         """Responsibilities ``p(i | z, M) = softmax_i(-‖z - ξ_i‖²/2s²)`` at a latent ``z [B, D]``:
-        returns ``(log_weights [B, N] or None, argmax index [B])``."""
+        returns ``(weights [B, N] or None, argmax index [B])``, streamed over the items."""
         dense = want_weights(return_weights, z.shape[0], len(self))
-        precision = 1.0 / self.bandwidth**2
-        stats = kernel_stats(z, self.items, precision, log_weights=dense, chunk_size=self.chunk_size)
-        return stats.log_weights, stats.index
+        stats = kernel_stats(z, self.items, 1.0 / self.bandwidth**2, weights=dense, return_lse=False,
+                             chunk_size=self.chunk_size, workspace=self.workspace)
+        return stats.weights, stats.index

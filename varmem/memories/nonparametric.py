@@ -85,16 +85,18 @@ NeurIPS 2013.
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import Any
 
 import pyro.distributions as dist
 import torch
 from pyro.distributions import constraints
 from torch import Size, Tensor
 
-from .._checks import check_positive
-from ..memory import PriorLikelihoodMemory, masked_normal
-from .kernel_density import init_from_posterior, want_weights
+from ..capabilities import Step
+from ..helpers import masked_normal, posterior_start, want_weights
+from ..inference import retrieve_exact, retrieve_fixed_point, retrieve_map, retrieve_nuts
+from ..memory import GaussianMixtureMemory
+from ..validation import check_choice, check_finite, check_generator, check_int, check_positive
 
 __all__ = ["NonparametricMemory", "NonparametricPosterior", "CRPPredictive", "expected_num_memories"]
 
@@ -105,8 +107,7 @@ def expected_num_memories(num_items: int, alpha: float) -> float:
     """``E[K_n] = Σ_{i=0}^{n-1} α/(α + i)``: expected number of tables of a CRP(α) after ``n`` customers
     (``≈ α log(1 + n/α)`` for large ``n``)."""
     alpha = check_positive(alpha, "alpha")
-    if isinstance(num_items, bool) or not isinstance(num_items, int) or num_items < 0:
-        raise ValueError(f"num_items must be an int >= 0, got {num_items!r}")
+    check_int(num_items, "num_items", minimum=0)
     i = torch.arange(num_items, dtype=torch.float64)
     return float((alpha / (alpha + i)).sum())
 
@@ -153,6 +154,17 @@ class CRPPredictive(dist.TorchDistribution):
     ) -> None:
         self.log_weights, self.centres, self.variances = log_weights, centres, variances
         super().__init__(batch_shape=Size(), event_shape=centres.shape[-1:], validate_args=validate_args)
+
+    @property
+    def mixture_distribution(self) -> dist.Categorical:
+        """The component weights ``w_j`` as a ``Categorical``."""
+        return dist.Categorical(logits=self.log_weights)
+
+    @property
+    def component_distribution(self) -> dist.TorchDistribution:
+        """The components ``N(c_j, v_j I)``: batch shape ``[J]``, event shape ``[D]``."""
+        scale = self.variances.sqrt().unsqueeze(-1).expand_as(self.centres)
+        return dist.Normal(self.centres, scale).to_event(1)
 
     @property
     def mean(self) -> Tensor:
@@ -241,7 +253,7 @@ class NonparametricPosterior:
         return self.component_mean(index) + self.component_scale(index) * eps
 
 
-class NonparametricMemory(PriorLikelihoodMemory):
+class NonparametricMemory(GaussianMixtureMemory):
     """An associative memory that creates a new memory when no stored one explains an item.
 
     See the module docstring for the model, the three write rules, the energy and the posterior.
@@ -268,8 +280,8 @@ class NonparametricMemory(PriorLikelihoodMemory):
         (2, 4, [2.0, 2.0])
     """
 
-    methods: ClassVar[tuple[str, ...]] = ("exact", "fixed_point", "map", "nuts")
-    default_method: ClassVar[str] = "exact"
+    methods = (retrieve_exact, retrieve_fixed_point, retrieve_map, retrieve_nuts)
+    default_method = "exact"
 
     def __init__(
         self,
@@ -289,15 +301,8 @@ class NonparametricMemory(PriorLikelihoodMemory):
         self.bandwidth = check_positive(bandwidth, "bandwidth")
         self.noise_scale = check_positive(noise_scale, "noise_scale")
         self.prior_scale = check_positive(prior_scale, "prior_scale")
-        try:
-            self.prior_mean = float(prior_mean)
-        except (TypeError, ValueError):
-            raise TypeError(f"prior_mean must be a number, got {prior_mean!r}") from None
-        if not math.isfinite(self.prior_mean):
-            raise ValueError(f"prior_mean must be finite, got {prior_mean!r}")
-        if assignment not in ASSIGNMENTS:
-            raise ValueError(f"assignment must be one of {list(ASSIGNMENTS)}, got {assignment!r}")
-        self.assignment = assignment
+        self.prior_mean = check_finite(prior_mean, "prior_mean")
+        self.assignment = check_choice(assignment, "assignment", ASSIGNMENTS)
         self.register_buffer("counts", torch.empty(0, device=self.device, dtype=self.dtype))
         self.register_buffer("sums", torch.empty(0, dim, device=self.device, dtype=self.dtype))
         self.register_buffer("assignments", torch.empty(0, device=self.device, dtype=torch.long))
@@ -407,8 +412,7 @@ class NonparametricMemory(PriorLikelihoodMemory):
         can make a long write many times faster.
         """
         x = self.prepare_items(items)
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+        check_generator(generator)
         n_new, K = x.shape[0], len(self)
         cap = K + n_new  # at most one new memory per item
         counts = self.counts.new_zeros(cap)
@@ -462,17 +466,6 @@ class NonparametricMemory(PriorLikelihoodMemory):
         """``p(x | z)``: independent ``N(z_d, σ²)`` on observed entries, masked by Pyro elsewhere."""
         return masked_normal(z, self.noise_scale, mask)
 
-    def energy(self, z: Tensor, cue: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
-        """``-log p(z | M)``, or ``-log p(x, z | M)`` given a cue: ``[...]`` for ``z [..., D]``.
-
-        All constants kept (minus the Pyro trace's log-density).  Gradient in ``z``:
-        ``Σ_j r_j (z - c_j)/v_j - m ⊙ (x - z)/σ²`` with ``r = p(j | z, M)``.
-        """
-        e = -self.prior().log_prob(z)
-        if cue is not None:
-            e = e - self.likelihood(z, mask).log_prob(cue)
-        return e
-
     # --- hooks used by the engines -----------------------------------------------------------
     def posterior(
         self, cue: Tensor, mask: Tensor | None = None, *, return_weights: bool | None = None, chunk_size: Any = None
@@ -485,10 +478,14 @@ class NonparametricMemory(PriorLikelihoodMemory):
     def init_latent(self, cue: Tensor, mask: Tensor | None, init: str | Tensor) -> Tensor:
         """Starting point of iterative engines: ``"cue"`` (the cue on observed entries, the exact
         posterior mean elsewhere), ``"posterior_mean"``, ``"prior_mean"`` or a ``[B, D]`` tensor."""
-        return init_from_posterior(self, cue, mask, init)
+        return posterior_start(self, cue, mask, init)
 
-    def fixed_point_step(self, z: Tensor, cue: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
-        """One EM step on ``log p(x, z | M)``; returns ``(z_new, E(z; x))``.
+    def fixed_point_step(
+        self, z: Tensor, cue: Tensor, mask: Tensor | None, *, energy: bool = True, weights: bool = False,
+        index: bool = False,
+    ) -> Step:
+        """One EM step on ``log p(x, z | M)`` (the :class:`varmem.GaussianMixtureMemory` step with
+        isotropic components): ``Step`` with ``E(z; x)`` and the responsibilities at ``z``.
 
         With the responsibilities ``r_j = p(j | z, M)`` held fixed the log-joint is a concave
         quadratic in ``z``, maximised at
@@ -504,14 +501,13 @@ class NonparametricMemory(PriorLikelihoodMemory):
         m = torch.ones((), dtype=z.dtype, device=z.device) if mask is None else mask.to(z.dtype)
         n2 = self.noise_scale**2
         z_new = (rp @ centres + m * cue / n2) / (rp.sum(-1, keepdim=True) + m / n2)
-        energy = -lse - self.likelihood(z, mask).log_prob(cue)
-        return z_new, energy
+        e = -lse - self.likelihood(z, mask).log_prob(cue) if energy else None
+        return Step(state=z_new, energy=e, weights=r if weights else None, index=r.argmax(-1) if index else None)
 
-    def item_log_weights(self, z: Tensor, return_weights: bool | None = None) -> tuple[Tensor | None, Tensor]:
+    def item_weights(self, z: Tensor, return_weights: bool | None = None) -> tuple[Tensor | None, Tensor]:
         """Responsibilities ``p(j | z, M)`` over the ``K + 1`` components at a latent ``z [B, D]``:
-        ``(log_weights [B, K + 1] or None, argmax index [B])``."""
+        ``(weights [B, K + 1] or None, argmax index [B])``."""
         log_w, centres, var = self.components()
-        logits = mixture_logits(z, centres, var, log_w)
-        log_w = logits - logits.logsumexp(-1, keepdim=True)
+        w = torch.softmax(mixture_logits(z, centres, var, log_w), -1)
         dense = want_weights(return_weights, z.shape[0], len(self) + 1)
-        return (log_w if dense else None), log_w.argmax(-1)
+        return (w if dense else None), w.argmax(-1)

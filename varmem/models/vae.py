@@ -31,8 +31,8 @@ from pyro import poutine
 from pyro.nn import PyroModule
 from torch import Tensor
 
-from .._checks import check_positive, check_positive_int
 from ..checkpoint import register_checkpoint_class
+from ..validation import check_positive, check_positive_int
 from .coders import build_coders
 
 __all__ = ["VAE", "LIKELIHOODS"]

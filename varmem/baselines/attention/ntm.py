@@ -23,8 +23,7 @@ Energy (nats, lower = better match), the log-partition of the content logits::
     E(z) = log N - log Σ_i exp c_i(z)   ∈ [-1, 1]
     ∇E(z) = -Σ_i w_i W_kᵀ (x̂_i - c_i k̂) / ‖k‖      (x̂, k̂ unit vectors)
 
-The sharpening is a learned readout of ``w`` and is not part of ``E``.  No probability model:
-:meth:`NTM.model` raises ``TypeError``.
+The sharpening is a learned readout of ``w`` and is not part of ``E``.  No probability model.
 """
 
 from __future__ import annotations
@@ -36,8 +35,8 @@ import pyro
 import torch
 from torch import Tensor
 
-from .._checks import check_positive
-from .memn2n import VARIANTS, AttentionReader
+from ...validation import check_choice, check_positive
+from .reader import VARIANTS, AttentionReader
 
 __all__ = ["NTM"]
 
@@ -79,9 +78,7 @@ class NTM(AttentionReader):
     ) -> None:
         with pyro.settings.context(module_local_params=True):
             super().__init__(dim, device=device, dtype=dtype)
-            if variant not in VARIANTS:
-                raise ValueError(f"variant must be one of {list(VARIANTS)}, got {variant!r}")
-            self.variant = variant
+            self.variant = check_choice(variant, "variant", VARIANTS)
             self.eps = check_positive(eps, "eps")
             gates = dim if variant == "annabi" else 1
             self.W_k = self._param(torch.eye(dim))
@@ -99,16 +96,16 @@ class NTM(AttentionReader):
         """``[B, G]`` sharpening exponents ``g = exp(W_g z + b_g)``."""
         return torch.exp(z @ self.W_g.T + self.b_g)
 
-    def attend(self, z: Tensor, items: Tensor, training: bool = False) -> tuple[Tensor, Tensor]:
+    def attend(self, z: Tensor, items: Tensor | None = None, training: bool = False) -> tuple[Tensor, Tensor]:
+        items = self.items if items is None else items
         w = torch.softmax(self.content_logits(z, items), -1)  # [B, N]
         sharp = torch.softmax(self.gates(z).unsqueeze(1) * torch.log(self.eps + w).unsqueeze(-1), dim=1)  # [B, N, G]
         p = sharp.mean(-1)
         return p @ items, torch.log(p)
 
-    def energy(self, z: Tensor, cue: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
+    def compute_energy(self, z: Tensor, cue: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
         """``E(z) = log N - logsumexp_i cos(x_i, W_k z)`` (nats; module docstring), ``z [..., D]`` →
-        ``[...]``; differentiable.  ``cue``/``mask`` do not enter."""
-        self._check_not_empty()
+        ``[...]``; differentiable.  ``cue``/``mask`` do not enter (the query is the cue itself)."""
         shape = z.shape[:-1]
         c = self.content_logits(z.reshape(-1, self.dim), self.items)
         return (math.log(len(self)) - torch.logsumexp(c, -1)).reshape(shape)

@@ -6,25 +6,26 @@ decoder (``scheme="map"``, BP-GMM) or by a predictive-coding relaxation (``schem
 VAE-PC-GMM).  The encoder supplies the basin, the iterations use the memory prior and the exact
 masked likelihood, which the encoder never saw.
 
-Hooks: those of ``"amortized"`` (``memory.init_latent`` with ``"encoder"`` / ``"guide"``) and of
-``"iterative"``.
+Needs a :class:`~varmem.memories.latent.protocol.CodeSpace` memory (``init_latent`` with
+``"encoder"`` / ``"guide"``, and what ``"iterative"`` needs).
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from torch import Tensor
 
-from ..retrieval import Retrieval
-from ._options import choice
+from ...engine import engine
+from ...retrieval import Retrieval
+from ...validation import check_choice
 from .iterative import retrieve_iterative
+from .protocol import CodeSpace
 
 __all__ = ["retrieve_hybrid"]
 
 
+@engine("hybrid", requires=(CodeSpace,))
 def retrieve_hybrid(
-    memory: Any,
+    memory: CodeSpace,
     cue: Tensor,
     mask: Tensor | None,
     *,
@@ -46,8 +47,8 @@ def retrieve_hybrid(
         scheme, optimizer, lr, max_steps, tol, hidden_scale, return_weights, progress: as for
             ``"iterative"``.
     """
-    choice(start, "start", ("encoder", "guide"))
-    choice(scheme, "scheme", ("map", "pc"))
+    check_choice(start, "option start", ("encoder", "guide"))
+    check_choice(scheme, "option scheme", ("map", "pc"))
     z0 = memory.init_latent(cue, mask, start).detach()
     result = retrieve_iterative(memory, cue, mask, scheme=scheme, init=z0, optimizer=optimizer, lr=lr,
                                 max_steps=max_steps, tol=tol, hidden_scale=hidden_scale,

@@ -19,9 +19,8 @@ Two schemes (option ``scheme``):
   prior part is ``α (z - Σ_i w_i m_i)``, Annabi's "complexity" error.  With ``K = 1`` (a linear
   decoder) this is preconditioned gradient descent on ``E(z; x)``.
 
-Hooks: ``memory.model``/``memory.energy``/``memory.init_latent`` (map) and
-``memory.decoder_stages()``, ``memory.latent_energy``, ``memory.bandwidth``,
-``memory.noise_scale`` (pc); ``memory.decode`` and ``memory.item_log_weights`` for the result.
+Needs a :class:`~varmem.memories.latent.protocol.CodeSpace` memory (and ``memory.bandwidth``,
+``memory.noise_scale`` for ``"pc"``).
 """
 
 from __future__ import annotations
@@ -33,9 +32,11 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..retrieval import Retrieval
-from ._options import choice, non_negative, positive_int
-from .map import retrieve_map
+from ...engine import engine
+from ...inference import retrieve_map
+from ...retrieval import Retrieval
+from ...validation import check_bool, check_choice, check_non_negative, check_positive, check_positive_int
+from .protocol import CodeSpace
 
 __all__ = ["retrieve_iterative", "relax_pc"]
 
@@ -138,8 +139,9 @@ def relax_pc(
     return nodes[0], torch.stack(trace), steps, converged
 
 
+@engine("iterative", requires=(CodeSpace,))
 def retrieve_iterative(
-    memory: Any,
+    memory: CodeSpace,
     cue: Tensor,
     mask: Tensor | None,
     *,
@@ -171,16 +173,18 @@ def retrieve_iterative(
         return_weights: keep the ``[B, N]`` responsibilities at the result (None = if small).
         progress: show a progress bar.
     """
-    choice(scheme, "scheme", ("map", "pc"))
+    check_choice(scheme, "option scheme", ("map", "pc"))
     if optimizer is not None:
-        choice(optimizer, "optimizer", ("lbfgs", "adam"))
-    positive_int(max_steps, "max_steps")
-    if hidden_scale is not None and not non_negative(hidden_scale, "hidden_scale") > 0:
-        raise ValueError(f"option hidden_scale must be > 0, got {hidden_scale!r}")
+        check_choice(optimizer, "option optimizer", ("lbfgs", "adam"))
+    check_positive_int(max_steps, "option max_steps")
+    if hidden_scale is not None:
+        check_positive(hidden_scale, "option hidden_scale")
+    check_bool(return_weights, "option return_weights", allow_none=True)
+    check_bool(progress, "option progress")
     if scheme == "map":
         if hidden_scale is not None:
             raise ValueError("option hidden_scale applies to scheme='pc' only")
-        result = retrieve_map(memory, cue, mask, optimizer=optimizer or "lbfgs", lr=lr, max_steps=max_steps,
+        result = retrieve_map.fn(memory, cue, mask, optimizer=optimizer or "lbfgs", lr=lr, max_steps=max_steps,
                               tol=1e-9 if tol is None else tol, init=init, return_weights=return_weights,
                               progress=progress)
         result.method = "iterative"
@@ -188,16 +192,15 @@ def retrieve_iterative(
         return result
     if optimizer is not None:
         raise ValueError("option optimizer applies to scheme='map' only (pc takes plain local steps)")
-    lr = non_negative(0.1 if lr is None else lr, "lr")
-    tol = non_negative(1e-6 if tol is None else tol, "tol")
+    lr = check_non_negative(0.1 if lr is None else lr, "option lr")
+    tol = check_non_negative(1e-6 if tol is None else tol, "option tol")
     z0 = memory.init_latent(cue, mask, init).detach()
     z, trace, steps, converged = relax_pc(memory, z0, cue, mask, lr=lr, max_steps=max_steps, tol=tol,
                                           hidden_scale=hidden_scale, progress=progress)
     weights = index = None
     with torch.no_grad():
         if return_weights is not False:
-            log_w, index = memory.item_log_weights(z, return_weights)
-            weights = None if log_w is None else log_w.exp()
+            weights, index = memory.item_weights(z, return_weights)
         pattern = memory.decode(z)
-    return Retrieval(pattern=pattern, method="iterative", code=z, weights=weights, index=index, trace=trace,
-                     steps=steps, converged=converged, info={"scheme": "pc"})
+    return Retrieval(pattern=pattern, method="iterative", code=z, weights=weights, weights_at="final_state",
+                     index=index, trace=trace, steps=steps, converged=converged, info={"scheme": "pc"})

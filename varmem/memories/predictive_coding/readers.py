@@ -19,7 +19,7 @@ Both engines compute the same thing (BayesPCN's read, Yoo & Wood 2022, §1.3 of 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import pyro
 import pyro.poutine as poutine
@@ -29,26 +29,57 @@ from pyro.infer.autoguide import AutoDelta, init_to_value
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..memories._pcn import make_generator
-from ..retrieval import Retrieval
-from ._options import choice, non_negative, positive_int
+from ...engine import engine
+from ...helpers import make_generator
+from ...retrieval import Retrieval
+from ...validation import check_bool, check_choice, check_non_negative, check_positive_int, check_seed
 
-__all__ = ["retrieve_pc", "retrieve_pc_pyro"]
+__all__ = ["retrieve_pc", "retrieve_pc_pyro", "PCReadable"]
 
 
-def _resolve(memory: Any, steps: int | None, lr: float | None, tol: float | None, optimizer: str,
-             n_repeat: int, rtol: float | None = None) -> tuple[int, float, float, float]:
-    choice(optimizer, "optimizer", ("adam", "sgd"))
-    positive_int(n_repeat, "n_repeat")
-    steps = positive_int(memory.T_infer if steps is None else steps, "steps")
-    lr = non_negative(memory.activation_lr if lr is None else lr, "lr")
-    tol = non_negative(memory.infer_tol if tol is None else tol, "tol")
-    rtol = non_negative(getattr(memory, "infer_rtol", 0.0) if rtol is None else rtol, "rtol")
+@runtime_checkable
+class PCReadable(Protocol):
+    """What the predictive-coding readers need (:class:`varmem.memories.predictive_coding.PCNetwork`
+    has it): random hidden starts, the fused relaxation, the mixture energy over particles, the
+    top-down sensory prediction, the per-layer weight statistics and particle log-weights, the
+    activity-site Pyro model and the read defaults."""
+
+    def init_hidden(self, batch: int, particles: int, generator: Any, dtype: Any = None) -> list[Tensor]: ...
+
+    def relax(self, acts: list[Tensor], sensory_free: Tensor | None, **options: Any) -> tuple: ...
+
+    def mixture_energy(self, acts: list[Tensor], layers: Any = None, log_w: Any = None,
+                       with_grad: bool = False) -> tuple: ...
+
+    def predict_sensory(self, acts: list[Tensor], layers: Any = None) -> Tensor: ...
+
+    def layer_stats(self, dtype: torch.dtype) -> list: ...
+
+    def particle_log_weights(self, dtype: torch.dtype) -> Tensor: ...
+
+    def join_code(self, acts: list[Tensor]) -> Tensor: ...
+
+    def model(self, cue: Tensor | None = None, mask: Tensor | None = None) -> Tensor: ...
+
+    def default_options(self, method: str) -> dict[str, Any]: ...
+
+
+def _resolve(memory: Any, method: str, max_steps: int | None, lr: float | None, tol: float | None,
+             rtol: float | None, n_repeat: int, seed: Any, progress: Any) -> tuple[int, float, float, float]:
+    """The options, with the memory's read defaults (``default_options``) where None."""
+    defaults = memory.default_options(method)
+    check_positive_int(n_repeat, "option n_repeat")
+    check_seed(seed, "option seed", allow_none=True)
+    check_bool(progress, "option progress")
+    steps = check_positive_int(defaults["max_steps"] if max_steps is None else max_steps, "option max_steps")
+    lr = check_non_negative(defaults["lr"] if lr is None else lr, "option lr")
+    tol = check_non_negative(defaults["tol"] if tol is None else tol, "option tol")
+    rtol = check_non_negative(defaults.get("rtol", 0.0) if rtol is None else rtol, "option rtol")
     return steps, lr, tol, rtol
 
 
 def _result(memory: Any, method: str, acts: list[Tensor], traces: list[Tensor], steps: int,
-            converged: Tensor) -> Retrieval:
+            converged: Tensor | None) -> Retrieval:
     with torch.no_grad():
         energy, _, r = memory.mixture_energy(acts)
     code = memory.join_code([a.squeeze(0) for a in acts])
@@ -72,12 +103,13 @@ def _polish_sensory(memory: Any, acts: list[Tensor], steps: int, lr: float, opti
     return acts[0]
 
 
+@engine("pc", requires=(PCReadable,))
 def retrieve_pc(
-    memory: Any,
+    memory: PCReadable,
     cue: Tensor,
     mask: Tensor | None,
     *,
-    steps: int | None = None,
+    max_steps: int | None = None,
     lr: float | None = None,
     optimizer: str = "adam",
     n_repeat: int = 1,
@@ -88,16 +120,17 @@ def retrieve_pc(
 ) -> Retrieval:
     """Predictive-coding read with hand-written local-error gradients (see module docstring).
 
-    Options:
-        steps: optimiser steps per relaxation (default ``memory.T_infer``; camera-ready 500).
-        lr: activity step size (default ``memory.activation_lr``; camera-ready 0.01 with Adam).
+    Options (None: the memory's :meth:`~varmem.Memory.default_options`, its write-time settings):
+        max_steps: optimiser steps per relaxation (default ``T_infer``; camera-ready 500).
+        lr: activity step size (default ``activation_lr``; camera-ready 0.01 with Adam).
         optimizer: ``"adam"`` (official BayesPCN) or ``"sgd"`` (plain ``a ← a − lr ∂E/∂a``).
-        n_repeat: clamp / relax / predict rounds for a full cue; multiplies ``steps`` for a partial one.
+        n_repeat: clamp / relax / predict rounds for a full cue; multiplies ``max_steps`` for a
+            partial one.
         tol: early stop when every cue's energy changed by at most ``tol`` in the same step
-            (default ``memory.infer_tol``; the official absolute test).
+            (default ``infer_tol``; the official absolute test).
         rtol: early stop once every cue's energy has, at some step, changed by at most
-            ``rtol·|E|`` (default ``memory.infer_rtol``, 0 for a memory without one); see
-            ``PCNetwork.relax``.  ``tol = rtol = 0``: never stop early.
+            ``rtol·|E|`` (default ``infer_rtol``, 0 for a memory without one); see
+            ``PCNetwork.relax``.  ``tol = rtol = 0``: never stop early (``converged`` is None).
         seed: seeds the random hidden initialisation (``None``: the global RNG).
         progress: show a progress bar.
 
@@ -105,13 +138,14 @@ def retrieve_pc(
     activities), ``trace [T, B]`` (energy per step), ``info["energy"] [B]`` and
     ``info["particle_weights"] [B, K]`` (responsibilities at the final state).
     """
-    steps, lr, tol, rtol = _resolve(memory, steps, lr, tol, optimizer, n_repeat, rtol)
-    generator = make_generator(seed, memory.device)
+    check_choice(optimizer, "option optimizer", ("adam", "sgd"))
+    steps, lr, tol, rtol = _resolve(memory, "pc", max_steps, lr, tol, rtol, n_repeat, seed, progress)
+    generator = make_generator(seed, cue.device)
     B = cue.shape[0]
     traces: list[Tensor] = []
     total = 0
     with torch.no_grad():
-        layers = memory._layers(memory.dtype)
+        layers = memory.layer_stats(cue.dtype)
         bar = tqdm(total=steps * n_repeat, desc="pc read", disable=not progress, leave=False)
         if mask is None:
             x = cue.unsqueeze(0)
@@ -131,15 +165,16 @@ def retrieve_pc(
             acts[0] = torch.where(mask, cue, acts[0])
             traces.append(trace)
         bar.close()
-    return _result(memory, "pc", acts, traces, total, converged)
+    return _result(memory, "pc", acts, traces, total, converged if tol > 0 or rtol > 0 else None)
 
 
+@engine("pc_pyro", requires=(PCReadable,))
 def retrieve_pc_pyro(
-    memory: Any,
+    memory: PCReadable,
     cue: Tensor,
     mask: Tensor | None,
     *,
-    steps: int | None = None,
+    max_steps: int | None = None,
     lr: float | None = None,
     n_repeat: int = 1,
     tol: float | None = None,
@@ -151,18 +186,19 @@ def retrieve_pc_pyro(
     (and ``x_missing`` for a partial cue) of ``memory.model``, started at the same random
     activities as ``"pc"`` (same ``seed`` → same start), loss ``(TraceEnum_)ELBO`` = the energy
     summed over cues, minimised with ``torch.optim.Adam``.  Same options as ``"pc"`` (Adam only; the
-    early stop tests the summed loss: ``|ΔE| ≤ tol + rtol·|E|``).
+    early stop tests the summed loss: ``|ΔE| ≤ tol + rtol·|E|``, so ``converged`` is the same for
+    every cue).  ``trace [T, B]``: each cue's energy after every step.
     """
-    steps, lr, tol, rtol = _resolve(memory, steps, lr, tol, "adam", n_repeat, rtol)
-    generator = make_generator(seed, memory.device)
-    B, L = cue.shape[0], memory.n_layers
-    K = memory._log_weights(memory.dtype).shape[0]
+    steps, lr, tol, rtol = _resolve(memory, "pc_pyro", max_steps, lr, tol, rtol, n_repeat, seed, progress)
+    generator = make_generator(seed, cue.device)
+    B, L = cue.shape[0], len(memory.layer_stats(cue.dtype))
+    K = memory.particle_log_weights(cue.dtype).shape[0]
     traces: list[Tensor] = []
     total = 0
     converged = torch.zeros(B, dtype=torch.bool, device=cue.device)
     bar = tqdm(total=steps * n_repeat, desc="pc_pyro read", disable=not progress, leave=False)
 
-    def run(x: Tensor, m: Tensor | None, n_steps: int) -> tuple[list[Tensor], Tensor]:
+    def run(x: Tensor, m: Tensor | None, n_steps: int) -> list[Tensor]:
         nonlocal total, converged
         hidden = [h.squeeze(0) for h in memory.init_hidden(B, 1, generator)]
         values = {f"h{i}": hidden[i - 1] for i in range(1, L)}
@@ -176,35 +212,38 @@ def retrieve_pc_pyro(
             loss_fn = elbo(memory.model, guide)
             loss_fn(x, m)
             opt = torch.optim.Adam([p for p in guide.parameters() if p.requires_grad], lr=lr)
+
+            def acts_now() -> list[Tensor]:
+                with torch.no_grad():
+                    med = guide.median(x, m)
+                acts = [x if m is None else torch.where(m, x, med["x_missing"])]
+                acts += [med[f"h{i}"] for i in range(1, L)]
+                return [a.detach().unsqueeze(0) for a in acts]
+
             for t in range(1, n_steps + 1):
                 opt.zero_grad()
                 loss = loss_fn(x, m)
                 loss.backward()
                 opt.step()
                 losses.append(loss.detach())
+                with torch.no_grad():
+                    traces.append(memory.mixture_energy(acts_now())[0].unsqueeze(0))
                 bar.update(1)
                 total += 1
                 if (tol > 0 or rtol > 0) and t > 1 and (
                         abs(float(losses[-1] - losses[-2])) <= tol + rtol * abs(float(losses[-1]))):
                     converged = torch.ones_like(converged)
                     break
-            with torch.no_grad():
-                med = guide.median(x, m)
-        acts = [x if m is None else torch.where(m, x, med["x_missing"])]
-        acts += [med[f"h{i}"] for i in range(1, L)]
-        traces.append(torch.stack(losses))
-        return [a.detach().unsqueeze(0) for a in acts], torch.stack(losses)
+            return acts_now()
 
     if mask is None:
         x = cue
         for _ in range(n_repeat):
-            acts, _ = run(x, None, steps)
+            acts = run(x, None, steps)
             with torch.no_grad():
                 x = _polish_sensory(memory, acts, steps, lr, "adam", tol, rtol).squeeze(0)
             acts[0] = x.unsqueeze(0)
     else:
-        acts, _ = run(cue, mask.expand_as(cue), steps * n_repeat)
+        acts = run(cue, mask.expand_as(cue), steps * n_repeat)
     bar.close()
-    result = _result(memory, "pc_pyro", acts, [], total, converged)
-    result.trace = torch.cat(traces)
-    return result
+    return _result(memory, "pc_pyro", acts, traces, total, converged if tol > 0 or rtol > 0 else None)

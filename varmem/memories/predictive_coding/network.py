@@ -40,10 +40,11 @@ import torch
 from pyro.distributions import constraints
 from torch import Tensor
 
-from .._checks import check_positive, check_positive_int
-from ..memory import Memory
+from ...memory import Memory
+from ...validation import as_state, check_choice, check_int, check_non_negative, check_positive, check_positive_int
+from .readers import retrieve_pc, retrieve_pc_pyro
 
-__all__ = ["ACTIVATIONS", "PCNetwork", "Adam", "FusedEnergy", "make_generator"]
+__all__ = ["ACTIVATIONS", "PCNetwork", "Adam", "FusedEnergy"]
 
 
 def _gelu_grad(x: Tensor) -> Tensor:
@@ -58,14 +59,6 @@ ACTIVATIONS: dict[str, tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tens
     "tanh": (torch.tanh, lambda x: 1 - torch.tanh(x) ** 2),
     "linear": (lambda x: x, torch.ones_like),
 }
-
-
-def make_generator(seed: int | None, device: torch.device) -> torch.Generator | None:
-    if seed is None:
-        return None
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int or None, got {seed!r}")
-    return torch.Generator(device=device).manual_seed(seed)
 
 
 class Adam:
@@ -210,12 +203,12 @@ class FusedEnergy:
 class PCNetwork(Memory):
     """Base class: the hierarchical Gaussian network, its energy, gradient, relaxation and Pyro model.
 
-    Subclasses provide ``_layers(dtype) -> [(R_l [K, d_in, d_out], U_l [K, d_in, d_in] or None)]``
+    Subclasses provide ``layer_stats(dtype) -> [(R_l [K, d_in, d_out], U_l [K, d_in, d_in] or None)]``
     (layer 0 = sensory prediction, layer ``L-1`` = top bias with ``d_in = 1``) and
-    ``_log_weights(dtype) -> [K]`` (normalised particle log-weights).
+    ``particle_log_weights(dtype) -> [K]`` (normalised particle log-weights).
     """
 
-    methods = ("pc", "pc_pyro")
+    methods = (retrieve_pc, retrieve_pc_pyro)
     default_method = "pc"
     latent_site = "x"
     observed_site = "x"
@@ -224,23 +217,17 @@ class PCNetwork(Memory):
         self, n_layers: int, h_dim: int, activation: str, sigma_obs: float, sigma_data: float | None,
         T_infer: int, activation_lr: float, infer_tol: float, seed: int,
     ) -> None:
-        if isinstance(n_layers, bool) or not isinstance(n_layers, int) or n_layers < 2:
-            raise ValueError(f"n_layers must be an int >= 2 (sensory + at least one hidden layer), got {n_layers!r}")
+        check_int(n_layers, "n_layers (sensory + at least one hidden layer)", minimum=2)
         check_positive_int(h_dim, "h_dim")
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        check_choice(activation, "activation", sorted(ACTIVATIONS))
         check_positive_int(T_infer, "T_infer")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"seed must be an int, got {seed!r}")
+        check_int(seed, "seed", minimum=0)
         self.n_layers, self.h_dim, self.activation = n_layers, h_dim, activation
         self.sigma_obs = check_positive(sigma_obs, "sigma_obs")
         self.sigma_data = None if sigma_data is None else check_positive(sigma_data, "sigma_data")
         self.T_infer = T_infer
         self.activation_lr = check_positive(activation_lr, "activation_lr")
-        tol = float(infer_tol)
-        if not tol >= 0:
-            raise ValueError(f"infer_tol must be >= 0, got {infer_tol!r}")
-        self.infer_tol = tol
+        self.infer_tol = check_non_negative(infer_tol, "infer_tol")
         self.seed = seed
         self._f, self._df = ACTIVATIONS[activation]
 
@@ -267,7 +254,19 @@ class PCNetwork(Memory):
 
     @property
     def code_dim(self) -> int:
+        """``D + (L-1)h``: all activities side by side (sensory first)."""
         return self.dim + (self.n_layers - 1) * self.h_dim
+
+    @property
+    def latent_dim(self) -> int:
+        """The latent state of a read is the code of all activities, ``D + (L-1)h``."""
+        return self.code_dim
+
+    def default_options(self, method: str) -> dict[str, Any]:
+        """``pc`` / ``pc_pyro`` read with the write-time relaxation settings: ``max_steps = T_infer``,
+        ``lr = activation_lr``, ``tol = infer_tol``, ``rtol = infer_rtol`` (0 when the memory has none)."""
+        return {"max_steps": self.T_infer, "lr": self.activation_lr, "tol": self.infer_tol,
+                "rtol": getattr(self, "infer_rtol", 0.0)}
 
     def split_code(self, code: Tensor) -> list[Tensor]:
         """``[…, D + (L-1)h]`` → ``[a_0 [… , D], a_1 [… , h], …, a_{L-1}]``."""
@@ -275,12 +274,6 @@ class PCNetwork(Memory):
 
     def join_code(self, acts: list[Tensor]) -> Tensor:
         return torch.cat(acts, -1)
-
-    def _check_code(self, code: Tensor) -> Tensor:
-        if not torch.is_tensor(code) or code.shape[-1] != self.code_dim:
-            raise ValueError(f"code must have shape [B, {self.code_dim}] (all activities), got "
-                             f"{tuple(code.shape) if torch.is_tensor(code) else type(code).__name__}")
-        return code.to(self.dtype)
 
     def _snapshot(self) -> dict[str, Tensor]:
         return {k: v.clone() for k, v in self.state_dict().items()}
@@ -292,11 +285,11 @@ class PCNetwork(Memory):
 
     # --- energy and gradient -------------------------------------------------------------------
     @abstractmethod
-    def _layers(self, dtype: torch.dtype) -> list[tuple[Tensor, Tensor | None]]:
+    def layer_stats(self, dtype: torch.dtype) -> list[tuple[Tensor, Tensor | None]]:
         """Per layer ``(weight mean, row covariance or None)``, batched over the particles."""
 
     @abstractmethod
-    def _log_weights(self, dtype: torch.dtype) -> Tensor:
+    def particle_log_weights(self, dtype: torch.dtype) -> Tensor:
         """Particle log-weights ``[K]``."""
 
     def _inputs(self, acts: list[Tensor]) -> list[Tensor]:
@@ -308,7 +301,7 @@ class PCNetwork(Memory):
                           with_grad: bool = False) -> tuple[Tensor, list[Tensor] | None]:
         """``E_k(a)`` as ``[K, B]`` for activities ``a_l`` of shape ``[P, B, d_l]`` (``P ∈ {1, K}``);
         with ``with_grad`` also ``∂E_k/∂a_l`` as ``[K, B, d_l]`` (hand-written, see module doc)."""
-        layers = layers if layers is not None else self._layers(acts[0].dtype)
+        layers = layers if layers is not None else self.layer_stats(acts[0].dtype)
         inputs = self._inputs(acts)
         total = 0
         grads: list[Tensor] | None = [0] * self.n_layers if with_grad else None  # type: ignore[list-item]
@@ -338,7 +331,7 @@ class PCNetwork(Memory):
         """``E(a) = −logsumexp_k(log w_k − E_k(a))`` ``[B]`` for shared activities ``[1, B, d_l]``;
         optionally its gradient ``[1, B, d_l]``; and the responsibilities ``r`` ``[K, B]``."""
         e_k, g_k = self.particle_energies(acts, layers, with_grad)
-        log_w = self._log_weights(e_k.dtype) if log_w is None else log_w
+        log_w = self.particle_log_weights(e_k.dtype) if log_w is None else log_w
         joint = log_w.unsqueeze(-1) - e_k
         lse = joint.logsumexp(0)
         r = (joint - lse).exp()
@@ -348,27 +341,35 @@ class PCNetwork(Memory):
         return -lse, grads, r
 
     def _as_acts(self, code: Tensor, cue: Tensor | None, mask: Tensor | None) -> list[Tensor]:
-        acts = self.split_code(self._check_code(code))
+        """``[1, B, d_l]`` activities from a code ``[B, D + (L-1)h]``, observed sensory entries clamped."""
+        acts = self.split_code(code)
         if cue is not None:
-            cue, mask = self.prepare_cue(cue, mask)
-            acts[0] = cue if mask is None else torch.where(mask, cue, acts[0])
+            acts[0] = cue.expand_as(acts[0]) if mask is None else torch.where(mask, cue, acts[0])
         return [a.unsqueeze(0) for a in acts]
 
-    def energy(self, z: Tensor, cue: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
+    def compute_energy(self, z: Tensor, cue: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
         """``−log p(a | M)`` ``[B]`` at the activities ``z = code [B, D + (L-1)h]`` (sensory first).
 
         All Gaussian constants are kept, so this equals minus the log-density of the Pyro trace of
         :meth:`model` at these values.  With ``cue`` the observed sensory entries (``mask``; all if
         ``None``) are taken from the cue (clamped), the others from ``z``.
         """
-        self._check_not_empty()
         e, _, _ = self.mixture_energy(self._as_acts(z, cue, mask))
         return e
 
-    def energy_grad(self, z: Tensor, cue: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
+    def energy_grad(self, z: Any, cue: Any = None, mask: Any = None) -> Tensor:
         """Hand-written ``∂E/∂code`` ``[B, D + (L-1)h]`` (the local prediction-error update);
-        entries clamped to the cue get gradient 0."""
+        entries clamped to the cue get gradient 0.  Inputs are checked as for :meth:`energy`."""
         self._check_not_empty()
+        z = as_state(z, self.code_dim, self.dtype, self.device)
+        if z.dim() != 2:
+            raise ValueError(f"z must be a code of shape [B, {self.code_dim}], got {tuple(z.shape)}")
+        if cue is not None:
+            cue, mask = self.prepare_cue(cue, mask)
+            if cue.shape[0] not in (1, z.shape[0]):
+                raise ValueError(f"{cue.shape[0]} cues for {z.shape[0]} codes")
+        elif mask is not None:
+            raise ValueError("a mask needs a cue (mask says which entries of the cue are observed)")
         acts = self._as_acts(z, cue, mask)
         _, grads, _ = self.mixture_energy(acts, with_grad=True)
         g = self.join_code([gr.squeeze(0) for gr in grads])
@@ -376,8 +377,7 @@ class PCNetwork(Memory):
             free = torch.zeros_like(g, dtype=torch.bool)
             free[..., self.dim:] = True
             if mask is not None:
-                _, m = self.prepare_cue(cue, mask)
-                free[..., : self.dim] = ~m
+                free[..., : self.dim] = ~mask
             g = torch.where(free, g, torch.zeros((), dtype=g.dtype, device=g.device))
         return g
 
@@ -415,7 +415,7 @@ class PCNetwork(Memory):
         Adam works in place on the flat buffers.
         Returns ``(acts, trace [T+1, B] or [T+1, K, B], steps, converged)``.
         """
-        layers = layers if layers is not None else self._layers(acts[0].dtype)
+        layers = layers if layers is not None else self.layer_stats(acts[0].dtype)
         L, h = self.n_layers, self.h_dim
         if free_hidden:
             hidden = torch.cat(acts[1:], -1)  # [P, B, (L-1)h], the optimised buffer
@@ -429,7 +429,7 @@ class PCNetwork(Memory):
         opt = Adam(params, lr) if optimizer == "adam" else None
         free = None if sensory_free is None else sensory_free.to(like.dtype)
         if not individual:
-            log_w = self._log_weights(like.dtype) if log_w is None else log_w
+            log_w = self.particle_log_weights(like.dtype) if log_w is None else log_w
             log_w = log_w.unsqueeze(-1)
         trace: list[Tensor] = []
         prev = None
@@ -478,7 +478,7 @@ class PCNetwork(Memory):
 
     def predict_sensory(self, acts: list[Tensor], layers: list | None = None) -> Tensor:
         """``[K, B, D]`` top-down sensory predictions ``f(a_1) R_{0,k}``."""
-        layers = layers if layers is not None else self._layers(acts[0].dtype)
+        layers = layers if layers is not None else self.layer_stats(acts[0].dtype)
         return self._f(acts[1]) @ layers[0][0]
 
     # --- the Pyro model ------------------------------------------------------------------------
@@ -491,8 +491,8 @@ class PCNetwork(Memory):
         unknown entries come from the latent site ``x_missing`` (an improper flat site, log-density
         0) and ``x = where(mask, cue, x_missing)`` is observed: known entries are clamped.
         """
-        layers = self._layers(self.dtype)
-        log_w = self._log_weights(self.dtype)
+        layers = self.layer_stats(self.dtype)
+        log_w = self.particle_log_weights(self.dtype)
         K = log_w.shape[0]
         B = cue.shape[0] if cue is not None else num_cues
         with pyro.plate("cues", B, dim=-1):

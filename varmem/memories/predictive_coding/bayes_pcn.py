@@ -2,7 +2,7 @@
 
 Every layer's weights have a matrix-normal posterior ``W_l ~ MN(R_l, U_l, I)`` (row covariance
 ``U_l`` shared by the output columns), one per particle ``k = 1 … K`` with log-weight ``log w_k``.
-Integrating the weights out gives the ``p_pred`` network of :mod:`varmem.memories._pcn`::
+Integrating the weights out gives the ``p_pred`` network of :mod:`varmem.memories.predictive_coding.network`::
 
     a_l | a_{l+1} ~ N(f(a_{l+1}) R_l, (σ_l² + f(a_{l+1}) U_l f(a_{l+1})ᵀ) I)
     E(a) = −log Σ_k w_k p_k(a)        (the energy; all Gaussian constants kept)
@@ -40,8 +40,16 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .._checks import check_positive, check_positive_int
-from ._pcn import PCNetwork, make_generator
+from ...helpers import make_generator, match_rows
+from ...validation import (
+    check_bool,
+    check_choice,
+    check_number,
+    check_positive,
+    check_positive_int,
+    check_unit_interval,
+)
+from .network import PCNetwork
 
 __all__ = ["BayesPCN"]
 
@@ -109,23 +117,17 @@ class BayesPCN(PCNetwork):
         self._init_network(n_layers, h_dim, activation, sigma_obs, sigma_data, T_infer, activation_lr,
                            infer_tol, seed)
         self.sigma_prior = check_positive(sigma_prior, "sigma_prior")
-        if isinstance(infer_rtol, bool) or not isinstance(infer_rtol, (int, float)):
-            raise TypeError(f"infer_rtol must be a number in [0, 1), got {infer_rtol!r}")
-        rtol = float(infer_rtol)
+        rtol = check_number(infer_rtol, "infer_rtol")
         if not 0.0 <= rtol < 1.0:
             raise ValueError(f"infer_rtol must lie in [0, 1), got {infer_rtol!r}")
         self.infer_rtol = rtol
         check_positive_int(n_particles, "n_particles")
-        if log_prob not in ("p_pred", "map"):
-            raise ValueError(f"log_prob must be 'p_pred' or 'map', got {log_prob!r}")
-        if ensemble_log_joint not in ("individual", "shared"):
-            raise ValueError(f"ensemble_log_joint must be 'individual' or 'shared', got {ensemble_log_joint!r}")
+        check_choice(log_prob, "log_prob", ("p_pred", "map"))
+        check_choice(ensemble_log_joint, "ensemble_log_joint", ("individual", "shared"))
         check_positive_int(write_batch, "write_batch")
-        if not isinstance(resample, bool) or not isinstance(keep_history, bool):
-            raise TypeError("resample and keep_history must be bools")
-        thr = float(resample_threshold)
-        if not 0.0 <= thr <= 1.0:
-            raise ValueError(f"resample_threshold must lie in [0, 1], got {resample_threshold!r}")
+        check_bool(resample, "resample")
+        check_bool(keep_history, "keep_history")
+        thr = check_unit_interval(resample_threshold, "resample_threshold")
         self.n_particles, self.log_prob, self.ensemble_log_joint = n_particles, log_prob, ensemble_log_joint
         self.write_batch, self.resample, self.resample_threshold = write_batch, resample, thr
         self.keep_history = keep_history
@@ -196,14 +198,14 @@ class BayesPCN(PCNetwork):
                                   or tuple(self.history_log_w.shape) != (n, K)):
             raise ValueError("history buffers do not match the number of stored items")
 
-    def _layers(self, dtype: torch.dtype) -> list[tuple[Tensor, Tensor | None]]:
+    def layer_stats(self, dtype: torch.dtype) -> list[tuple[Tensor, Tensor | None]]:
         pred = self.log_prob == "p_pred"
         return [
             (self.weight_mean(i).to(dtype), self.weight_cov(i).to(dtype) if pred else None)
             for i in range(self.n_layers)
         ]
 
-    def _log_weights(self, dtype: torch.dtype) -> Tensor:
+    def particle_log_weights(self, dtype: torch.dtype) -> Tensor:
         return self.log_w.to(dtype)
 
     # --- write ---------------------------------------------------------------------------------
@@ -212,6 +214,7 @@ class BayesPCN(PCNetwork):
         module docstring).  ``seed`` seeds the random activity initialisation of this write (default:
         the memory's own generator).  A failed write leaves the state exactly as it was."""
         new = self.prepare_items(items)
+        check_bool(progress, "progress")
         generator = make_generator(seed, self.device) or self._generator
         # a write replaces buffers with new tensors and never modifies one in place, so keeping the
         # references is a complete snapshot (a deep copy cost ~15 % of a write at h = 256, K = 4)
@@ -236,7 +239,7 @@ class BayesPCN(PCNetwork):
     def _write_chunk(self, x: Tensor, generator: torch.Generator) -> None:
         K, B = self.n_particles, x.shape[0]
         individual = self.ensemble_log_joint == "individual"
-        layers = self._layers(self.dtype)
+        layers = self.layer_stats(self.dtype)
         hidden = self.init_hidden(B, K if individual else 1, generator)
         acts = [x.unsqueeze(0)] + hidden
         acts, _, _, _ = self.relax(acts, None, steps=self.T_infer, lr=self.activation_lr, tol=self.infer_tol,
@@ -290,14 +293,7 @@ class BayesPCN(PCNetwork):
     def forget(self, beta: float) -> "BayesPCN":
         """Diffuse every layer's posterior towards the initial prior by ``β ∈ [0, 1]``:
         ``R ← √(1−β) R + (1−√(1−β)) R_init``, ``U ← (1−β) U + β σ_W² I`` (all particles)."""
-        if isinstance(beta, bool):
-            raise TypeError(f"beta must be a number in [0, 1], got {beta!r}")
-        try:
-            b = float(beta)
-        except (TypeError, ValueError):
-            raise TypeError(f"beta must be a number in [0, 1], got {beta!r}") from None
-        if not 0.0 <= b <= 1.0:
-            raise ValueError(f"forget strength beta must lie in [0, 1], got {beta!r}")
+        b = check_unit_interval(beta, "forget strength beta")
         keep = math.sqrt(1.0 - b)
         for i, (d_in, _) in enumerate(self.layer_dims()):
             setattr(self, f"R{i}", keep * self.weight_mean(i) + (1.0 - keep) * self.initial_mean(i))
@@ -316,17 +312,9 @@ class BayesPCN(PCNetwork):
         if not self.keep_history:
             raise ValueError("delete needs keep_history=True (the written activities are not recorded)")
         targets = self.prepare_items(items)
+        rows = match_rows(self.items, targets, atol, what="never written to this memory").sort().values
         taken = torch.zeros(len(self), dtype=torch.bool, device=self.device)
-        missing = []
-        for j, target in enumerate(targets):  # deletions are few; the scan over items is vectorised
-            hits = (((self.items - target).abs().amax(-1) <= atol) & ~taken).nonzero().flatten()
-            if hits.numel() == 0:
-                missing.append(j)
-            else:
-                taken[hits[0]] = True
-        if missing:
-            raise KeyError(f"items {missing[:5]} were never written to this memory (atol={atol}); nothing deleted")
-        rows = taken.nonzero().flatten()
+        taken[rows] = True
         K, m = self.n_particles, rows.numel()
         x = self.items[rows].unsqueeze(0).expand(K, m, self.dim)
         hidden = [self.history_hidden[rows, :, j].transpose(0, 1) for j in range(self.n_layers - 1)]

@@ -7,7 +7,8 @@ Generative model (``N`` stored codes ``m_i = μ_enc(x_i) ∈ R^L``, bandwidth ``
     x_d ~ N(g(z)_d, σ²)   for every observed dimension d    (the decoder likelihood)
 
 so ``p(x, z | M) = (1/N) Σ_i N(z; m_i, s² I) · p(x | z)`` (Annabi, Pitti & Quoy 2022).  The prior
-is a :class:`~varmem.KernelDensityMemory` over the codes (``memory.code_memory``), so its density,
+is a kernel density over the codes (:class:`~varmem.KernelDensity`, the prior of
+:class:`~varmem.KernelDensityMemory` in code space), so its density,
 mean-shift step and responsibilities are that memory's, not re-derived here.
 
 Energy (a negative log-density, all constants kept, ``B`` cues, ``m`` the mask)::
@@ -42,12 +43,19 @@ import pyro.poutine as poutine
 import torch
 from torch import Tensor
 
-from .._checks import check_positive, check_positive_int, start_state
-from ..distributions import KernelDensity
-from ..kernels import kernel_stats
-from ..memory import PriorLikelihoodMemory, masked_normal
-from ..models.coders import ARCHITECTURES, Encoder, build_coders
-from .kernel_density import KernelDensityMemory
+from ...capabilities import Step
+from ...distributions import KernelDensity
+from ...helpers import masked_normal, row_selection, start_state, want_weights
+from ...inference import retrieve_fixed_point, retrieve_map, retrieve_nuts
+from ...kernels import kernel_stats
+from ...memory import PriorLikelihoodMemory
+from ...models.coders import ARCHITECTURES, Encoder, build_coders
+from ...training import fit
+from ...validation import check_choice, check_positive, check_positive_int
+from .amortized import fit_retrieval_guide, retrieve_amortized
+from .hybrid import retrieve_hybrid
+from .iterative import retrieve_iterative
+from .learned_precision import fit_precision, retrieve_learned_precision
 
 __all__ = ["LatentMemory"]
 
@@ -149,7 +157,8 @@ class LatentMemory(PriorLikelihoodMemory):
         torch.Size([2, 64])
     """
 
-    methods = ("amortized", "fixed_point", "iterative", "hybrid", "learned_precision", "map", "nuts")
+    methods = (retrieve_amortized, retrieve_fixed_point, retrieve_iterative, retrieve_hybrid,
+               retrieve_learned_precision, retrieve_map, retrieve_nuts)
     default_method = "hybrid"
 
     def __init__(
@@ -181,8 +190,7 @@ class LatentMemory(PriorLikelihoodMemory):
         shape = _shape(data_shape)
         super().__init__(math.prod(shape), device=device, dtype=dtype)
         check_positive_int(code_dim, "code_dim")
-        if architecture not in ARCHITECTURES:
-            raise ValueError(f"unknown architecture {architecture!r}; choose from {list(ARCHITECTURES)}")
+        check_choice(architecture, "architecture", ARCHITECTURES)
         if architecture == "conv" and len(shape) != 3:
             raise ValueError(f"architecture 'conv' needs data_shape (C, H, W), got {shape}")
         self.data_shape = shape
@@ -202,25 +210,17 @@ class LatentMemory(PriorLikelihoodMemory):
         self.retrieval_guide = Encoder(guide_arch, shape, code_dim, self.guide_hidden, in_channels_factor=2).to(
             device=self.device, dtype=self.dtype
         )
-        self.code_memory = KernelDensityMemory(
-            code_dim, bandwidth, code_noise or 1.0, chunk_size=chunk_size, device=self.device, dtype=self.dtype
-        )
+        self.bandwidth = check_positive(bandwidth, "bandwidth")
+        self.chunk_size = check_positive_int(chunk_size, "chunk_size", allow_none=True)
+        self.register_buffer("codes", torch.empty(0, code_dim, device=self.device, dtype=self.dtype))
         self.register_buffer("log_precision", torch.zeros(code_dim, device=self.device, dtype=self.dtype))
         self.register_buffer("guide_fitted", torch.zeros((), dtype=torch.bool, device=self.device))
 
     # --- configuration and state -------------------------------------------------------------
     @property
-    def bandwidth(self) -> float:
-        return self.code_memory.bandwidth
-
-    @property
-    def chunk_size(self) -> int | None:
-        return self.code_memory.chunk_size
-
-    @property
-    def codes(self) -> Tensor:
-        """``[N, L]`` the stored codes ``m_i = μ_enc(x_i)``."""
-        return self.code_memory.items
+    def latent_dim(self) -> int:
+        """``L``, the code dimension."""
+        return self.code_dim
 
     @property
     def precision(self) -> Tensor:
@@ -228,7 +228,7 @@ class LatentMemory(PriorLikelihoodMemory):
         return self.log_precision.exp() / self.bandwidth**2
 
     def __len__(self) -> int:
-        return len(self.code_memory)
+        return self.codes.shape[0]
 
     def config(self) -> dict[str, Any]:
         return {
@@ -246,7 +246,8 @@ class LatentMemory(PriorLikelihoodMemory):
         }
 
     def check_state(self) -> None:
-        self.code_memory.check_state()
+        if self.codes.dim() != 2 or self.codes.shape[1] != self.code_dim or not torch.isfinite(self.codes).all():
+            raise ValueError(f"codes must be a finite [N, {self.code_dim}] tensor, got {tuple(self.codes.shape)}")
         if self.log_precision.shape != (self.code_dim,) or not torch.isfinite(self.log_precision).all():
             raise ValueError(f"log_precision must be finite of shape [{self.code_dim}]")
         for name, p in self.named_parameters():
@@ -264,12 +265,12 @@ class LatentMemory(PriorLikelihoodMemory):
             codes = self.encoder(x)[0]
         if not torch.isfinite(codes).all():
             raise ValueError("the encoder gave non-finite codes for these items; nothing was stored")
-        self.code_memory.write(codes)
+        self.append_rows("codes", codes)
         return self
 
     def forget(self, index: Any) -> "LatentMemory":
         """Remove stored codes by position (see :meth:`KernelDensityMemory.forget`)."""
-        self.code_memory.forget(index)
+        self.codes = self.codes[~row_selection(index, len(self), self.device)]
         return self
 
     # --- the probabilistic model -------------------------------------------------------------
@@ -288,7 +289,7 @@ class LatentMemory(PriorLikelihoodMemory):
     def prior(self) -> KernelDensity:
         """``p(z | M)``: the kernel density of the stored codes (event shape ``[L]``)."""
         self._check_not_empty()
-        return self.code_memory.prior()
+        return KernelDensity(self.codes, self.bandwidth, chunk_size=self.chunk_size)
 
     def latent_energy(self, z: Tensor) -> Tensor:
         """``-log p(z | M)`` for ``z [..., L]`` → ``[...]`` (constants kept)."""
@@ -297,16 +298,6 @@ class LatentMemory(PriorLikelihoodMemory):
     def likelihood(self, z: Tensor, mask: Tensor | None = None) -> dist.TorchDistribution:
         """``p(x | z)``: independent ``N(g(z)_d, σ²)``, masked by Pyro where ``mask`` is False."""
         return masked_normal(self.decode(z), self.noise_scale, mask)
-
-    def energy(self, z: Tensor, cue: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
-        """``-log p(z | M)``, or ``-log p(x, z | M)`` given a cue, for ``z [..., L]`` → ``[...]``.
-
-        Equal to minus the log-density of the Pyro trace of :meth:`model` at ``z``.
-        """
-        e = self.latent_energy(z)
-        if cue is not None:
-            e = e - self.likelihood(z, mask).log_prob(cue)
-        return e
 
     # --- hooks used by the engines -----------------------------------------------------------
     def guide_encode(self, cue: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -335,22 +326,33 @@ class LatentMemory(PriorLikelihoodMemory):
                   "prior_mean": lambda: self.codes.mean(0).expand(cue.shape[0], -1).clone()}
         return start_state(init, cue, starts, self, shape=(cue.shape[0], self.code_dim))
 
-    def fixed_point_step(self, z: Tensor, cue: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
-        """One VAE-GMM step in code space; returns ``(z_new, E(z; x))`` (the joint energy at ``z``).
+    def fixed_point_step(
+        self, z: Tensor, cue: Tensor, mask: Tensor | None, *, energy: bool = True, weights: bool = False,
+        index: bool = False,
+    ) -> Step:
+        """One VAE-GMM step in code space, with the joint energy ``E(z; x)`` at ``z`` when asked.
 
-        ``code_noise=None``: ``z_new = Σ_i softmax_i(-‖z - m_i‖²/2s²) m_i`` (mean shift on the
-        prior; the encoder only chose the start).  ``code_noise=τ``: the code memory's
-        EM step with the encoder mean as its cue, ``(τ² Σ_i w_i m_i + s² μ_enc(x)) / (τ² + s²)``.
+        ``code_noise=None``: ``z_new = Σ_i w_i m_i``, ``w = softmax_i(-‖z - m_i‖²/2s²)`` (mean shift on
+        the prior; the encoder only chose the start).  ``code_noise=τ``: the EM step of a
+        kernel-density memory over the codes with the encoder mean as its cue,
+        ``(τ² Σ_i w_i m_i + s² μ_enc(x)) / (τ² + s²)``.  ``weights`` are ``w``.
         """
-        if self.code_noise is None:
-            z_new = kernel_stats(z, self.codes, 1.0 / self.bandwidth**2, chunk_size=self.chunk_size).mean
-        else:
-            z_new, _ = self.code_memory.fixed_point_step(z, self.encoder(cue)[0], None)
-        return z_new, self.energy(z, cue, mask)
+        stats = kernel_stats(z, self.codes, 1.0 / self.bandwidth**2, weights=weights, return_index=index,
+                             return_lse=False, chunk_size=self.chunk_size, workspace=self.workspace)
+        z_new = stats.mean
+        if self.code_noise is not None:
+            t2, s2 = self.code_noise**2, self.bandwidth**2
+            z_new = (t2 * z_new + s2 * self.encoder(cue)[0]) / (t2 + s2)
+        e = self.compute_energy(z, cue, mask) if energy else None
+        return Step(state=z_new, energy=e, weights=stats.weights, index=stats.index)
 
-    def item_log_weights(self, z: Tensor, return_weights: bool | None = None) -> tuple[Tensor | None, Tensor]:
-        """Responsibilities ``p(i | z, M)`` of the stored codes at ``z [B, L]`` (see the code memory)."""
-        return self.code_memory.item_log_weights(z, return_weights)
+    def item_weights(self, z: Tensor, return_weights: bool | None = None) -> tuple[Tensor | None, Tensor]:
+        """Responsibilities ``p(i | z, M) = softmax_i(-‖z - m_i‖²/2s²)`` of the stored codes at
+        ``z [B, L]``: ``(weights [B, N] or None, argmax [B])``."""
+        dense = want_weights(return_weights, z.shape[0], len(self))
+        stats = kernel_stats(z, self.codes, 1.0 / self.bandwidth**2, weights=dense, return_lse=False,
+                             chunk_size=self.chunk_size, workspace=self.workspace)
+        return stats.weights, stats.index
 
     # --- learning ----------------------------------------------------------------------------
     def fit_autoencoder(
@@ -376,8 +378,6 @@ class LatentMemory(PriorLikelihoodMemory):
                 "before writing (forget the codes first to retrain)"
             )
         x = self.prepare_items(data, "data")
-        from ..training import fit
-
         # the retrieval guide and the GMM* precision live in the old code space: reset them
         self.guide_fitted.fill_(False)
         self.log_precision.zero_()
@@ -388,16 +388,12 @@ class LatentMemory(PriorLikelihoodMemory):
 
     def fit_retrieval_guide(self, items: Any = None, **options: Any) -> Any:
         """Train the amortized retrieval guide ``q_φ(z | x̃)`` on corrupted cues against this memory's
-        model (see :func:`varmem.inference.amortized.fit_retrieval_guide` for the options)."""
-        from ..inference.amortized import fit_retrieval_guide
-
+        model (see :func:`varmem.memories.latent.amortized.fit_retrieval_guide` for the options)."""
         return fit_retrieval_guide(self, items, **options)
 
     def fit_precision(self, items: Any = None, **options: Any) -> Any:
         """Train the GMM* diagonal precision for one corruption (see
-        :func:`varmem.inference.learned_precision.fit_precision` for the options)."""
-        from ..inference.learned_precision import fit_precision
-
+        :func:`varmem.memories.latent.learned_precision.fit_precision` for the options)."""
         return fit_precision(self, items, **options)
 
 

@@ -9,9 +9,9 @@ Two encoders can answer (option ``guide``):
   model ``p(x̃, z | M)``: it maximises ``E_cues[ELBO] = E[log p(x̃ | M)] - E[KL(q_φ ‖ p(z | x̃, M))]``,
   so it is the best Gaussian fit, in that KL, to this memory's posterior for that corruption.
 
-Hooks: ``memory.encode(x) -> (loc, scale)``, ``memory.guide_encode(cue, mask)``,
-``memory.retrieval_guide`` (a module with input ``[x̃ ⊙ m, m]``), ``memory.model``,
-``memory.decode``, ``memory.item_log_weights``, ``memory.prepare_items``.
+Needs a :class:`~varmem.memories.latent.protocol.CodeSpace` memory; training also uses
+``memory.retrieval_guide`` (a module with input ``[x̃ ⊙ m, m]``), ``memory.prior``,
+``memory.likelihood`` and ``memory.prepare_items``.
 """
 
 from __future__ import annotations
@@ -23,39 +23,44 @@ import pyro.distributions as dist
 import torch
 from torch import Tensor
 
-from ..corruptions import corrupt
-from ..retrieval import Retrieval
-from ..training import FitResult, fit
-from ._options import choice, positive_int
+from ...corruptions import corrupt
+from ...engine import engine
+from ...retrieval import Retrieval
+from ...training import FitResult, fit
+from ...validation import check_bool, check_choice, check_positive_int
+from .protocol import CodeSpace
 
 __all__ = ["retrieve_amortized", "fit_retrieval_guide", "corrupted_cues", "warm_start"]
 
 Corruption = str | Callable[[Tensor, torch.Generator], tuple[Tensor, Tensor]]
 
 
+@engine("amortized", requires=(CodeSpace,))
 def retrieve_amortized(
-    memory: Any, cue: Tensor, mask: Tensor | None, *, guide: str = "encoder", return_weights: bool | None = None
+    memory: CodeSpace, cue: Tensor, mask: Tensor | None, *, guide: str = "encoder", return_weights: bool | None = None
 ) -> Retrieval:
     """One forward pass: ``code`` is the guide's mean, ``pattern = decode(code)``.
 
     ``info["code_scale"]`` is the guide's standard deviation ``[B, L]``; ``weights`` are the
-    responsibilities ``p(i | z, M)`` of the stored items at the code.
+    responsibilities ``p(i | z, M)`` of the stored items at the code (``weights_at =
+    "final_state"``).  No iteration: ``trace`` and ``converged`` are None.
 
     Options:
         guide: ``"encoder"`` (the VAE encoder) or ``"retrieval"`` (the guide trained by
             ``memory.fit_retrieval_guide``).
-        return_weights: keep the ``[B, N]`` responsibilities (None = if ``B·N ≤ 2**24``).
+        return_weights: keep the ``[B, N]`` responsibilities (None = if ``B·N`` is at most
+            :data:`varmem.helpers.WEIGHTS_LIMIT`).
     """
-    choice(guide, "guide", ("encoder", "retrieval"))
+    check_choice(guide, "option guide", ("encoder", "retrieval"))
+    check_bool(return_weights, "option return_weights", allow_none=True)
     with torch.no_grad():
         loc, scale = memory.encode(cue) if guide == "encoder" else memory.guide_encode(cue, mask)
         weights = index = None
         if return_weights is not False:
-            log_w, index = memory.item_log_weights(loc, return_weights)
-            weights = None if log_w is None else log_w.exp()
+            weights, index = memory.item_weights(loc, return_weights)
         pattern = memory.decode(loc)
-    return Retrieval(pattern=pattern, method="amortized", code=loc, weights=weights, index=index,
-                     info={"guide": guide, "code_scale": scale})
+    return Retrieval(pattern=pattern, method="amortized", code=loc, weights=weights, weights_at="final_state",
+                     index=index, info={"guide": guide, "code_scale": scale})
 
 
 # --- training ------------------------------------------------------------------------------
@@ -71,7 +76,7 @@ def corrupted_cues(
     rows; unobserved entries are set to 0 (as ``memory.retrieve`` does); rows with nothing
     observed are dropped.  ``corruption`` is a name of :func:`varmem.corruptions.corrupt` or a
     callable ``(x, generator) -> (cue, mask)``."""
-    positive_int(copies, "copies")
+    check_positive_int(copies, "copies")
     index = torch.arange(items.shape[0], device=items.device).repeat(copies)
     x = items[index]
     if callable(corruption):

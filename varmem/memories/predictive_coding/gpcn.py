@@ -1,6 +1,6 @@
 """Generative predictive-coding network memory ("GPCN", Salvatori et al. 2021).
 
-The network of :mod:`varmem.memories._pcn` with point weights ``W_l`` (``K = 1``, ``U = 0``)::
+The network of :mod:`varmem.memories.predictive_coding.network` with point weights ``W_l`` (``K = 1``, ``U = 0``)::
 
     a_{L-1} ~ N(b, σ_x² I),   a_l | a_{l+1} ~ N(f(a_{l+1}) W_l, σ_l² I),   a_0 = x (sensory)
     F(a)    = ½ Σ_l ‖ε_l‖² / σ_l²,   ε_l = a_l − f(a_{l+1}) W_l     (ε_{L-1} = a_{L-1} − b)
@@ -24,8 +24,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .._checks import check_positive, check_positive_int
-from ._pcn import PCNetwork
+from ...validation import check_bool, check_choice, check_positive, check_positive_int
+from .network import PCNetwork
 
 __all__ = ["PredictiveCodingMemory"]
 
@@ -76,11 +76,9 @@ class PredictiveCodingMemory(PCNetwork):
         super().__init__(dim, device=device, dtype=dtype)
         self._init_network(n_layers, h_dim, activation, sigma_obs, sigma_data, T_infer, activation_lr,
                            infer_tol, seed)
-        if training not in ("online", "offline"):
-            raise ValueError(f"training must be 'online' or 'offline', got {training!r}")
+        check_choice(training, "training", ("online", "offline"))
         check_positive_int(epochs, "epochs")
-        if activation_optimizer not in ("adam", "sgd"):
-            raise ValueError(f"activation_optimizer must be 'adam' or 'sgd', got {activation_optimizer!r}")
+        check_choice(activation_optimizer, "activation_optimizer", ("adam", "sgd"))
         self.training_mode, self.epochs = training, epochs
         self.weight_lr = check_positive(weight_lr, "weight_lr")
         self.activation_optimizer = activation_optimizer
@@ -114,10 +112,10 @@ class PredictiveCodingMemory(PCNetwork):
                 raise ValueError(f"W{i} contains NaN or inf")
         self.check_stored_items()
 
-    def _layers(self, dtype: torch.dtype) -> list[tuple[Tensor, Tensor | None]]:
+    def layer_stats(self, dtype: torch.dtype) -> list[tuple[Tensor, Tensor | None]]:
         return [(self.weight(i).to(dtype).unsqueeze(0), None) for i in range(self.n_layers)]
 
-    def _log_weights(self, dtype: torch.dtype) -> Tensor:
+    def particle_log_weights(self, dtype: torch.dtype) -> Tensor:
         return torch.zeros(1, dtype=dtype, device=self.device)
 
     def pc_energy(self, z: Tensor, cue: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
@@ -147,6 +145,7 @@ class PredictiveCodingMemory(PCNetwork):
         """Store ``items`` (``[N, D]`` or ``[D]``): online, one local-learning step per item, in
         order; offline, append them and train ``epochs`` epochs over every stored item."""
         new = self.prepare_items(items)
+        check_bool(progress, "progress")
         before = self._snapshot()
         try:
             with torch.no_grad():
@@ -165,6 +164,7 @@ class PredictiveCodingMemory(PCNetwork):
         """Train ``epochs`` (default ``self.epochs``) more full-batch epochs over the stored items."""
         epochs = self.epochs if epochs is None else epochs
         check_positive_int(epochs, "epochs")
+        check_bool(progress, "progress")
         if len(self) == 0:
             raise ValueError("PredictiveCodingMemory is empty: write items before fitting")
         before = self._snapshot()

@@ -8,9 +8,9 @@ code of the clean item, with Adam (reference: 20 epochs, lr 0.01, batch 100; eva
 steps).  Directions in which the corruption moves codes get a small precision (they are ignored),
 directions it leaves alone a large one.
 
-Hooks: ``memory.init_latent``, ``memory.codes`` (``[N, L]``), ``memory.bandwidth``,
-``memory.precision`` and ``memory.log_precision`` (``θ``, a ``[L]`` buffer), ``memory.encode``,
-``memory.decode``, ``memory.item_log_weights``.
+Needs a :class:`~varmem.memories.latent.protocol.CodeSpace` memory with ``memory.codes``
+(``[N, L]``), ``memory.bandwidth``, ``memory.chunk_size``, ``memory.precision`` and
+``memory.log_precision`` (``θ``, a ``[L]`` buffer).
 """
 
 from __future__ import annotations
@@ -22,10 +22,13 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..kernels import kernel_stats
-from ..retrieval import Retrieval
-from ._options import non_negative, positive_int
+from ...engine import engine
+from ...helpers import want_weights
+from ...kernels import kernel_stats
+from ...retrieval import Retrieval
+from ...validation import check_bool, check_int, check_positive, check_positive_int, check_seed
 from .amortized import Corruption, corrupted_cues
+from .protocol import CodeSpace
 
 __all__ = ["retrieve_learned_precision", "fit_precision", "precision_step", "precision_loss", "PrecisionFit"]
 
@@ -66,8 +69,9 @@ def precision_loss(z0: Tensor, targets: Tensor, codes: Tensor, precision: Tensor
     return (z - targets).pow(2).mean()
 
 
+@engine("learned_precision", requires=(CodeSpace,))
 def retrieve_learned_precision(
-    memory: Any,
+    memory: CodeSpace,
     cue: Tensor,
     mask: Tensor | None,
     *,
@@ -85,14 +89,15 @@ def retrieve_learned_precision(
         init: ``"encoder"``, ``"guide"``, ``"prior_mean"`` or a ``[B, L]`` tensor.
         return_weights: keep the ``[B, N]`` responsibilities (under the learned precision).
     """
-    from ..memories.kernel_density import want_weights  # here: memories import the engines' package
-
-    positive_int(max_steps, "max_steps", allow_zero=True)
+    check_int(max_steps, "option max_steps", minimum=0)
+    check_bool(return_weights, "option return_weights", allow_none=True)
     codes = memory.codes
     if precision is None:
         p = memory.precision
     else:
-        p = torch.as_tensor(precision).to(codes)
+        if not torch.is_tensor(precision) or not precision.is_floating_point():
+            raise TypeError(f"option precision must be a floating tensor, got {type(precision).__name__}")
+        p = precision.to(codes)
         if p.shape != (codes.shape[1],) or not bool(torch.isfinite(p).all()) or not bool((p > 0).all()):
             raise ValueError(f"option precision must be a finite, positive [{codes.shape[1]}] tensor")
     z = memory.init_latent(cue, mask, init).detach()
@@ -100,11 +105,10 @@ def retrieve_learned_precision(
         for _ in range(max_steps):
             z = kernel_stats(z, codes, p, chunk_size=memory.chunk_size).mean
         dense = want_weights(return_weights, z.shape[0], codes.shape[0])
-        stats = kernel_stats(z, codes, p, log_weights=dense, chunk_size=memory.chunk_size)
-        weights = None if stats.log_weights is None else stats.log_weights.exp()
+        stats = kernel_stats(z, codes, p, weights=dense, chunk_size=memory.chunk_size)
         pattern = memory.decode(z)
-    return Retrieval(pattern=pattern, method="learned_precision", code=z, weights=weights, index=stats.index,
-                     steps=max_steps, info={"precision": p})
+    return Retrieval(pattern=pattern, method="learned_precision", code=z, weights=stats.weights,
+                     weights_at="final_state", index=stats.index, steps=max_steps, info={"precision": p})
 
 
 def fit_precision(
@@ -128,16 +132,18 @@ def fit_precision(
         items: clean items ``[N, D]`` whose stored codes are the targets (default: the decoded
             stored codes ``g(m_i)``, with targets ``m_i``).  Given items, the targets are their
             encoder means, which are the stored codes when these items were written.
-        corruption, level, copies: as for :func:`varmem.inference.amortized.fit_retrieval_guide`.
+        corruption, level, copies: as for :func:`varmem.memories.latent.amortized.fit_retrieval_guide`.
         seed: seeds the corruptions and the minibatch order.
         epochs, batch_size, lr: Adam over minibatches of corrupted cues (reference: 20, 100, 0.01).
         steps: GMM* steps inside the loss (reference: 1).
     """
     memory._check_not_empty()
-    positive_int(epochs, "epochs")
-    positive_int(batch_size, "batch_size")
-    positive_int(steps, "steps")
-    lr = non_negative(lr, "lr")
+    check_positive_int(epochs, "epochs")
+    check_positive_int(batch_size, "batch_size")
+    check_positive_int(steps, "steps")
+    lr = check_positive(lr, "lr")
+    check_seed(seed)
+    check_bool(progress, "progress")
     gen = torch.Generator(device=memory.device)
     gen.manual_seed(seed)
     codes = memory.codes

@@ -1,0 +1,13 @@
+"""Predictive-coding memories: hierarchical Gaussian networks that store items in their weights.
+
+:class:`PredictiveCodingMemory` (GPCN, Salvatori et al. 2021) and :class:`BayesPCN` (Yoo & Wood
+2022) share the network of :mod:`.network` (energy, hand-written gradient, fused relaxation, Pyro
+model) and its readers ``pc`` / ``pc_pyro`` (:mod:`.readers`).
+"""
+
+from .bayes_pcn import BayesPCN
+from .gpcn import PredictiveCodingMemory
+from .network import ACTIVATIONS, PCNetwork
+from .readers import PCReadable
+
+__all__ = ["BayesPCN", "PredictiveCodingMemory", "PCNetwork", "PCReadable", "ACTIVATIONS"]
