@@ -3,7 +3,17 @@
 import pytest
 import torch
 
-from varmem.kernels import default_chunk_size, kernel_log_sum_exp, kernel_stats, sample_items
+from varmem.kernels import (
+    DotProductKernel,
+    GaussianKernel,
+    Kernel,
+    Workspace,
+    as_kernel,
+    default_chunk_size,
+    kernel_log_sum_exp,
+    kernel_stats,
+    sample_items,
+)
 
 
 def _dense(query, items, precision):
@@ -22,13 +32,13 @@ def test_kernel_stats_match_dense(precision_shape, chunk_size):
         "shared": torch.rand(3) + 0.1,
         "per_query": torch.rand(5, 3) * (torch.rand(5, 3) > 0.3),
     }[precision_shape]
-    stats = kernel_stats(query, items, precision, second_moment=True, log_weights=True, chunk_size=chunk_size)
+    stats = kernel_stats(query, items, precision, second_moment=True, weights=True, chunk_size=chunk_size)
     p = precision.expand(5, 3) if precision.dim() < 2 else precision
     logits, w = _dense(query, items, p)
     torch.testing.assert_close(stats.lse, logits.logsumexp(-1), rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(stats.mean, w @ items, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(stats.second_moment, w @ items**2, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(stats.log_weights, logits.log_softmax(-1), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(stats.weights, w, rtol=1e-12, atol=1e-12)
     assert torch.equal(stats.index, logits.argmax(-1))
 
 
@@ -36,8 +46,9 @@ def test_kernel_stats_extreme_logits_do_not_overflow():
     # items far apart with a sharp kernel: logits of order -1e6, still a proper softmax
     query = torch.tensor([[0.0, 0.0]])
     items = torch.tensor([[1000.0, 0.0], [1001.0, 0.0]])
-    stats = kernel_stats(query, items, torch.tensor(1.0), log_weights=True, chunk_size=1)
-    torch.testing.assert_close(stats.log_weights.exp().sum(), torch.tensor(1.0))
+    stats = kernel_stats(query, items, torch.tensor(1.0), weights=True, chunk_size=1)
+    torch.testing.assert_close(stats.weights.sum(), torch.tensor(1.0))
+    torch.testing.assert_close(stats.weights, torch.tensor([[1.0, 0.0]]))  # exp(-1000.5) underflows to 0
     assert stats.index.item() == 0
     torch.testing.assert_close(stats.lse, torch.tensor([-0.5 * 1000.0**2]), rtol=1e-12, atol=1e-6)
 
@@ -82,44 +93,65 @@ def test_default_chunk_size_bounds_the_block():
     assert default_chunk_size(10**9) == 1024
 
 
-def test_results_do_not_alias_the_reused_scratch_buffers():
-    """The logits / weights blocks are reused between calls: earlier results must not change."""
+@pytest.mark.parametrize("chunk_size", [16, 100])
+def test_results_do_not_alias_the_reused_workspace_blocks(chunk_size):
+    """The logits / weights blocks of a workspace are reused between calls: earlier results must
+    not change (one block and several)."""
     items = torch.randn(40, 3)
     q1, q2 = torch.randn(5, 3), torch.randn(5, 3)
-    first = kernel_stats(q1, items, 0.7, log_weights=True, chunk_size=16)
-    saved = [first.lse.clone(), first.mean.clone(), first.log_weights.clone(), first.index.clone()]
-    kernel_stats(q2, items, 0.7, log_weights=True, chunk_size=16)  # overwrites the scratch blocks
-    for before, after in zip(saved, [first.lse, first.mean, first.log_weights, first.index], strict=True):
+    ws = Workspace()
+    first = kernel_stats(q1, items, 0.7, weights=True, chunk_size=chunk_size, workspace=ws)
+    saved = [first.lse.clone(), first.mean.clone(), first.weights.clone(), first.index.clone()]
+    kernel_stats(q2, items, 0.7, weights=True, chunk_size=chunk_size, workspace=ws)  # overwrites the blocks
+    for before, after in zip(saved, [first.lse, first.mean, first.weights, first.index], strict=True):
         assert torch.equal(before, after)
-    logits, _ = _dense(q1, items, torch.full((5, 3), 0.7))
+    logits, w = _dense(q1, items, torch.full((5, 3), 0.7))
     torch.testing.assert_close(first.lse, logits.logsumexp(-1), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(first.weights, w, rtol=1e-12, atol=1e-12)
 
 
-def test_scratch_is_bounded_by_two_blocks_and_can_be_released():
-    from varmem.kernels import release_scratch, scratch_bytes
-
-    release_scratch()
-    assert scratch_bytes() == 0
+def test_workspace_is_bounded_by_two_blocks_owned_and_released_explicitly():
+    ws = Workspace()
+    assert ws.nbytes == 0
     query, items = torch.randn(16, 4, dtype=torch.float32), torch.randn(5000, 4, dtype=torch.float32)
-    before = kernel_stats(query, items, 1.0, chunk_size=700)
-    assert scratch_bytes() == 2 * 16 * 700 * 4  # one logits and one weights block, float32
-    release_scratch()
-    assert scratch_bytes() == 0
-    after = kernel_stats(query, items, 1.0, chunk_size=700)  # allocated again, same numbers
+    plain = kernel_stats(query, items, 1.0, chunk_size=700)
+    assert ws.nbytes == 0  # without a workspace nothing is kept
+    before = kernel_stats(query, items, 1.0, chunk_size=700, workspace=ws)
+    assert ws.nbytes == 2 * 16 * 700 * 4  # one logits and one weights block, float32
+    assert torch.equal(before.mean, plain.mean)
+    ws.release()
+    assert ws.nbytes == 0
+    after = kernel_stats(query, items, 1.0, chunk_size=700, workspace=ws)  # allocated again, same numbers
     assert torch.equal(before.mean, after.mean)
+    import copy
+    import pickle
+
+    assert copy.deepcopy(ws).nbytes == 0 and ws.nbytes > 0  # a copy starts empty, the original keeps its blocks
+    assert pickle.loads(pickle.dumps(ws)).nbytes == 0
 
 
-def test_threads_have_their_own_scratch_buffers():
+def test_memories_own_their_workspace():
+    import varmem
+
+    a = varmem.KernelDensityMemory(4, bandwidth=1.0, noise_scale=1.0, dtype=torch.float32).write(torch.randn(50, 4))
+    b = varmem.KernelDensityMemory(4, bandwidth=1.0, noise_scale=1.0, dtype=torch.float32).write(torch.randn(50, 4))
+    assert a.workspace is a.workspace and a.workspace is not b.workspace
+    a.retrieve(torch.randn(3, 4), method="fixed_point", max_steps=2)
+    assert a.workspace.nbytes > 0 and b.workspace.nbytes == 0
+
+
+def test_threads_have_their_own_workspace_blocks():
     import threading
 
     items = torch.randn(300, 4)
     queries = [torch.randn(8, 4) for _ in range(4)]
+    ws = Workspace()
     expected = [kernel_stats(q, items, 2.0, chunk_size=64) for q in queries]
     results = [None] * len(queries)
 
     def work(i):
         for _ in range(20):  # interleave with the other threads many times
-            results[i] = kernel_stats(queries[i], items, 2.0, chunk_size=64)
+            results[i] = kernel_stats(queries[i], items, 2.0, chunk_size=64, workspace=ws)
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(len(queries))]
     for t in threads:
@@ -149,8 +181,10 @@ def test_a_chunk_of_zero_weight_items_adds_nothing():
     bias = torch.zeros(16)
     bias[:8] = float("-inf")  # the first two chunks carry no weight at all
     bias[10:12] = float("-inf")
-    stats = kernel_stats(query, items, 1.0, item_bias=bias, second_moment=True, chunk_size=4)
+    stats = kernel_stats(query, items, 1.0, item_bias=bias, second_moment=True, weights=True, chunk_size=4)
     keep = torch.isfinite(bias)
+    assert torch.equal(stats.weights[:, ~keep], torch.zeros(3, 10))  # zero-weight items get exactly 0, not NaN
+    torch.testing.assert_close(stats.weights.sum(-1), torch.ones(3))
     ref = kernel_stats(query, items[keep], 1.0, second_moment=True)
     torch.testing.assert_close(stats.lse, ref.lse, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(stats.mean, ref.mean, rtol=1e-12, atol=1e-12)
@@ -169,8 +203,8 @@ def test_mean_only_and_python_float_precision_give_the_same_numbers(kernel, chun
     logits = 0.9 * query @ items.T if kernel == "dot" else -0.45 * torch.cdist(query, items) ** 2
     torch.testing.assert_close(full.mean, logits.softmax(-1) @ items, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(full.lse, logits.logsumexp(-1), rtol=1e-10, atol=1e-10)
-    with_weights = kernel_stats(query, items, 0.9, kernel=kernel, return_lse=False, log_weights=True)
-    torch.testing.assert_close(with_weights.log_weights, logits.log_softmax(-1), rtol=1e-10, atol=1e-10)
+    with_weights = kernel_stats(query, items, 0.9, kernel=kernel, return_lse=False, weights=True)
+    torch.testing.assert_close(with_weights.weights, logits.softmax(-1), rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize("chunk_size", [None, 7])
@@ -188,6 +222,10 @@ def test_values_are_averaged_with_the_keys_softmax(chunk_size):
 def test_kernel_stats_rejects_an_empty_item_set():
     with pytest.raises(ValueError, match="at least one item"):
         kernel_stats(torch.randn(2, 3), torch.empty(0, 3), 1.0)
+    with pytest.raises(ValueError, match="at least one item"):
+        sample_items(torch.randn(2, 3), torch.empty(0, 3), 1.0, 5)
+    with pytest.raises(ValueError, match="at least one item"):
+        kernel_log_sum_exp(torch.randn(2, 3), torch.empty(0, 3), 1.0)
 
 
 @pytest.mark.parametrize("precision_shape", ["scalar", "per_query"])
@@ -195,12 +233,12 @@ def test_kernel_stats_rejects_an_empty_item_set():
 def test_item_bias_adds_to_the_logits(precision_shape, chunk_size):
     query, items, bias = torch.randn(4, 3), torch.randn(30, 3), 3 * torch.randn(30)
     precision = torch.tensor(0.8) if precision_shape == "scalar" else torch.rand(4, 3) + 0.1
-    stats = kernel_stats(query, items, precision, item_bias=bias, log_weights=True, chunk_size=chunk_size)
+    stats = kernel_stats(query, items, precision, item_bias=bias, weights=True, chunk_size=chunk_size)
     logits, _ = _dense(query, items, precision.expand(4, 3))
     logits = logits + bias
     torch.testing.assert_close(stats.lse, logits.logsumexp(-1), rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(stats.mean, logits.softmax(-1) @ items, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(stats.log_weights, logits.log_softmax(-1), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(stats.weights, logits.softmax(-1), rtol=1e-12, atol=1e-12)
     assert torch.equal(stats.index, logits.argmax(-1))
     # without the index: same numbers, no arg-max tracked
     lean = kernel_stats(query, items, precision, item_bias=bias, return_index=False, chunk_size=chunk_size)
@@ -252,3 +290,61 @@ def test_sample_items_never_forms_the_samples_by_items_tensor():
     assert largest < S * B * N * query.element_size() / 10
     with pytest.raises(ValueError, match="num_samples"):
         sample_items(query, items, 1.0, 0)
+
+
+class _LaplaceKernel(Kernel):
+    """A kernel written outside varmem: ``ℓ_bi = -Σ_d p |q_bd - ξ_id|`` (no matrix-product form)."""
+
+    name = "laplace"
+
+    def block_logits(self, prep, chunk, bias, out):
+        logits = -(prep.p * (prep.query.unsqueeze(-2) - chunk).abs()).sum(-1)
+        return logits if bias is None else logits + bias
+
+
+@pytest.mark.parametrize("chunk_size", [None, 7])
+def test_a_new_kernel_gets_streaming_statistics_sampling_and_gradients(chunk_size):
+    query, items = torch.randn(5, 3), torch.randn(40, 3)
+    kernel = _LaplaceKernel()
+    logits = -0.8 * (query.unsqueeze(-2) - items).abs().sum(-1)  # independent dense computation
+    stats = kernel_stats(query, items, 0.8, kernel=kernel, weights=True, second_moment=True, chunk_size=chunk_size)
+    torch.testing.assert_close(stats.lse, logits.logsumexp(-1), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(stats.mean, logits.softmax(-1) @ items, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(stats.weights, logits.softmax(-1), rtol=1e-12, atol=1e-12)
+    assert torch.equal(stats.index, logits.argmax(-1))
+    # the streamed gradient (no closed form: autograd on one chunk at a time)
+    q = query.clone().requires_grad_()
+    (grad,) = torch.autograd.grad(kernel_log_sum_exp(q, items, 0.8, kernel=kernel, chunk_size=chunk_size).sum(), q)
+    ref_q = query.clone().requires_grad_()
+    (ref,) = torch.autograd.grad((-0.8 * (ref_q.unsqueeze(-2) - items).abs().sum(-1)).logsumexp(-1).sum(), ref_q)
+    torch.testing.assert_close(grad, ref, rtol=1e-10, atol=1e-12)
+    idx = sample_items(query, items, 0.8, 4000, kernel=kernel, generator=torch.Generator().manual_seed(1),
+                       chunk_size=chunk_size)
+    freq = torch.stack([torch.bincount(idx[:, b], minlength=40) for b in range(5)]).double() / 4000
+    w = logits.softmax(-1)
+    assert ((freq - w).abs() <= 5 * (w * (1 - w) / 4000).sqrt() + 1e-12).all()
+
+
+def test_dot_kernel_autograd_path_matches_the_dense_gradient():
+    """With items that require grad the plain autograd path runs (dense [B, N] logits)."""
+    query = torch.randn(4, 3, requires_grad=True)
+    keys = torch.randn(12, 3, requires_grad=True)
+    lse = kernel_log_sum_exp(query, keys, 0.7, kernel="dot")
+    gq, gk = torch.autograd.grad(lse.sum(), (query, keys))
+    q2, k2 = query.detach().clone().requires_grad_(), keys.detach().clone().requires_grad_()
+    rq, rk = torch.autograd.grad((0.7 * q2 @ k2.T).logsumexp(-1).sum(), (q2, k2))
+    torch.testing.assert_close(lse, (0.7 * query @ keys.T).logsumexp(-1))
+    torch.testing.assert_close(gq, rq)
+    torch.testing.assert_close(gk, rk)
+    # and the streaming path (items constant) gives the closed form p * mean
+    (gs,) = torch.autograd.grad(kernel_log_sum_exp(q2, keys.detach(), 0.7, kernel="dot", chunk_size=5).sum(), q2)
+    torch.testing.assert_close(gs, rq)
+
+
+def test_kernels_by_name_and_by_object():
+    assert isinstance(as_kernel("gaussian"), GaussianKernel) and isinstance(as_kernel("dot"), DotProductKernel)
+    k = _LaplaceKernel()
+    assert as_kernel(k) is k
+    for bad in ("cosine", None, 3):
+        with pytest.raises(ValueError, match="kernel must be"):
+            as_kernel(bad)

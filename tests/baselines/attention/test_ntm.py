@@ -60,7 +60,7 @@ def test_addressing_is_a_distribution_and_clean_cues_find_their_item():
     r = NTM(D).write(X).retrieve(X)
     torch.testing.assert_close(r.weights.sum(-1), torch.ones(40))
     assert torch.equal(r.index, torch.arange(40))
-    assert r.steps == 1 and bool(r.converged.all()) and r.method == "attention"
+    assert r.steps == 1 and r.converged is None and r.method == "attention"
 
 
 def test_energy_matches_closed_form_gradient_and_bounds():
@@ -128,8 +128,7 @@ def test_code_space_with_an_encoder_and_bad_inputs():
         assert torch.equal(v, state[k]), k
     with pytest.raises(ValueError, match="is empty"):
         NTM(4).retrieve(codes[:1])
-    with pytest.raises(TypeError, match="without a Pyro model"):
-        ntm.model()
+    assert not hasattr(ntm, "model")  # a trained deterministic reader: no Pyro model, no stub
     with pytest.raises(ValueError, match="variant"):
         NTM(4, variant="full")
     with pytest.raises(ValueError, match="eps"):

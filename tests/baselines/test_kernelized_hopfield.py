@@ -34,7 +34,7 @@ def test_update_is_cccp_step_of_the_energy(separation):
     z = torch.randn(7, 4, generator=torch.Generator().manual_seed(1)).requires_grad_()
     (grad,) = torch.autograd.grad(khm.energy(z).sum(), z)
     with torch.no_grad():
-        z_new, energy, _ = khm.step(z)
+        z_new, energy, _, _ = khm.step(z)
         torch.testing.assert_close(energy, khm.energy(z))
     W = khm.feature.weight.detach()
     torch.testing.assert_close(grad, (z.detach() - z_new) @ (W.T @ W), atol=1e-10, rtol=1e-9)
@@ -66,7 +66,14 @@ def test_identity_softmax_is_the_modern_hopfield_network():
     torch.testing.assert_close(ours.pattern, theirs.pattern, atol=1e-12, rtol=0)
     constant = math.log(40) / beta + 0.5 * float(X.norm(dim=-1).max()) ** 2
     torch.testing.assert_close(khm.energy(cue) + constant, mhn.energy(cue), atol=1e-10, rtol=0)
-    torch.testing.assert_close(khm.association_matrix(cue), torch.softmax(beta * cue @ X.T, -1))
+    # hopfield-layers' association matrix: the softmax of the last update (one update: at the cue)
+    torch.testing.assert_close(khm.association_matrix(cue, max_steps=1), torch.softmax(beta * cue @ X.T, -1))
+    z = cue
+    for _ in range(3):  # an independent 4-step read: the last update's softmax is taken at z_3
+        z = torch.softmax(beta * z @ X.T, -1) @ X
+    last = torch.softmax(beta * z @ X.T, -1)
+    torch.testing.assert_close(khm.association_matrix(cue, max_steps=4, tol=0.0), last, atol=1e-12, rtol=0)
+    assert not torch.allclose(last, torch.softmax(beta * cue @ X.T, -1), atol=1e-3)  # the state did move
     assert khm.effective_beta() == pytest.approx(beta)
 
 
@@ -77,7 +84,7 @@ def test_chunked_softmax_path_matches_dense_with_a_feature_map():
     with torch.no_grad():
         keys, q = khm.features(X), khm.features(cue)
         w = torch.softmax(0.4 * q @ keys.T, -1)
-        z_new, energy, index = khm.step(cue)
+        z_new, energy, _, index = khm.step(cue)
     torch.testing.assert_close(z_new, w @ X, atol=1e-12, rtol=0)
     dense_energy = 0.5 * (q * q).sum(-1) - torch.logsumexp(0.4 * q @ keys.T, -1) / 0.4
     torch.testing.assert_close(energy, dense_energy, atol=1e-10, rtol=0)
@@ -150,8 +157,13 @@ def test_model_is_the_boltzmann_density():
         khm.model(num_cues=4)
     tr.trace.compute_log_prob()
     torch.testing.assert_close(tr.trace.nodes["energy"]["log_prob"], -2.0 * khm.energy(z))
-    with pytest.raises(ValueError, match="no cue likelihood"):
-        khm.model(z)
+    torch.testing.assert_close(tr.trace.log_prob_sum(), -2.0 * khm.energy(z).sum())
+    # with a partial cue the observed entries are clamped: the density of the clamped state
+    cue, mask = torch.randn(4, 3), torch.tensor([True, False, False])
+    with pyro.poutine.trace() as tr, pyro.poutine.condition(data={"z": z}):
+        khm.model(cue, mask)
+    torch.testing.assert_close(tr.trace.log_prob_sum(), -2.0 * khm.energy(torch.where(mask, cue, z)).sum())
+    torch.testing.assert_close(khm.energy(z, cue, mask), khm.energy(torch.where(mask, cue, z)))
 
 
 def test_save_load_round_trip(tmp_path):

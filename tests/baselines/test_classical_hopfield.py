@@ -64,7 +64,7 @@ def test_update_is_the_sign_of_minus_the_autograd_gradient(rule):
 def test_every_asynchronous_update_does_not_increase_the_energy(rule):
     net = ClassicalHopfield(40, rule=rule).write(_spins(12, 40))  # α = 0.3: overloaded, many flips
     cue = _spins(6, 40, seed=3)
-    r = net.retrieve(cue, method="async", trace="unit", max_sweeps=20)
+    r = net.retrieve(cue, method="async", trace="unit", max_steps=20)
     assert r.trace.shape[1] == 6 and r.trace.shape[0] == 40 * r.steps + 1
     assert (r.trace.diff(dim=0) <= 1e-12).all()
     assert (r.trace[-1] < r.trace[0]).all()
@@ -133,7 +133,7 @@ def test_bad_input_raises_and_failed_write_keeps_state():
     assert len(net) == 2
     cue = torch.ones(1, 6)
     with pytest.raises(ValueError, match="unknown option"):
-        net.retrieve(cue, method="async", max_steps=3)
+        net.retrieve(cue, method="async", max_sweeps=3)
     with pytest.raises(ValueError, match="trace"):
         net.retrieve(cue, method="async", trace="step")
     with pytest.raises(ValueError, match="seed"):
@@ -144,8 +144,9 @@ def test_bad_input_raises_and_failed_write_keeps_state():
         net.retrieve(cue, method="exact")
     with pytest.raises(ValueError, match="NaN"):
         net.retrieve(torch.full((1, 6), float("nan")))
-    with pytest.raises(TypeError, match="Pyro model"):
-        net.model()
+    assert not hasattr(net, "model")  # no Pyro model (2^D states), and no stub pretending to have one
+    with pytest.raises(TypeError, match="option trace"):
+        net.retrieve(cue, method="async", trace=1)
 
 
 @pytest.mark.parametrize("rule", ["hebbian", "storkey"])
@@ -171,5 +172,5 @@ def test_float32_and_float64_networks_take_the_same_steps_in_the_collapse_regime
     assert torch.equal(runs[torch.float32].pattern.double(), runs[torch.float64].pattern)
     assert runs[torch.float32].steps == runs[torch.float64].steps
     cues = patterns[:10]
-    runs = {dt: net.retrieve(cues.to(dt), method="async", max_sweeps=20, seed=3) for dt, net in nets.items()}
+    runs = {dt: net.retrieve(cues.to(dt), method="async", max_steps=20, seed=3) for dt, net in nets.items()}
     assert torch.equal(runs[torch.float32].pattern.double(), runs[torch.float64].pattern)

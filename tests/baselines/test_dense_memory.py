@@ -78,7 +78,7 @@ def test_power_two_is_the_classical_hebbian_network():
 @pytest.mark.parametrize("kw", CONFIGS)
 def test_asynchronous_updates_never_increase_the_energy(kw):
     dam = DenseAssociativeMemory(24, **kw).write(_spins(30, 24))
-    r = dam.retrieve(_spins(4, 24, seed=4), method="async", trace="unit", max_sweeps=20)
+    r = dam.retrieve(_spins(4, 24, seed=4), method="async", trace="unit", max_steps=20)
     assert (r.trace.diff(dim=0) <= 1e-9 * r.trace.abs().amax()).all()
     assert bool(r.converged.all())
     torch.testing.assert_close(dam.preferred_spins(r.pattern, dam.spin_cache(r.pattern)), r.pattern)

@@ -81,8 +81,9 @@ def test_exact_retrieval_record_and_posterior_samples():
     memory = _memory([[-1.0, 1.0], [0.5, -0.5], [1.5, 2.0]])
     cue = torch.tensor([[0.0, 0.0], [1.2, 1.9]])
     r = memory.retrieve(cue, method="exact")
-    assert r.method == "exact" and r.steps == 0 and bool(r.converged.all())
+    assert r.method == "exact" and r.steps == 0 and r.converged is None and r.trace is None  # closed form
     assert r.weights.shape == (2, 3) and torch.allclose(r.weights.sum(-1), torch.ones(2))
+    assert r.weights_at == "posterior"
     assert torch.equal(r.index, r.weights.argmax(-1))
     samples = r.posterior.sample(100_000, generator=torch.Generator(device=cue.device).manual_seed(1))
     assert samples.shape == (100_000, 2, 2)
@@ -149,7 +150,8 @@ def test_fast_update_equals_the_autograd_preconditioned_gradient_step():
         (grad,) = torch.autograd.grad(memory.energy(z, cue, mask).sum(), z)
         m = 1.0 if mask is None else mask.double()
         expected = z.detach() - grad / (1 / 0.7**2 + m / 0.3**2)
-        z_new, energy = memory.fixed_point_step(z.detach(), cue, mask)
+        step = memory.fixed_point_step(z.detach(), cue, mask)
+        z_new, energy = step.state, step.energy
         torch.testing.assert_close(z_new, expected)
         torch.testing.assert_close(energy, memory.energy(z.detach(), cue, mask))
 
@@ -161,7 +163,7 @@ def test_l2_hopfield_update_is_the_mean_shift_step_without_cue_term():
     z = torch.randn(3, 4)
     beta = 1 / 0.5**2
     hopfield = (-0.5 * beta * torch.cdist(z, items) ** 2).softmax(-1) @ items
-    z_new, _ = memory.fixed_point_step(z, z, None)
+    z_new = memory.fixed_point_step(z, z, None).state
     torch.testing.assert_close(z_new, hopfield)
 
 
@@ -273,7 +275,7 @@ def test_map_with_adam_also_reaches_the_mode():
     fp = memory.retrieve(cue, method="fixed_point", tol=1e-12)
     r = memory.retrieve(cue, method="map", optimizer="adam", lr=0.02, max_steps=3000, tol=1e-12)
     torch.testing.assert_close(r.pattern, fp.pattern, rtol=0, atol=1e-4)
-    assert r.trace.shape == (r.steps,) and r.trace[-1] <= r.trace[0]
+    assert r.trace.shape == (r.steps, 1) and r.trace[-1, 0] <= r.trace[0, 0]  # [T, B]: energy per evaluation
 
 
 def test_model_prior_predictive_samples_via_pyro_predictive():

@@ -125,15 +125,16 @@ def test_bad_cues_are_refused_by_every_engine(memory, cue, mask, error, words, m
 
 
 def test_finiteness_check_is_exact_when_the_sum_overflows():
-    """The cue check sums first (one reduction); huge finite entries whose sum overflows must still
-    pass, and one NaN or inf among them must still be caught."""
-    from varmem._checks import all_finite, as_cue
+    """The finiteness check sums first (one reduction); huge finite entries whose sum overflows are
+    still finite, and one NaN or inf among them is still caught.  Such values are outside the
+    supported range (|x| <= MAX_ABS_VALUE), and a cue holding them is refused as such."""
+    from varmem.validation import MAX_ABS_VALUE, all_finite, as_cue
 
     huge = torch.full((2, 3), 3e38, dtype=torch.float32)
     assert not torch.isfinite(huge.sum())  # the fast test alone would refuse it
     assert all_finite(huge)
-    cue, _ = as_cue(huge, None, 3, torch.float32, torch.device("cpu"))
-    assert torch.equal(cue, huge)
+    with pytest.raises(ValueError, match=r"beyond ±1e\+06 \(rows \[0, 1\]\), outside the supported range"):
+        as_cue(huge, None, 3, torch.float32, torch.device("cpu"))
     for bad in (float("nan"), float("inf"), float("-inf")):
         x = huge.clone()
         x[1, 2] = bad
@@ -141,6 +142,10 @@ def test_finiteness_check_is_exact_when_the_sum_overflows():
         with pytest.raises(ValueError, match=r"NaN or inf in observed entries \(cues \[1\]\)"):
             as_cue(x, None, 3, torch.float32, torch.device("cpu"))
     assert all_finite(torch.tensor([1.0, -1.0]))
+    edge = torch.full((1, 3), MAX_ABS_VALUE)
+    assert torch.equal(as_cue(-edge, None, 3, torch.float64, torch.device("cpu"))[0], -edge)  # the limit itself is fine
+    with pytest.raises(ValueError, match="outside the supported range"):
+        as_cue(edge * 1.01, None, 3, torch.float64, torch.device("cpu"))
 
 
 def test_unknown_method_and_options_are_named(memory):
@@ -180,8 +185,13 @@ def test_empty_memory_refuses_to_be_read():
         (dict(dim=2, bandwidth=1.0, noise_scale=-1.0), ValueError, "noise_scale"),
         (dict(dim=2, bandwidth="wide", noise_scale=1.0), TypeError, "bandwidth"),
         (dict(dim=2, bandwidth=1.0, noise_scale=1.0, chunk_size=0), ValueError, "chunk_size"),
-        (dict(dim=2, bandwidth=1.0, noise_scale=1.0, chunk_size=True), ValueError, "chunk_size must be a positive"),
-        (dict(dim=True, bandwidth=1.0, noise_scale=1.0), ValueError, "dim must be a positive int"),
+        (dict(dim=2, bandwidth=1.0, noise_scale=1.0, chunk_size=True), TypeError, "chunk_size must be an int >= 1"),
+        (dict(dim=True, bandwidth=1.0, noise_scale=1.0), TypeError, "dim must be an int >= 1"),
+        (dict(dim=2.0, bandwidth=1.0, noise_scale=1.0), TypeError, "dim must be an int"),
+        (dict(dim=2, bandwidth=True, noise_scale=1.0), TypeError, "bandwidth must be a number"),
+        (dict(dim=2, bandwidth="0.5", noise_scale=1.0), TypeError, "bandwidth must be a number"),
+        (dict(dim=2, bandwidth=1.0, noise_scale=1.0, dtype="float16x"), ValueError, "dtype"),
+        (dict(dim=2, bandwidth=1.0, noise_scale=1.0, device="gpu0"), ValueError, "device"),
         (dict(dim=2, bandwidth=1.0, noise_scale=1.0, dtype=torch.int64), TypeError, "dtype"),
     ],
 )

@@ -75,13 +75,14 @@ def test_mean_shift_step_is_a_gradient_step_of_size_sigma2(metric):
     mask = torch.tensor([[True, False, False]] * 3 + [[False, True, True]] * 2)
     (grad,) = torch.autograd.grad(_dense_energy(torch.where(mask, cue, z), memory.items, SIGMA, memory.beta).sum(), z)
     assert torch.all(grad[mask] == 0)  # clamped entries feel no force
-    z_new, energy = memory.fixed_point_step(z.detach(), cue, mask)
+    step = memory.fixed_point_step(z.detach(), cue, mask)
+    z_new, energy = step.state, step.energy
     expected = torch.where(mask, cue, z.detach() - SIGMA**2 * grad)
     torch.testing.assert_close(z_new, expected, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(energy, memory.energy(z.detach(), cue, mask), rtol=1e-12, atol=0)
     # and without a mask: z ← Σ_i w_i ξ_i from wherever z is
     (grad,) = torch.autograd.grad(_dense_energy(z, memory.items, SIGMA, memory.beta).sum(), z)
-    z_new, _ = memory.fixed_point_step(z.detach(), cue, None)
+    z_new = memory.fixed_point_step(z.detach(), cue, None).state
     torch.testing.assert_close(z_new, z.detach() - SIGMA**2 * grad, rtol=1e-10, atol=1e-12)
     # the EM step never increases the energy along a read
     trace = memory.retrieve(cue, mask, max_steps=20, tol=0).trace

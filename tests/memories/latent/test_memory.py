@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import varmem
-from varmem.inference.learned_precision import fit_precision
+from varmem.memories.latent.learned_precision import fit_precision
 
 
 def _digits(n=200):
@@ -41,7 +41,7 @@ def test_training_lowers_the_loss_and_write_stores_encoder_means_without_trainin
     assert result.steps == 30
     assert result.losses[-10:].mean() < 0.5 * result.losses[:5].mean()
     before = _params(memory)
-    state = {k: v.clone() for k, v in memory.state_dict().items() if k != "code_memory.items"}
+    state = {k: v.clone() for k, v in memory.state_dict().items() if k != "codes"}
     n = len(memory)
     memory.write(x[100:105])
     assert len(memory) == n + 5
@@ -218,7 +218,7 @@ def test_mnist_masked_cues_hybrid_versus_encoder_only():
 
 @pytest.mark.parametrize("architecture,hidden", [("dense", (16,)), ("conv", (4, 8))])
 def test_retrieval_guide_warm_start_equals_the_encoder_on_masked_cues(architecture, hidden):
-    from varmem.inference.amortized import warm_start
+    from varmem.memories.latent.amortized import warm_start
 
     memory = varmem.LatentMemory((1, 8, 8), 3, architecture=architecture, hidden=hidden)
     assert warm_start(memory.retrieval_guide, memory.encoder)

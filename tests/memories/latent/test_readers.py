@@ -19,7 +19,7 @@ from scipy.optimize import minimize
 from torch.distributions import MultivariateNormal
 
 import varmem
-from varmem.inference.learned_precision import precision_loss, precision_step
+from varmem.memories.latent.learned_precision import precision_loss, precision_step
 
 S, SIGMA = 0.5, 0.3
 CODES = [[0.0, 0.0], [1.5, 0.0], [0.0, 1.5]]
@@ -34,7 +34,7 @@ def _linear_memory(s=S, w=W):
     with torch.no_grad():
         memory.decoder.stages[0].weight.copy_(torch.tensor(w))
         memory.decoder.stages[0].bias.copy_(torch.tensor(B))
-    memory.code_memory.write(torch.tensor(CODES))
+    memory.append_rows("codes", torch.tensor(CODES))
     return memory
 
 
@@ -114,7 +114,8 @@ def test_predictive_coding_step_too_large_for_plain_descent_backtracks_to_the_mo
     z = memory.init_latent(cue, mask, "prior_mean").detach()
     for _ in range(200):
         z = z.detach().requires_grad_(True)
-        (g,) = torch.autograd.grad(memory.energy(z, cue, mask).sum(), z)
+        # compute_energy: the unchecked energy (energy() refuses the diverging states, |z| > 1e6)
+        (g,) = torch.autograd.grad(memory.compute_energy(z, cue, mask).sum(), z)
         z = z - alpha * S**2 * g
     assert not bool(torch.isfinite(z).all()) or (z - modes).abs().max() > 1e3
 
@@ -123,11 +124,11 @@ def test_predictive_coding_update_is_local_the_data_reaches_the_top_one_stage_pe
     """Two-stage decoder: the hidden node starts at its feed-forward value (zero error), so the
     first step of the top node z sees only the memory prior, ``z_1 = z_0 - α s² ∇E_prior(z_0)``
     (the pixel error has not yet propagated); the second step does feel the cue."""
-    from varmem.inference.iterative import relax_pc
+    from varmem.memories.latent.iterative import relax_pc
 
     memory = varmem.LatentMemory(4, 2, architecture="dense", hidden=(3,), output="identity", bandwidth=0.7,
                                  noise_scale=0.5)
-    memory.code_memory.write(torch.randn(5, 2))
+    memory.append_rows("codes", torch.randn(5, 2))
     cue = torch.randn(2, 4)
     z0 = torch.randn(2, 2)
     z1, trace, steps, _ = relax_pc(memory, z0, cue, None, lr=0.1, max_steps=1, tol=0.0)
@@ -181,7 +182,7 @@ def test_fixed_point_in_code_space_is_mean_shift_on_the_stored_codes():
 
 def test_fixed_point_with_code_noise_equals_the_kernel_density_memory_on_the_codes():
     memory = varmem.LatentMemory(3, 2, architecture="linear", bandwidth=S, noise_scale=SIGMA, code_noise=0.4)
-    memory.code_memory.write(torch.tensor(CODES))
+    memory.append_rows("codes", torch.tensor(CODES))
     cue = torch.tensor(CUES)
     ours = memory.retrieve(cue, method="fixed_point", max_steps=50, tol=1e-12)
     kde = varmem.KernelDensityMemory(2, bandwidth=S, noise_scale=0.4).write(torch.tensor(CODES))

@@ -9,7 +9,7 @@ import pytest
 
 matplotlib.use("Agg")
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GUIDES = sorted((ROOT / "guides").glob("*.md")) + [ROOT / "README.md"]
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 

@@ -91,8 +91,8 @@ def test_pyro_read_equals_the_hand_written_read():
     m = _small().write(torch.randn(3, 6))
     cue, mask = torch.randn(2, 6), torch.tensor([True, True, True, False, False, False])
     for mk in (None, mask):
-        a = m.retrieve(cue, mk, method="pc", seed=1, steps=20, tol=0)
-        b = m.retrieve(cue, mk, method="pc_pyro", seed=1, steps=20, tol=0)
+        a = m.retrieve(cue, mk, method="pc", seed=1, max_steps=20, tol=0)
+        b = m.retrieve(cue, mk, method="pc_pyro", seed=1, max_steps=20, tol=0)
         torch.testing.assert_close(a.code, b.code, atol=1e-6, rtol=1e-6)
 
 
@@ -110,9 +110,9 @@ def _recall(memory, X, direct=False):
     out = {}
     for name, cue, known in (("white", white, None), ("drop", drop, dmask), ("mask", mask, mmask)):
         if direct:  # the engine itself, bypassing the "empty memory" guard (negative control)
-            r = get_engine("pc")(memory, *memory.prepare_cue(cue, known), seed=0, steps=200, tol=0)
+            r = get_engine("pc")(memory, *memory.prepare_cue(cue, known), seed=0, max_steps=200, tol=0)
         else:
-            r = memory.retrieve(cue, known, seed=0, steps=200, tol=0)
+            r = memory.retrieve(cue, known, seed=0, max_steps=200, tol=0)
         err = (r.pattern - X) ** 2
         out[name] = err.mean(-1) if known is None else (err * ~known).sum(-1) / (~known).sum(-1)
     return out

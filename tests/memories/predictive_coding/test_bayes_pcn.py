@@ -20,7 +20,7 @@ import torch
 import varmem
 from varmem import corruptions
 from varmem.inference import get_engine
-from varmem.memories._pcn import FusedEnergy
+from varmem.memories.predictive_coding.network import FusedEnergy
 
 SMALL = dict(n_layers=3, h_dim=5, sigma_obs=0.1, T_infer=30)
 
@@ -68,7 +68,7 @@ def test_sequential_writes_equal_the_batch_linear_regression_posterior(write_bat
 def test_conjugate_statistics_stay_float64_in_a_float32_memory():
     m = varmem.BayesPCN(6, **SMALL, dtype=torch.float32).write(torch.randn(3, 6))
     assert m.weight_mean(0).dtype == m.weight_cov(0).dtype == m.log_w.dtype == torch.float64
-    assert m.retrieve(torch.randn(2, 6), seed=0, steps=5).pattern.dtype == torch.float32
+    assert m.retrieve(torch.randn(2, 6), seed=0, max_steps=5).pattern.dtype == torch.float32
 
 
 @pytest.mark.parametrize("K", [1, 3])
@@ -178,10 +178,11 @@ def test_pyro_read_equals_the_hand_written_read(K, partial):
     m = _small(K).write(torch.randn(3, 6))
     cue = torch.randn(2, 6)
     mask = torch.tensor([True, True, True, True, False, False]) if partial else None
-    a = m.retrieve(cue, mask, method="pc", seed=3, steps=12, tol=0)
-    b = m.retrieve(cue, mask, method="pc_pyro", seed=3, steps=12, tol=0)
+    a = m.retrieve(cue, mask, method="pc", seed=3, max_steps=12, tol=0)
+    b = m.retrieve(cue, mask, method="pc_pyro", seed=3, max_steps=12, tol=0)
     torch.testing.assert_close(a.code, b.code, atol=1e-6, rtol=1e-6)
-    torch.testing.assert_close(a.trace[:-1].sum(-1), b.trace, atol=1e-6, rtol=1e-8)
+    assert a.trace.shape == (13, 2) and b.trace.shape == (12, 2)  # pc: before every step and at the end
+    torch.testing.assert_close(a.trace[1:], b.trace, atol=1e-6, rtol=1e-8)  # pc_pyro: after every step
 
 
 # --- the fused relaxation pass and the scale-aware early stop ---------------------------------------
@@ -195,7 +196,7 @@ def test_fused_pass_equals_the_per_layer_energy_and_gradient(activation, K, log_
     B, h, L = 4, m.h_dim, m.n_layers
     P = K if mode == "individual" else 1
     acts = [torch.randn(1, B, 6)] + [torch.randn(P, B, h) for _ in range(L - 1)]
-    layers = m._layers(torch.float64)
+    layers = m.layer_stats(torch.float64)
     free0, free_hidden = mode != "individual", mode != "sensory_only"
     fused = FusedEnergy(m, layers, acts, free0, free_hidden)
     g0 = torch.full((K, B, 6), float("nan")) if free0 else None
@@ -222,11 +223,11 @@ def test_relative_early_stop_stops_where_every_cue_first_settled(partial):
     m = _small(2).write(torch.randn(3, 6))
     cue = torch.randn(3, 6)
     mask = torch.tensor([True, True, True, True, False, False]) if partial else None
-    full = m.retrieve(cue, mask, seed=4, steps=400, tol=0, rtol=0)
-    assert full.steps == 400 and not full.converged.any()
+    full = m.retrieve(cue, mask, seed=4, max_steps=400, tol=0, rtol=0)
+    assert full.steps == 400 and full.converged is None  # no stopping rule
     rtol = 1e-3
     expected = _first_settled_step(full.trace[:-1], rtol)
-    early = m.retrieve(cue, mask, seed=4, steps=400, tol=0, rtol=rtol)
+    early = m.retrieve(cue, mask, seed=4, max_steps=400, tol=0, rtol=rtol)
     assert 2 < early.steps == expected < 400
     assert early.converged.all()
     n = early.trace.shape[0] - 1  # the same trajectory up to the stop (deterministic)
@@ -311,10 +312,10 @@ def memory():
         (lambda m: m.retrieve(torch.ones(2, 6), torch.zeros(6, dtype=torch.bool)), ValueError, "nothing observed"),
         (lambda m: m.retrieve(torch.ones(2, 6), method="exact"), ValueError, "unknown retrieval method"),
         (lambda m: m.retrieve(torch.ones(2, 6), iterations=3), ValueError, r"unknown option\(s\)"),
-        (lambda m: m.retrieve(torch.ones(2, 6), steps=0), ValueError, "steps"),
+        (lambda m: m.retrieve(torch.ones(2, 6), max_steps=0), ValueError, "steps"),
         (lambda m: m.retrieve(torch.ones(2, 6), optimizer="lbfgs"), ValueError, "optimizer"),
         (lambda m: m.retrieve(torch.ones(2, 6), rtol=-1.0), ValueError, "rtol"),
-        (lambda m: m.energy(torch.ones(2, 7)), ValueError, "code must have shape"),
+        (lambda m: m.energy(torch.ones(2, 7)), ValueError, r"z must have shape \[\.\.\., 16\]"),
     ],
 )
 def test_bad_input_names_the_problem_and_loses_nothing(memory, call, error, words):
@@ -388,7 +389,7 @@ def test_save_load_round_trip_with_particles_and_history(tmp_path):
     assert type(loaded) is varmem.BayesPCN and loaded.config() == m.config() and len(loaded) == 4
     _assert_state_equal(_state(loaded), _state(m))
     cue = torch.randn(2, 6)
-    read = dict(seed=0, steps=20)
+    read = dict(seed=0, max_steps=20)
     torch.testing.assert_close(loaded.retrieve(cue, **read).pattern, m.retrieve(cue, **read).pattern)
     loaded.delete(m.items[0])  # the history came back too
     assert len(loaded) == 3

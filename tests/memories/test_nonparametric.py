@@ -305,11 +305,12 @@ def test_fixed_point_step_is_the_preconditioned_autograd_gradient_step_and_never
     cue, mask = memory.prepare_cue(torch.randn(6, 3), torch.rand(6, 3) > 0.3)
     z = torch.randn(6, 3, requires_grad=True)
     (grad,) = torch.autograd.grad(memory.energy(z, cue, mask).sum(), z)
-    z_new, energy = memory.fixed_point_step(z.detach(), cue, mask)
+    step = memory.fixed_point_step(z.detach(), cue, mask)
+    z_new, energy = step.state, step.energy
     torch.testing.assert_close(energy, memory.energy(z.detach(), cue, mask))
     log_w, centres, var = memory.components()
-    r, _ = memory.item_log_weights(z.detach(), return_weights=True)
-    precision = (r.exp() / var).sum(-1, keepdim=True) + mask.double() / SIGMA**2
+    r, _ = memory.item_weights(z.detach(), return_weights=True)
+    precision = (r / var).sum(-1, keepdim=True) + mask.double() / SIGMA**2
     torch.testing.assert_close((z.detach() - z_new) * precision, grad, rtol=1e-9, atol=1e-12)
     # iterating: energy never increases, and the end point is stationary
     out = memory.retrieve(cue, mask, method="fixed_point", tol=1e-13, max_steps=5000)

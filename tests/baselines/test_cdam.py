@@ -71,7 +71,7 @@ def test_directed_ring_is_a_limit_cycle_and_no_energy_decreases():
     z, visited, energies = X[:1].clone(), [], []
     for _ in range(p):
         energies.append(float(mem.energy(z)))
-        z = mem.fixed_point_step(z, z, None)[0]
+        z = mem.fixed_point_step(z, z, None).state
         visited.append(int(mem.overlaps(z).argmax()))
     assert visited == [1, 2, 3, 4, 5, 6, 7, 8, 9, 0]
     torch.testing.assert_close(z, X[:1], atol=1e-6, rtol=0)  # back at the cue: a period-p cycle
