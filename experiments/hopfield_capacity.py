@@ -90,7 +90,7 @@ def hebbian_load_sweep(args: argparse.Namespace, generator: torch.Generator) -> 
             steps.append(sync.steps)
             if args.async_cues and rep == 0:
                 sub = patterns[: args.async_cues]
-                r = net.retrieve(sub, method="async", max_sweeps=args.max_steps, seed=args.seed, trace="none")
+                r = net.retrieve(sub, method="async", max_steps=args.max_steps, seed=args.seed, trace=False)
                 async_overlap.append(float((r.pattern * sub).mean(-1).mean()))
         row = {
             "alpha": alpha,
