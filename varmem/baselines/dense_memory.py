@@ -36,7 +36,7 @@ from torch import Tensor
 
 from ..helpers import want_weights
 from ..validation import check_bool, check_choice, check_int, check_positive
-from .classical_hopfield import SpinMemory, _sign, check_bipolar
+from .spin import SpinMemory, check_bipolar, sign_with_ties
 
 __all__ = ["DenseAssociativeMemory"]
 
@@ -157,12 +157,12 @@ class DenseAssociativeMemory(SpinMemory):
         if units is None:  # all units: [B, D, K] overlaps without unit i (O(B·D·K) memory)
             xi = self.items.T.unsqueeze(0)  # [1, D, K]
             base = cache.unsqueeze(1) - xi * s.unsqueeze(-1)
-            return _sign(self._preference(base, xi), s, self._tie_tol())
+            return sign_with_ties(self._preference(base, xi), s, self._tie_tol())
         rows = torch.arange(s.shape[0], device=s.device)
         xi = self.items.T[units]  # [B, K]
         current = s[rows, units]
         base = cache - xi * current.unsqueeze(-1)
-        return _sign(self._preference(base, xi), current, self._tie_tol())
+        return sign_with_ties(self._preference(base, xi), current, self._tie_tol())
 
     def update_cache(self, cache: Tensor, units: Tensor, delta: Tensor) -> None:
         cache.add_(delta.unsqueeze(-1) * self.items.T[units])
