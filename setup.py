@@ -33,6 +33,7 @@ test_requires = [
     "nbformat>=5.7",
     "nbclient>=0.7",
     "ipykernel>=6",
+    "import-linter>=2.0",
 ]
 
 setup(
