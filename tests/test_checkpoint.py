@@ -1,107 +1,431 @@
-"""save / load: round trips, and clear errors for missing, corrupt or foreign files.
-Nothing is unpickled: a pickle that would run code is refused without running it."""
+"""save / load: round trips, and a catalogue of bad files that must each be refused cleanly.
+
+Every bad file is built programmatically from a good one: bytes flipped or cut, tensors swapped for
+ones of another shape / dtype / value with the metadata and checksum recomputed (so only the check
+under test can catch them), headers garbled.  Each refusal must be a :class:`CheckpointError` (or
+``FileNotFoundError``) naming the file and the problem, never a raw torch / safetensors error, and
+a refused state must leave a memory exactly as it was.  Nothing is unpickled: a pickle that would
+run code is refused without running it.
+"""
+
+from __future__ import annotations
 
 import json
 import pickle
+import re
+from pathlib import Path
+from typing import Any, Callable
 
+import pyro
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import save_file
 
 import varmem
 from varmem import CheckpointError
+from varmem.checkpoint import FORMAT_VERSION, checksum
+
+# --- memories and modules to save -------------------------------------------------------------
+CUE = torch.Generator().manual_seed(7)
 
 
-@pytest.fixture
-def memory():
-    m = varmem.KernelDensityMemory(4, bandwidth=0.3, noise_scale=0.1, chunk_size=64)
-    return m.write(torch.randn(20, 4))
+def _kdm() -> varmem.Memory:
+    return varmem.KernelDensityMemory(4, bandwidth=0.3, noise_scale=0.1, chunk_size=64).write(torch.randn(20, 4))
 
 
-def test_round_trip_restores_class_config_items_and_retrievals(memory, tmp_path):
-    path = varmem.save(memory, tmp_path / "m.safetensors")
+def _hopfield() -> varmem.Memory:
+    return varmem.ModernHopfield(4, beta=4.0).write(torch.randn(10, 4))
+
+
+def _bayes_pcn() -> varmem.Memory:
+    m = varmem.BayesPCN(4, n_layers=2, h_dim=6, sigma_obs=0.1, n_particles=2, T_infer=20)
+    return m.write(torch.randn(3, 4))
+
+
+def _random_features() -> varmem.Memory:
+    return varmem.RandomFeatureMemory(4, beta=2.0, num_features=32).write(torch.randn(6, 4))
+
+
+def _latent() -> varmem.Memory:
+    return varmem.LatentMemory(4, 2, hidden=(8,), bandwidth=0.3).write(torch.rand(5, 4))
+
+
+def _vae() -> torch.nn.Module:
+    return varmem.VAE(4, code_dim=2, hidden=(8,))
+
+
+FACTORIES: dict[str, Callable[[], torch.nn.Module]] = {
+    "kdm": _kdm, "hopfield": _hopfield, "bayes_pcn": _bayes_pcn, "random_features": _random_features,
+    "latent": _latent, "vae": _vae,
+}
+MEMORIES = [k for k in FACTORIES if k != "vae"]
+
+
+def _read(obj: torch.nn.Module, cue: torch.Tensor) -> torch.Tensor:
+    """A deterministic read of a memory (a reconstruction for the VAE)."""
+    if isinstance(obj, varmem.VAE):
+        return obj.reconstruct(cue).detach()
+    options: dict[str, Any] = {}
+    if isinstance(obj, varmem.LatentMemory):
+        options = {"max_steps": 5}
+    elif isinstance(obj, varmem.BayesPCN):
+        options = {"max_steps": 10, "seed": 0}  # its reads start from random activities
+    return obj.retrieve(cue, **options).pattern.detach()
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One intact checkpoint of each kind (written once for the module)."""
+    folder = tmp_path_factory.mktemp("good")
+    pyro.set_rng_seed(0)
+    return {name: varmem.save(make(), folder / f"{name}.safetensors") for name, make in FACTORIES.items()}
+
+
+# --- helpers that build bad files ---------------------------------------------------------------
+def read_file(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    with safe_open(str(path), framework="pt") as f:
+        return dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}
+
+
+def rewrite(
+    src: Path, dst: Path, *, tensors: dict[str, torch.Tensor | None] | None = None,
+    meta: dict[str, str | None] | None = None, recompute: bool = True,
+) -> Path:
+    """``src`` with some tensors / metadata replaced (``None`` drops one) and, unless ``recompute``
+    is False, the checksum recomputed, so that only the checks behind it can catch the change."""
+    metadata, content = read_file(src)
+    for store, over in ((content, tensors or {}), (metadata, meta or {})):
+        for key, value in over.items():
+            if value is None:
+                store.pop(key, None)
+            else:
+                store[key] = value
+    if recompute:
+        metadata["checksum"] = checksum(metadata, content)
+    save_file(content, str(dst), metadata=metadata)
+    return dst
+
+
+def data_start(data: bytes) -> int:
+    return 8 + int.from_bytes(data[:8], "little")
+
+
+def flip(src: Path, dst: Path, where: Callable[[bytes], int], bit: int = 0x10) -> Path:
+    data = bytearray(src.read_bytes())
+    data[where(bytes(data))] ^= bit
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+def raw(src: Path, dst: Path, edit: Callable[[bytes], bytes]) -> Path:
+    dst.write_bytes(edit(src.read_bytes()))
+    return dst
+
+
+def tensor(src: Path, name: str, change: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {name: change(read_file(src)[1][name])}
+
+
+def with_nan(t: torch.Tensor, value: float = float("nan")) -> torch.Tensor:
+    t = t.clone()
+    t.view(-1)[0] = value
+    return t
+
+
+def _pickle_bytes(flag: Path) -> bytes:
+    class Evil:
+        def __reduce__(self) -> Any:
+            return (flag.write_text, ("pwned",))
+
+    return pickle.dumps(Evil())
+
+
+def _same_length_garbage(data: bytes) -> bytes:
+    n = data_start(data)
+    return data[:8] + b"{" + b"\x00garbage" * ((n - 9) // 8) + b"}" * ((n - 9) % 8) + data[n:]
+
+
+def _old_format(src: Path, dst: Path) -> Path:
+    """A file as format "1" wrote it: no checksum entry."""
+    return rewrite(src, dst, meta={"format_version": "1", "checksum": None}, recompute=False)
+
+
+Case = tuple[str, Callable[[Path, Path], Path], str]
+# (kind of good file, how to make the bad file from it, what the error must say)
+CASES: dict[str, Case] = {
+    # -- corrupted bytes: the checksum or safetensors' own framing must catch them
+    "flipped byte, first data byte": ("kdm", lambda s, d: flip(s, d, data_start), "is corrupt"),
+    "flipped byte, middle of data": ("kdm", lambda s, d: flip(s, d, lambda b: (data_start(b) + len(b)) // 2),
+                                     "is corrupt"),
+    "flipped byte, last byte": ("kdm", lambda s, d: flip(s, d, lambda b: len(b) - 1), "is corrupt"),
+    "flipped sign bit, bayes_pcn": ("bayes_pcn", lambda s, d: flip(s, d, lambda b: len(b) - 1, 0x80),
+                                    "is corrupt"),
+    "flipped byte, vae weights": ("vae", lambda s, d: flip(s, d, lambda b: data_start(b) + 3), "is corrupt"),
+    "header edited, still valid": ("kdm", lambda s, d: raw(s, d, lambda b: b.replace(b"0.3", b"0.7", 1)),
+                                   "is corrupt"),
+    "header bytes garbage": ("kdm", lambda s, d: raw(s, d, _same_length_garbage), "not a readable checkpoint"),
+    "header length too large": ("kdm", lambda s, d: raw(s, d, lambda b: (2**40).to_bytes(8, "little") + b[8:]),
+                                "not a readable checkpoint"),
+    "truncated to half": ("kdm", lambda s, d: raw(s, d, lambda b: b[: len(b) // 2]), "not a readable checkpoint"),
+    "truncated by one byte": ("kdm", lambda s, d: raw(s, d, lambda b: b[:-1]), "not a readable checkpoint"),
+    "header only": ("kdm", lambda s, d: raw(s, d, lambda b: b[: data_start(b)]), "not a readable checkpoint"),
+    "length prefix only": ("kdm", lambda s, d: raw(s, d, lambda b: b[:8]), "not a readable checkpoint"),
+    "empty file": ("kdm", lambda s, d: raw(s, d, lambda b: b""), "empty file"),
+    "random bytes": ("kdm", lambda s, d: raw(s, d, lambda b: bytes(range(256)) * 10), "not a readable checkpoint"),
+    "a directory": ("kdm", lambda s, d: (d.mkdir(), d)[1], "is a directory"),
+    "checksum of other content": ("kdm", lambda s, d: rewrite(s, d, meta={"checksum": "sha256:" + "0" * 64},
+                                                              recompute=False), "is corrupt"),
+    "checksum missing": ("kdm", lambda s, d: rewrite(s, d, meta={"checksum": None}, recompute=False),
+                         "no valid checksum"),
+    "checksum of another algorithm": ("kdm", lambda s, d: rewrite(s, d, meta={"checksum": "md5:00"}, recompute=False),
+                                      "no valid checksum"),
+    # -- headers
+    "foreign safetensors file": ("kdm", lambda s, d: (save_file({"items": torch.zeros(2, 2)}, str(d)), d)[1],
+                                 "not a varmem checkpoint"),
+    "format 1 (no checksum)": ("kdm", _old_format, "format '1'.*save it again"),
+    "format 99": ("kdm", lambda s, d: rewrite(s, d, meta={"format_version": "99"}), "format '99'"),
+    "unknown class": ("kdm", lambda s, d: rewrite(s, d, meta={"class": "Nope"}), "unknown memory class 'Nope'"),
+    "class of another memory": ("kdm", lambda s, d: rewrite(s, d, meta={"class": "BayesPCN"}), "cannot rebuild"),
+    "memory config under the VAE class": ("kdm", lambda s, d: rewrite(s, d, meta={"class": "VAE"}), "cannot rebuild"),
+    "class entry missing": ("kdm", lambda s, d: rewrite(s, d, meta={"class": None}), "no 'class' entry"),
+    "config JSON garbage": ("kdm", lambda s, d: rewrite(s, d, meta={"config": "{oops"}), "invalid varmem header"),
+    "config is a JSON list": ("kdm", lambda s, d: rewrite(s, d, meta={"config": "[4, 0.3]"}), "JSON object"),
+    "config no longer builds": ("kdm", lambda s, d: rewrite(s, d, meta={"config": json.dumps(
+        {"dim": 4, "bandwidth": -1.0, "noise_scale": 0.1, "chunk_size": 64})}), "cannot rebuild.*bandwidth"),
+    "config with an unknown argument": ("kdm", lambda s, d: rewrite(s, d, meta={"config": json.dumps(
+        {"dim": 4, "bandwidth": 0.3, "noise_scale": 0.1, "chunk_size": 64, "colour": 1})}), "cannot rebuild"),
+    "config naming the device": ("kdm", lambda s, d: rewrite(s, d, meta={"config": json.dumps(
+        {"dim": 4, "bandwidth": 0.3, "noise_scale": 0.1, "device": "cpu"})}), "cannot rebuild"),
+    "config of another dim": ("kdm", lambda s, d: rewrite(s, d, meta={"config": json.dumps(
+        {"dim": 5, "bandwidth": 0.3, "noise_scale": 0.1, "chunk_size": 64})}), r"'items' has shape \[20, 4\]"),
+    "dtype entry not a dtype": ("kdm", lambda s, d: rewrite(s, d, meta={"dtype": "load"}), "invalid varmem header"),
+    "dtype entry an integer dtype": ("kdm", lambda s, d: rewrite(s, d, meta={"dtype": "int64"}),
+                                     "invalid varmem header"),
+    "dtype entry float32, tensors float64": ("kdm", lambda s, d: rewrite(s, d, meta={"dtype": "float32"}),
+                                             "'items' has dtype torch.float64, expected torch.float32"),
+    # -- tensors that do not fit the config (checksum recomputed: only these checks can catch them)
+    "missing tensor": ("kdm", lambda s, d: rewrite(s, d, tensors={"items": None}), r"missing \['items'\]"),
+    "extra tensor": ("kdm", lambda s, d: rewrite(s, d, tensors={"spare": torch.zeros(2)}),
+                     r"unexpected \['spare'\]"),
+    "wrong shape [20, 5]": ("kdm", lambda s, d: rewrite(s, d, tensors={"items": torch.zeros(20, 5)}),
+                            r"'items' has shape \[20, 5\], expected \[\*, 4\]"),
+    "wrong number of dims": ("kdm", lambda s, d: rewrite(s, d, tensors={"items": torch.zeros(80)}), "shape"),
+    "wrong dtype float32": ("kdm", lambda s, d: rewrite(s, d, tensors=tensor(s, "items", lambda t: t.float())),
+                            "'items' has dtype torch.float32"),
+    "integer items": ("kdm", lambda s, d: rewrite(s, d, tensors=tensor(s, "items", lambda t: t.long())), "dtype"),
+    "NaN item": ("kdm", lambda s, d: rewrite(s, d, tensors=tensor(s, "items", with_nan)), "'items' contains NaN"),
+    "inf item": ("kdm", lambda s, d: rewrite(s, d, tensors=tensor(s, "items", lambda t: with_nan(t, float("inf")))),
+                 "NaN or inf"),
+    "hopfield NaN pattern": ("hopfield", lambda s, d: rewrite(s, d, tensors=tensor(s, "items", with_nan)), "NaN"),
+    "bayes_pcn NaN log_w": ("bayes_pcn", lambda s, d: rewrite(s, d, tensors=tensor(s, "log_w", with_nan)),
+                            "'log_w' contains NaN"),
+    "bayes_pcn -inf log_w": ("bayes_pcn", lambda s, d: rewrite(
+        s, d, tensors=tensor(s, "log_w", lambda t: with_nan(t, -float("inf")))), "'log_w' contains NaN or inf"),
+    "bayes_pcn unnormalised log_w": ("bayes_pcn", lambda s, d: rewrite(
+        s, d, tensors=tensor(s, "log_w", lambda t: t + 1.0)), "normalised log-weights"),
+    "bayes_pcn covariance of the wrong size": ("bayes_pcn", lambda s, d: rewrite(
+        s, d, tensors=tensor(s, "U0", lambda t: t[:, :-1, :-1].clone())), "'U0' has shape"),
+    "bayes_pcn float32 weights": ("bayes_pcn", lambda s, d: rewrite(
+        s, d, tensors=tensor(s, "R0", lambda t: t.float())), "'R0' has dtype"),
+    "bayes_pcn history of another length": ("bayes_pcn", lambda s, d: rewrite(
+        s, d, tensors=tensor(s, "history_log_w", lambda t: t[:-1].clone())), "history"),
+    "random features: feature_sum too short": ("random_features", lambda s, d: rewrite(
+        s, d, tensors=tensor(s, "feature_sum", lambda t: t[:-1].clone())), "'feature_sum' has shape"),
+    "random features: float digests": ("random_features", lambda s, d: rewrite(
+        s, d, tensors=tensor(s, "digests", lambda t: t.double())), "'digests' has dtype"),
+    "latent: codes of another code_dim": ("latent", lambda s, d: rewrite(
+        s, d, tensors=tensor(s, "codes", lambda t: torch.zeros(len(t), 3))), "'codes' has shape"),
+    "latent: NaN encoder weight": ("latent", lambda s, d: rewrite(
+        s, d, tensors=tensor(s, "encoder.loc_head.weight", with_nan)), "contains NaN"),
+    "vae: weight of another shape": ("vae", lambda s, d: rewrite(
+        s, d, tensors=tensor(s, "encoder.loc_head.weight", lambda t: torch.zeros(t.shape[0] + 1, t.shape[1]))),
+        "'encoder.loc_head.weight' has shape"),
+    "vae: NaN weight": ("vae", lambda s, d: rewrite(s, d, tensors=tensor(s, "decoder.stages.0.0.weight", with_nan)),
+                        "'decoder.stages.0.0.weight' contains NaN"),
+    "vae: float32 weight": ("vae", lambda s, d: rewrite(
+        s, d, tensors=tensor(s, "encoder.loc_head.bias", lambda t: t.float())), "dtype"),
+    "vae: missing weight": ("vae", lambda s, d: rewrite(s, d, tensors={"encoder.loc_head.bias": None}), "missing"),
+    "vae: extra tensor": ("vae", lambda s, d: rewrite(s, d, tensors={"encoder.extra": torch.zeros(1)}),
+                          "unexpected"),
+    "vae: config that no longer builds": ("vae", lambda s, d: rewrite(s, d, meta={"config": json.dumps(
+        {"data_shape": [4], "code_dim": 0, "hidden": [8]})}), "cannot rebuild.*code_dim"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_checkpoint_is_refused_with_a_clear_error(case: str, good: dict[str, Path], tmp_path: Path) -> None:
+    kind, make, words = CASES[case]
+    path = make(good[kind], tmp_path / "bad.safetensors")
+    store_before = set(pyro.get_param_store().keys())
+    with pytest.raises(CheckpointError) as info:
+        varmem.load(path)
+    message = str(info.value)
+    assert str(path) in message and "\n" not in message
+    assert re.search(words, message), message
+    assert set(pyro.get_param_store().keys()) == store_before  # nothing half-built left behind
+
+
+def test_the_catalogue_is_large_and_every_flipped_bit_is_refused(good: dict[str, Path], tmp_path: Path) -> None:
+    """Any single flipped bit anywhere in the file (framing, header, data) is refused."""
+    assert len(CASES) >= 50
+    data = good["kdm"].read_bytes()
+    bad = tmp_path / "flip.safetensors"
+    for i in range(0, len(data), 3):
+        for bit in (0x01, 0x80):
+            corrupt = bytearray(data)
+            corrupt[i] ^= bit
+            bad.write_bytes(bytes(corrupt))
+            with pytest.raises(CheckpointError):
+                varmem.load(bad)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="no checkpoint at .*absent"):
+        varmem.load(tmp_path / "absent.safetensors")
+
+
+def test_a_pickle_is_refused_without_being_run(tmp_path: Path) -> None:
+    flag = tmp_path / "ran"
+    path = tmp_path / "evil.safetensors"
+    path.write_bytes(_pickle_bytes(flag))
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        varmem.load(path)
+    torch.save({"items": torch.zeros(1)}, tmp_path / "torch.pt")
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        varmem.load(tmp_path / "torch.pt")
+    assert not flag.exists()
+
+
+def test_bad_device_argument_is_refused_before_reading(good: dict[str, Path]) -> None:
+    with pytest.raises(ValueError, match="not a torch device"):
+        varmem.load(good["kdm"], device="gpu7")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            varmem.load(good["kdm"], device="cuda")
+
+
+# --- the negative control: intact files ---------------------------------------------------------
+@pytest.mark.parametrize("kind", list(FACTORIES))
+def test_intact_file_loads_and_reads_bit_identically(kind: str, tmp_path: Path) -> None:
+    original = FACTORIES[kind]()
+    path = varmem.save(original, tmp_path / f"{kind}.safetensors")
+    metadata, _ = read_file(path)
+    assert metadata["format_version"] == FORMAT_VERSION == "2" and metadata["checksum"].startswith("sha256:")
     loaded = varmem.load(path)
-    assert type(loaded) is varmem.KernelDensityMemory
-    assert loaded.config() == memory.config()
-    assert torch.equal(loaded.items, memory.items) and loaded.dtype == memory.dtype
-    cue = torch.randn(3, 4)
-    torch.testing.assert_close(loaded.retrieve(cue).pattern, memory.retrieve(cue).pattern)
+    assert type(loaded) is type(original) and loaded.config() == json.loads(json.dumps(original.config()))
+    want, got = original.state_dict(), loaded.state_dict()
+    assert set(got) == set(want)
+    for name in want:
+        assert got[name].dtype == want[name].dtype and torch.equal(got[name], want[name]), name
+    cue = torch.rand(3, 4, generator=CUE)
+    assert torch.equal(_read(loaded, cue), _read(original, cue))
 
 
-def test_round_trip_of_an_empty_float32_memory(tmp_path):
+def test_round_trip_of_an_empty_float32_memory(tmp_path: Path) -> None:
     m = varmem.KernelDensityMemory(2, bandwidth=1.0, noise_scale=1.0, dtype=torch.float32)
     loaded = varmem.load(varmem.save(m, tmp_path / "e.safetensors"), device="cpu")
     assert len(loaded) == 0 and loaded.dtype == torch.float32 and loaded.device.type == "cpu"
 
 
-def test_missing_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no checkpoint"):
-        varmem.load(tmp_path / "absent.safetensors")
+def test_checksum_covers_metadata_and_every_tensor_field() -> None:
+    meta = {"format": "varmem-checkpoint", "config": "{}"}
+    base = {"a": torch.arange(6.0).reshape(2, 3), "b": torch.tensor(True)}
+    ref = checksum(meta, base)
+    assert ref == checksum(dict(meta, checksum="ignored"), base) and ref.startswith("sha256:")
+    variants = [
+        ({**meta, "config": "{ }"}, base),
+        (meta, {"a": base["a"].reshape(3, 2), "b": base["b"]}),  # same bytes, other shape
+        (meta, {"c": base["a"], "b": base["b"]}),  # another name
+        (meta, {"a": base["a"].view(torch.int64), "b": base["b"]}),  # same bytes, other dtype
+        (meta, {"a": base["a"], "b": torch.tensor(False)}),
+        (meta, {"a": base["a"]}),
+    ]
+    for m, t in variants:
+        assert checksum(m, t) != ref
 
 
-def test_truncated_and_random_files_raise_checkpoint_error(memory, tmp_path):
-    path = varmem.save(memory, tmp_path / "m.safetensors")
-    data = path.read_bytes()
-    (tmp_path / "cut.safetensors").write_bytes(data[: len(data) // 2])
-    (tmp_path / "noise.safetensors").write_bytes(bytes(range(256)) * 10)
-    for name in ("cut.safetensors", "noise.safetensors"):
-        with pytest.raises(CheckpointError, match="not a readable checkpoint"):
-            varmem.load(tmp_path / name)
-
-
-def test_a_pickle_is_refused_without_being_run(tmp_path):
-    flag = tmp_path / "ran"
-
-    class Evil:
-        def __reduce__(self):
-            return (flag.write_text, ("pwned",))
-
-    path = tmp_path / "evil.safetensors"
-    path.write_bytes(pickle.dumps(Evil()))
-    with pytest.raises(CheckpointError):
-        varmem.load(path)
-    torch.save({"items": torch.zeros(1)}, tmp_path / "torch.pt")
-    with pytest.raises(CheckpointError):
-        varmem.load(tmp_path / "torch.pt")
-    assert not flag.exists()
-
-
-def test_foreign_and_inconsistent_safetensors_files(tmp_path):
-    save_file({"items": torch.zeros(2, 2)}, str(tmp_path / "foreign.safetensors"))
-    with pytest.raises(CheckpointError, match="not a varmem checkpoint"):
-        varmem.load(tmp_path / "foreign.safetensors")
-
-    def header(**over):
-        config = {"dim": 2, "bandwidth": 1.0, "noise_scale": 1.0, "chunk_size": None}
-        meta = {
-            "format": "varmem-checkpoint",
-            "format_version": "1",
-            "class": "KernelDensityMemory",
-            "config": json.dumps(config),
-            "dtype": "float64",
-            "varmem_version": "0",
-        }
-        meta.update(over)
-        return meta
-
-    ok = {"items": torch.zeros(1, 2, dtype=torch.float64)}
-    cases = {
-        "version": (ok, header(format_version="99"), "format"),
-        "class": (ok, header(**{"class": "Nope"}), "invalid varmem header"),
-        "config": (ok, header(config="{oops"), "invalid varmem header"),
-        "badcfg": (ok, header(config='{"dim": 2, "bandwidth": -1, "noise_scale": 1}'), "cannot rebuild"),
-        "names": ({"weights": torch.zeros(1, 2, dtype=torch.float64)}, header(), "missing"),
-        "dtype": ({"items": torch.zeros(1, 2, dtype=torch.float32)}, header(), "dtype"),
-        "shape": ({"items": torch.zeros(1, 3, dtype=torch.float64)}, header(), "shape"),
-        "nan": ({"items": torch.full((1, 2), float("nan"), dtype=torch.float64)}, header(), "NaN"),
-    }
-    for name, (tensors, meta, words) in cases.items():
-        path = tmp_path / f"{name}.safetensors"
-        save_file(tensors, str(path), metadata=meta)
-        with pytest.raises(CheckpointError, match=words):
-            varmem.load(path)
-
-
-def test_save_refuses_non_memories(tmp_path):
+def test_save_refuses_non_memories(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match="Memory"):
         varmem.save(torch.nn.Linear(2, 2), tmp_path / "x.safetensors")
+
+
+# --- Memory.load_state_dict: a refused state leaves the memory exactly as it was -------------------
+def _snapshot(memory: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in memory.state_dict().items()}
+
+
+def _assert_unchanged(memory: torch.nn.Module, before: dict[str, torch.Tensor]) -> None:
+    now = memory.state_dict()
+    assert set(now) == set(before)
+    for name, value in before.items():
+        assert now[name].dtype == value.dtype and torch.equal(now[name], value), name
+
+
+def _bad_state_dicts(memory: varmem.Memory) -> list[tuple[str, dict[str, torch.Tensor]]]:
+    """State dicts that the checks of ``load_state_dict`` refuse before assigning anything."""
+    good = _snapshot(memory)
+    fresh = type(memory)(**memory.config()).state_dict()
+    bad: list[tuple[str, dict[str, torch.Tensor]]] = [
+        ("missing", {k: v for k, v in list(good.items())[1:]}),
+        ("extra", {**good, "spare": torch.zeros(1)}),
+    ]
+    for name, value in good.items():
+        if value.is_floating_point() and value.numel():
+            bad.append((f"NaN {name}", {**good, name: with_nan(value)}))
+            bad.append((f"float32 {name}", {**good, name: value.float()}))
+        fixed = [i for i, f in enumerate(fresh[name].shape) if f]
+        if fixed:
+            shape = list(value.shape)
+            shape[fixed[-1]] += 1
+            bad.append((f"shape {name}", {**good, name: torch.zeros(shape, dtype=value.dtype)}))
+        bad.append((f"ndim {name}", {**good, name: value.reshape(-1, *([1] * max(value.dim(), 1)))}))
+    return bad
+
+
+@pytest.mark.parametrize("kind", MEMORIES)
+def test_refused_load_state_dict_changes_nothing(kind: str) -> None:
+    memory = FACTORIES[kind]()
+    before = _snapshot(memory)
+    cue = torch.rand(2, 4, generator=CUE)
+    read = _read(memory, cue)
+    cases = _bad_state_dicts(memory)
+    assert len(cases) >= 5
+    for what, state in cases:
+        try:
+            memory.load_state_dict(state)
+        except (ValueError, TypeError):
+            pass
+        else:
+            pytest.fail(f"{kind}: a state with {what} was accepted")
+        _assert_unchanged(memory, before)
+    assert torch.equal(_read(memory, cue), read)
+
+
+@pytest.mark.parametrize("kind", MEMORIES)
+def test_state_refused_by_check_state_is_rolled_back(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A state that passes the generic checks but not ``check_state`` is undone after assignment."""
+    memory = FACTORIES[kind]()
+    other = FACTORIES[kind]()
+    other.write(torch.rand(2, 4))  # another valid state, with more items
+    before = _snapshot(memory)
+
+    def refuse(self: varmem.Memory) -> None:
+        raise ValueError("refused for the test")
+
+    monkeypatch.setattr(type(memory), "check_state", refuse)
+    with pytest.raises(ValueError, match="refused for the test"):
+        memory.load_state_dict(other.state_dict())
+    _assert_unchanged(memory, before)
+    monkeypatch.undo()
+    memory.load_state_dict(other.state_dict())  # the same state loads once check_state accepts it
+    _assert_unchanged(memory, _snapshot(other))
+
+
+def test_bayes_pcn_state_with_unnormalised_weights_is_rolled_back() -> None:
+    memory = _bayes_pcn()
+    before = _snapshot(memory)
+    state = {**before, "log_w": before["log_w"] + 0.5}
+    with pytest.raises(ValueError, match="normalised"):
+        memory.load_state_dict(state)
+    _assert_unchanged(memory, before)
