@@ -121,7 +121,8 @@ def test_an_upward_import_breaks_the_contracts(lint_imports_available, tmp_path)
     engine = tmp_path / "varmem" / "inference" / "exact.py"
     engine.write_text(engine.read_text() + "\nfrom ..memories import kernel_density  # upward\n")
     memory = tmp_path / "varmem" / "memory.py"
-    memory.write_text(memory.read_text() + "\n\ndef _late():\n    from .inference import retrieve_map  # lazy, upward\n")
+    lazy = "\n\ndef _late():\n    from .inference import retrieve_map  # lazy, upward\n"
+    memory.write_text(memory.read_text() + lazy)
     result = _lint_imports(tmp_path)
     assert result.returncode != 0
     assert "Contracts: 0 kept, 3 broken." in result.stdout, result.stdout

@@ -118,6 +118,8 @@ def row_selection(index: Any, num_rows: int, device: torch.device | str | None =
         idx = torch.as_tensor(list(index) if isinstance(index, range) else index, device=device)
     except (TypeError, ValueError, RuntimeError):
         raise TypeError(f"index must be an int, a sequence of ints, a slice or a bool mask, got {index!r}") from None
+    if idx.numel() == 0 and idx.dtype != torch.bool:  # [] (float by default in torch): nothing selected
+        return selected
     if idx.dtype == torch.bool:
         if idx.shape != (num_rows,):
             raise ValueError(f"a bool index must have shape [{num_rows}], got {tuple(idx.shape)}")

@@ -28,6 +28,7 @@ import torch
 from pyro.nn import PyroModule
 from torch import Tensor
 
+from . import capabilities
 from .capabilities import Step, missing_members
 from .engine import Engine, get_engine
 from .helpers import clamp, masked_normal, start_state, want_weights
@@ -68,12 +69,17 @@ def registered_memories(*, package: str | None = "varmem") -> list[type["Memory"
 
 
 def methods_table(classes: list[type["Memory"]] | None = None) -> str:
-    """A Markdown table of memories and the methods they can be read with (the default first), made
-    from the declared ``methods``; the README's table is this, checked by a test."""
-    rows = ["| memory | read with (`method=`; default first) |", "| --- | --- |"]
+    """A Markdown table of memories, the methods they can be read with (the default first) and the
+    capabilities those methods require of them (:mod:`varmem.capabilities`, plus ``ItemWeights``
+    where the memory has weights over its items), made from the class declarations; the README's
+    table is this, checked by a test."""
+    rows = ["| memory | read with (`method=`; default first) | capabilities |", "| --- | --- | --- |"]
     for cls in classes if classes is not None else registered_memories():
         names = [cls.default_method] + [m for m in cls.methods if m != cls.default_method]
-        rows.append(f"| `{cls.__name__}` | {', '.join(f'`{m}`' for m in names)} |")
+        has = list(dict.fromkeys(r.__name__ for m in names for r in cls._engines[m].requires))
+        if not missing_members(cls, capabilities.ItemWeights):
+            has.append("ItemWeights")
+        rows.append(f"| `{cls.__name__}` | {', '.join(f'`{m}`' for m in names)} | {', '.join(has)} |")
     return "\n".join(rows)
 
 
@@ -92,7 +98,7 @@ def _resolve_methods(cls: type) -> dict[str, Engine]:
                 )
         engines[eng.name] = eng
     default = cls.default_method.name if isinstance(cls.default_method, Engine) else cls.default_method
-    if default not in engines:
+    if default not in engines and (engines or default):  # a memory without methods has no default either
         raise TypeError(f"{cls.__name__}.default_method {default!r} is not one of its methods {list(engines)}")
     return engines
 
