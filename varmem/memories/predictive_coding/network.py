@@ -352,10 +352,18 @@ class PCNetwork(Memory):
 
         All Gaussian constants are kept, so this equals minus the log-density of the Pyro trace of
         :meth:`model` at these values.  With ``cue`` the observed sensory entries (``mask``; all if
-        ``None``) are taken from the cue (clamped), the others from ``z``.
+        ``None``) are taken from the cue (clamped), the others from ``z``.  Any batch shape
+        ``z [..., B, D + (L-1)h]`` → ``[..., B]``: the states are flattened into one batch, so the
+        particle dimension of the weights never broadcasts against a batch dimension of ``z``.
         """
-        e, _, _ = self.mixture_energy(self._as_acts(z, cue, mask))
-        return e
+        batch = z.shape[:-1] if cue is None else torch.broadcast_shapes(z.shape[:-1], cue.shape[:-1])
+        flat = z.expand(*batch, z.shape[-1]).reshape(-1, z.shape[-1])
+        if cue is not None:
+            cue = cue.expand(*batch, cue.shape[-1]).reshape(-1, cue.shape[-1])
+            if mask is not None:
+                mask = mask.expand(*batch, mask.shape[-1]).reshape(-1, mask.shape[-1])
+        e, _, _ = self.mixture_energy(self._as_acts(flat, cue, mask))
+        return e.reshape(batch)
 
     def energy_grad(self, z: Any, cue: Any = None, mask: Any = None) -> Tensor:
         """Hand-written ``∂E/∂code`` ``[B, D + (L-1)h]`` (the local prediction-error update);
