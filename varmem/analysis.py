@@ -43,7 +43,7 @@ from torch import Tensor
 
 from .capabilities import ItemWeights
 from .retrieval import Retrieval
-from .validation import check_positive_int
+from .validation import check_int, check_positive_int
 
 __all__ = ["to_inference_data", "arviz_major_version"]
 
@@ -280,8 +280,7 @@ def to_inference_data(
     if len(sources) > 1:
         raise ValueError("give at most one of mcmc=, guide=, samples=, retrieval=")
     check_positive_int(num_samples, "num_samples")
-    if not isinstance(num_prior_samples, int) or num_prior_samples < 0:
-        raise ValueError(f"num_prior_samples must be an int >= 0, got {num_prior_samples!r}")
+    check_int(num_prior_samples, "num_prior_samples", minimum=0)
     if mcmc is not None:
         model = model or mcmc.kernel.model
         args = args or tuple(getattr(mcmc, "_args", ()) or ())

@@ -26,6 +26,8 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
+from .validation import check_finite, check_int, check_unit_interval
+
 __all__ = [
     "CORRUPTIONS",
     "white_noise",
@@ -88,30 +90,6 @@ def _as_images(x: Any, image_shape: _ImageShape, *, geometry: bool = True) -> Te
     return x.reshape(batch, *shape)
 
 
-def _check_probability(p: Any, name: str = "p") -> float:
-    try:
-        value = float(p)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number, got {p!r}") from None
-    if not 0.0 <= value <= 1.0:  # also rejects NaN
-        raise ValueError(f"{name} must lie in [0, 1], got {p!r}")
-    return value
-
-
-def _check_int(value: Any, name: str) -> int:
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an integer, got {value!r}") from None
-
-
-def _check_fill(fill: Any) -> float:
-    try:
-        return float(fill)
-    except (TypeError, ValueError):
-        raise TypeError(f"fill must be a number, got {fill!r}") from None
 
 
 def _rand(shape: Sequence[int], generator: torch.Generator | None, like: Tensor) -> Tensor:
@@ -160,8 +138,8 @@ def pixel_drop(
 
     Flat ``[B, D]`` input without ``image_shape`` drops every entry independently.
     """
-    p = _check_probability(p)
-    fill = _check_fill(fill)
+    p = check_unit_interval(p, "p")
+    fill = check_finite(fill, "fill")
     x4 = _as_images(x, image_shape, geometry=False)
     b, _, h, w = x4.shape
     known = _rand((b, h, w), generator, x4) >= p  # P(dropped) = P(u < p) = p
@@ -172,8 +150,8 @@ def right_columns_mask(
     x: Tensor, p: float, *, fill: float = 0.0, image_shape: _ImageShape = None
 ) -> tuple[Tensor, Tensor]:
     """Hide the right-most ``k = ⌊p·W⌋`` columns of every image (set to ``fill``)."""
-    p = _check_probability(p)
-    fill = _check_fill(fill)
+    p = check_unit_interval(p, "p")
+    fill = check_finite(fill, "fill")
     x4 = _as_images(x, image_shape)
     b, _, h, w = x4.shape
     k = math.floor(p * w + 1e-9)  # tolerate p·W landing just below an integer
@@ -190,8 +168,8 @@ def square_occlusion(
     The top-left corner ``(t, l)`` is uniform on ``{0..H-size} × {0..W-size}``; pixel ``(i, j)`` is
     hidden iff ``t ≤ i < t + size`` and ``l ≤ j < l + size``.
     """
-    size = _check_int(size, "size")
-    fill = _check_fill(fill)
+    size = check_int(size, "size")
+    fill = check_finite(fill, "fill")
     x4 = _as_images(x, image_shape)
     b, _, h, w = x4.shape
     if not 0 <= size <= min(h, w):
@@ -211,7 +189,7 @@ def channel_rotation(x: Tensor, shift: int = 1, *, image_shape: _ImageShape = No
 
     Needs ``C ≥ 2``.  The mask is all True: the values are observed, only wrong.
     """
-    shift = _check_int(shift, "shift")
+    shift = check_int(shift, "shift")
     x4 = _as_images(x, image_shape)
     if x4.shape[1] < 2:
         raise ValueError(f"channel_rotation needs at least 2 channels, got C={x4.shape[1]}")

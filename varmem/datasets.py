@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .validation import check_int
+
 __all__ = [
     "ImageDataset",
     "load_digits",
@@ -95,7 +97,7 @@ class ImageDataset:
 
     def subset(self, n: int, generator: torch.Generator | None = None) -> "ImageDataset":
         """``n`` distinct items: uniformly at random with ``generator``, else the first ``n``."""
-        n = _check_count(n, "n")
+        n = check_int(n, "n", minimum=0)
         if n > len(self):
             raise ValueError(f"cannot take {n} items from a data set of {len(self)}")
         if generator is None:
@@ -118,16 +120,6 @@ class ImageDataset:
 # --------------------------------------------------------------------------------------------
 # Small helpers
 # --------------------------------------------------------------------------------------------
-
-
-def _check_count(n: Any, name: str) -> int:
-    try:
-        value = operator.index(n)
-    except TypeError:
-        raise TypeError(f"{name} must be an integer, got {n!r}") from None
-    if value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value}")
-    return value
 
 
 def _check_float_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -309,7 +301,7 @@ def load_cifar10(
             raise ValueError("batches selects training batches (1..5); it cannot be used with split='test'")
         names = ["test_batch"]
     elif split == "train":
-        chosen = list(range(1, 6)) if batches is None else [_check_count(b, "batch") for b in batches]
+        chosen = list(range(1, 6)) if batches is None else [check_int(b, "batch", minimum=0) for b in batches]
         if not chosen or any(not 1 <= b <= 5 for b in chosen):
             raise ValueError(f"batches must be a non-empty selection of 1..5, got {batches!r}")
         names = [f"data_batch_{b}" for b in chosen]
@@ -382,7 +374,7 @@ def load_clevr(
     size_hw = (operator.index(image_size[0]), operator.index(image_size[1]))
     files = sorted(image_dir.glob("*.png"), key=lambda p: p.name)
     if max_images is not None:
-        files = files[: _check_count(max_images, "max_images")]
+        files = files[: check_int(max_images, "max_images", minimum=0)]
     if not files:
         raise FileNotFoundError(f"no PNG images in {image_dir}")
     pixels = np.empty((len(files), size_hw[0], size_hw[1], 3), dtype=np.uint8)

@@ -7,13 +7,13 @@ Masks follow the corruptions' convention: ``True`` = known (observed) entry.
 from __future__ import annotations
 
 import math
-import operator
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from .kernels import default_chunk_size
+from .validation import check_positive, check_positive_int
 
 __all__ = ["SCORED", "mse", "recalled", "recall_accuracy", "nearest_item", "retrieval_rate"]
 
@@ -46,16 +46,6 @@ def _check_pair(retrieved: Any, target: Any) -> tuple[Tensor, Tensor]:
     if r.device != t.device:
         raise ValueError(f"retrieved is on {r.device} but target on {t.device}")
     return r, t
-
-
-def _check_threshold(threshold: Any) -> float:
-    try:
-        value = float(threshold)
-    except (TypeError, ValueError):
-        raise TypeError(f"threshold must be a number, got {threshold!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"threshold must be finite and > 0, got {threshold!r}")
-    return value
 
 
 def _selection(mask: Any, scored: str, shape: torch.Size, device: torch.device) -> Tensor | None:
@@ -135,7 +125,7 @@ def recalled(
     retrieved: Tensor, target: Tensor, threshold: float = 0.01, mask: Tensor | None = None, scored: str = "all"
 ) -> Tensor:
     """``[B]`` bool: ``mse(retrieved, target, mask, scored) < threshold``."""
-    threshold = _check_threshold(threshold)
+    threshold = check_positive(threshold, "threshold")
     return mse(retrieved, target, mask=mask, scored=scored) < threshold
 
 
@@ -164,9 +154,7 @@ def nearest_item(x: Tensor, stored: Tensor, *, chunk_size: int | None = None) ->
     if chunk_size is None:
         chunk = default_chunk_size(batch, q.device)
     else:
-        chunk = operator.index(chunk_size)
-        if chunk < 1:
-            raise ValueError(f"chunk_size must be >= 1, got {chunk_size!r}")
+        chunk = check_positive_int(chunk_size, "chunk_size")
     q_sq = q.square().sum(1, keepdim=True)  # [B, 1]
     best = torch.full((batch,), math.inf, dtype=q.dtype, device=q.device)
     index = torch.zeros(batch, dtype=torch.int64, device=q.device)
@@ -202,5 +190,5 @@ def retrieval_rate(
     if threshold is None:
         hits = nearest_item(r, s)[0] == target
     else:
-        hits = torch.linalg.vector_norm(r - s[target], dim=1) < _check_threshold(threshold)
+        hits = torch.linalg.vector_norm(r - s[target], dim=1) < check_positive(threshold, "threshold")
     return int(hits.sum()) / hits.numel()

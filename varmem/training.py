@@ -69,6 +69,8 @@ from torch import Tensor, nn
 from torch.nn.utils.stateless import _reparametrize_module
 from tqdm.auto import tqdm
 
+from .validation import check_positive_int
+
 __all__ = ["fit", "FitResult", "ELBOObjective"]
 
 
@@ -373,12 +375,6 @@ class _Batches:
         return self.epoch[self.position - 1]
 
 
-def _check_int(value: Any, name: str, minimum: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
-
-
 # --- fit --------------------------------------------------------------------------------------
 def fit(
     model: Callable,
@@ -453,13 +449,13 @@ def fit(
         >>> abs(result.params["guide.locs.mu_unconstrained"].item() - x.mean().item()) < 0.3
         True
     """
-    _check_int(num_steps, "num_steps", 1)
-    _check_int(log_every, "log_every", 1)
-    _check_int(num_particles, "num_particles", 1)
+    check_positive_int(num_steps, "num_steps")
+    check_positive_int(log_every, "log_every")
+    check_positive_int(num_particles, "num_particles")
     if patience is not None:
-        _check_int(patience, "patience", 1)
+        check_positive_int(patience, "patience")
     if window is not None:
-        _check_int(window, "window", 1)
+        check_positive_int(window, "window")
     if not (isinstance(rel_tol, (int, float)) and math.isfinite(rel_tol) and rel_tol >= 0):
         raise ValueError(f"rel_tol must be a finite number >= 0, got {rel_tol!r}")
     if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
@@ -478,7 +474,7 @@ def fit(
     rank, world = (tdist.get_rank(), tdist.get_world_size()) if distributed else (0, 1)
     num_data = None
     if batch_size is not None:
-        _check_int(batch_size, "batch_size", 1)
+        check_positive_int(batch_size, "batch_size")
         if not tensors:
             raise ValueError("batch_size needs data to take minibatches of")
         sizes = {t.shape[0] if t.dim() else None for t in tensors}

@@ -35,6 +35,7 @@ __all__ = [
     "check_finite",
     "check_int",
     "check_positive_int",
+    "check_int_sequence",
     "check_bool",
     "check_choice",
     "check_unit_interval",
@@ -114,6 +115,26 @@ def check_int(value: Any, name: str, *, minimum: int | None = None, allow_none: 
 def check_positive_int(value: Any, name: str, *, allow_none: bool = False) -> Any:
     """An int ``≥ 1`` (not a bool), or None where ``allow_none``."""
     return check_int(value, name, minimum=1, allow_none=allow_none)
+
+
+def check_int_sequence(
+    value: Any, name: str, *, minimum: int = 1, lengths: Sequence[int] | None = None, allow_empty: bool = False
+) -> tuple:
+    """A sequence of ints ``≥ minimum`` (a lone int counts as a sequence of one): shapes, layer
+    widths.  ``lengths``: the allowed numbers of entries; empty only where ``allow_empty``.  Returned
+    as a tuple of ints."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        value = (value,)
+    if isinstance(value, (str, bytes, dict)) or not hasattr(value, "__iter__"):
+        raise TypeError(f"{name} must be a sequence of ints, got {value!r}")
+    out = tuple(value)
+    if any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) for v in out):
+        raise TypeError(f"{name} must be a sequence of ints, got {value!r}")
+    if (not out and not allow_empty) or (lengths is not None and len(out) not in lengths) or any(
+            v < minimum for v in out):
+        counts = "" if lengths is None else f" with {' or '.join(map(str, lengths))} entries"
+        raise ValueError(f"{name} must be a non-empty sequence{counts} of ints >= {minimum}, got {value!r}")
+    return tuple(int(v) for v in out)
 
 
 def check_bool(value: Any, name: str, *, allow_none: bool = False) -> Any:

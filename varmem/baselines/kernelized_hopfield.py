@@ -93,10 +93,8 @@ def separation_bounds(num_points: int, dim: int) -> tuple[float, float]:
 
     (``upper`` holds for every code; ``lower`` says a code at least that good exists.)
     """
-    if not isinstance(num_points, int) or num_points < 2:
-        raise ValueError(f"num_points must be an int >= 2, got {num_points!r}")
-    if not isinstance(dim, int) or dim < 2:
-        raise ValueError(f"dim must be an int >= 2, got {dim!r}")
+    check_int(num_points, "num_points", minimum=2)
+    check_int(dim, "dim", minimum=2)
     d, m = dim, num_points
     log_ratio_up = math.lgamma((d + 1) / 2) - math.lgamma(d / 2)
     log_ratio_lo = math.lgamma((d + 1) / 2) - math.lgamma(d / 2 + 1)

@@ -32,7 +32,7 @@ from pyro.nn import PyroModule
 from torch import Tensor
 
 from ..checkpoint import register_checkpoint_class
-from ..validation import check_positive, check_positive_int
+from ..validation import check_int_sequence, check_positive, check_positive_int
 from .coders import build_coders
 
 __all__ = ["VAE", "LIKELIHOODS"]
@@ -80,13 +80,9 @@ class VAE(PyroModule):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        shape = (data_shape,) if isinstance(data_shape, int) else tuple(data_shape)
-        if not shape or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in shape):
-            raise ValueError(f"data_shape must be a positive int or a tuple of them, got {data_shape!r}")
+        shape = check_int_sequence(data_shape, "data_shape")
         check_positive_int(code_dim, "code_dim")
-        hidden = tuple(hidden)
-        if any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in hidden):
-            raise ValueError(f"hidden must be a sequence of positive ints, got {hidden!r}")
+        hidden = check_int_sequence(hidden, "hidden")
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"unknown likelihood {likelihood!r}; choose from {list(LIKELIHOODS)}")
         dtype = dtype or torch.get_default_dtype()

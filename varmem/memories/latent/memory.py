@@ -51,7 +51,7 @@ from ...kernels import kernel_stats
 from ...memory import PriorLikelihoodMemory
 from ...models.coders import ARCHITECTURES, Encoder, build_coders
 from ...training import fit
-from ...validation import check_choice, check_positive, check_positive_int
+from ...validation import check_choice, check_int_sequence, check_positive, check_positive_int
 from .amortized import fit_retrieval_guide, retrieve_amortized
 from .hybrid import retrieve_hybrid
 from .iterative import retrieve_iterative
@@ -61,24 +61,11 @@ __all__ = ["LatentMemory"]
 
 
 def _shape(data_shape: int | Sequence[int]) -> tuple[int, ...]:
-    if isinstance(data_shape, bool):
-        raise TypeError(f"data_shape must be an int or a sequence of ints, got {data_shape!r}")
-    if isinstance(data_shape, int):
-        data_shape = (data_shape,)
-    try:
-        shape = tuple(data_shape)
-    except TypeError:
-        raise TypeError(f"data_shape must be an int or a sequence of ints, got {data_shape!r}") from None
-    if len(shape) not in (1, 3) or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in shape):
-        raise ValueError(f"data_shape must be (D,) or (C, H, W) of positive ints, got {data_shape!r}")
-    return shape
+    return check_int_sequence(data_shape, "data_shape (D,) or (C, H, W)", lengths=(1, 3))
 
 
 def _widths(hidden: Sequence[int], name: str) -> tuple[int, ...]:
-    out = tuple(hidden)
-    if any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in out):
-        raise ValueError(f"{name} must be a sequence of positive ints, got {hidden!r}")
-    return out
+    return check_int_sequence(hidden, name, allow_empty=True)  # the linear architecture has no hidden layer
 
 
 class _VAEModel(torch.nn.Module):
