@@ -159,7 +159,7 @@ def retrieve_iterative(
 
     ``code`` is the final ``z`` (a local mode of ``log p(x, z | M)`` for ``"map"``, the relaxed top
     node for ``"pc"``), ``pattern = decode(code)``, ``trace`` the loss per evaluation (``"map"``,
-    ``[T]``) or the free energy per step (``"pc"``, ``[T + 1, B]``).
+    ``[T, B]``, each cue's energy per evaluation) or the free energy per step (``"pc"``, ``[T + 1, B]``).
 
     Options:
         scheme: ``"map"`` (BP-GMM) or ``"pc"`` (predictive-coding relaxation).
