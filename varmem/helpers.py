@@ -81,8 +81,7 @@ def make_generator(seed: int | None, device: torch.device | str | None = None) -
     """A ``torch.Generator`` on ``device`` seeded with ``seed`` (None: no generator, the global RNG)."""
     if seed is None:
         return None
-    check_seed(seed)
-    return torch.Generator(device=device or "cpu").manual_seed(seed)
+    return torch.Generator(device=device or "cpu").manual_seed(check_seed(seed))
 
 
 def posterior_start(memory: Any, cue: Tensor, mask: Tensor | None, init: Any) -> Tensor:

@@ -40,6 +40,7 @@ __all__ = [
     "check_choice",
     "check_unit_interval",
     "check_seed",
+    "MAX_SEED",
     "check_generator",
     "resolve_dtype",
     "resolve_device",
@@ -153,9 +154,17 @@ def check_choice(value: Any, name: str, choices: Sequence[Any]) -> Any:
     raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
 
 
+MAX_SEED = 2**64 - 1
+"""Largest seed a ``torch.Generator`` takes (seeds are unsigned 64-bit)."""
+
+
 def check_seed(value: Any, name: str = "seed", *, allow_none: bool = False) -> Any:
-    """An int ``≥ 0`` usable as a ``torch.Generator`` seed (or None where ``allow_none``)."""
-    return check_int(value, name, minimum=0, allow_none=allow_none)
+    """An int in ``[0, 2**64 - 1]`` usable as a ``torch.Generator`` seed (or None where
+    ``allow_none``); returned as a Python int (numpy ints included)."""
+    seed = check_int(value, name, minimum=0, allow_none=allow_none)
+    if seed is not None and seed > MAX_SEED:
+        raise ValueError(f"{name} must be at most 2**64 - 1 (a torch.Generator seed), got {value!r}")
+    return seed
 
 
 def check_generator(value: Any, name: str = "generator") -> torch.Generator | None:
@@ -182,15 +191,25 @@ def resolve_dtype(value: Any, name: str = "dtype") -> torch.dtype | None:
 
 
 def resolve_device(value: Any, name: str = "device") -> torch.device | None:
-    """A ``torch.device`` (or its name, ``"cpu"``, ``"cuda:1"`` ...), or None."""
-    if value is None or isinstance(value, torch.device):
-        return value
+    """A ``torch.device`` (or its name, ``"cpu"``, ``"cuda:1"`` ...), or None.  A CUDA or MPS
+    device that this machine does not have is refused here (``ValueError``), not by the first
+    tensor created on it."""
+    if value is None:
+        return None
     if isinstance(value, str):
         try:
-            return torch.device(value)
+            value = torch.device(value)
         except RuntimeError as e:
             raise ValueError(f"{name} {value!r} is not a torch device ({e})") from None
-    raise TypeError(f"{name} must be a torch.device or its name, got {type(value).__name__} {value!r}")
+    if not isinstance(value, torch.device):
+        raise TypeError(f"{name} must be a torch.device or its name, got {type(value).__name__} {value!r}")
+    if value.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (value.index is not None and value.index >= count):
+            raise ValueError(f"{name} {str(value)!r} is not available on this machine ({count} CUDA devices)")
+    elif value.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{name} {str(value)!r} is not available on this machine")
+    return value
 
 
 # --- tensors ------------------------------------------------------------------------------------

@@ -57,7 +57,7 @@ def retrieve_nuts(
     accept = check_number(target_accept_prob, "option target_accept_prob")
     if not 0 < accept < 1:
         raise ValueError(f"option target_accept_prob must lie in (0, 1), got {target_accept_prob!r}")
-    check_seed(seed, "option seed", allow_none=True)
+    seed = check_seed(seed, "option seed", allow_none=True)
     check_bool(return_weights, "option return_weights", allow_none=True)
     check_bool(progress, "option progress")
     z0 = memory.init_latent(cue, mask, init).detach()

@@ -127,7 +127,7 @@ def retrieve_async(
         progress: show a progress bar.
     """
     check_int(max_steps, "option max_steps", minimum=0)
-    check_seed(seed, "option seed")
+    seed = check_seed(seed, "option seed")
     if isinstance(trace, str) and trace != "unit":
         raise ValueError(f"option trace must be True, False or 'unit', got {trace!r}")
     if trace != "unit":
