@@ -204,11 +204,13 @@ def resolve_device(value: Any, name: str = "device") -> torch.device | None:
     if not isinstance(value, torch.device):
         raise TypeError(f"{name} must be a torch.device or its name, got {type(value).__name__} {value!r}")
     if value.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0 or (value.index is not None and value.index >= count):
-            raise ValueError(f"{name} {str(value)!r} is not available on this machine ({count} CUDA devices)")
+        if not torch.cuda.is_available():
+            raise ValueError(f"{name} {str(value)!r} requested but CUDA is not available on this machine")
+        if value.index is not None and value.index >= torch.cuda.device_count():
+            raise ValueError(f"{name} {str(value)!r} requested but this machine has {torch.cuda.device_count()} "
+                             "CUDA devices")
     elif value.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"{name} {str(value)!r} is not available on this machine")
+        raise ValueError(f"{name} {str(value)!r} requested but MPS is not available on this machine")
     return value
 
 
