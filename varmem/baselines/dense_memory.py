@@ -77,8 +77,8 @@ class DenseAssociativeMemory(SpinMemory):
     ) -> None:
         super().__init__(dim, device=device, dtype=dtype)
         check_choice(interaction, "interaction", INTERACTIONS)
-        check_int(power, "power", minimum=2)
-        check_bool(rectified, "rectified")
+        power = check_int(power, "power", minimum=2)
+        rectified = check_bool(rectified, "rectified")
         self.interaction = interaction
         self.power = power
         self.rectified = rectified

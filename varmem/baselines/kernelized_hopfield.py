@@ -170,13 +170,13 @@ class KernelizedHopfield(Memory):
         self.beta = check_positive(beta, "beta")
         check_choice(feature_map, "feature_map", FEATURE_MAPS)
         feature_dim = dim if feature_dim is None else feature_dim
-        check_positive_int(feature_dim, "feature_dim")
+        feature_dim = check_positive_int(feature_dim, "feature_dim")
         if feature_map == "identity" and feature_dim != dim:
             raise ValueError(f"feature_map='identity' needs feature_dim == dim ({dim}), got {feature_dim}")
         hidden_dim = max(dim, feature_dim) if hidden_dim is None else hidden_dim
-        check_positive_int(hidden_dim, "hidden_dim")
-        check_seed(seed)
-        check_positive_int(chunk_size, "chunk_size", allow_none=True)
+        hidden_dim = check_positive_int(hidden_dim, "hidden_dim")
+        seed = check_seed(seed)
+        chunk_size = check_positive_int(chunk_size, "chunk_size", allow_none=True)
         self.separation = canonical_separation(separation)
         self.feature_map_kind = feature_map
         self.feature_dim = feature_dim
@@ -345,8 +345,8 @@ class KernelizedHopfield(Memory):
         n = len(self)
         if n < 2:
             raise ValueError(f"fit needs at least 2 stored patterns, got {n}")
-        check_int(batch_size, "batch_size", minimum=2, allow_none=True)
-        check_seed(seed)
+        batch_size = check_int(batch_size, "batch_size", minimum=2, allow_none=True)
+        seed = check_seed(seed)
         check_bool(progress, "progress")
         saved = {k: v.detach().clone() for k, v in self.feature.state_dict().items()}
         gen = torch.Generator(device="cpu").manual_seed(seed)

@@ -113,8 +113,7 @@ class MixtureHopfieldMemory(Memory):
             self.beta = 0.0
         else:
             self.beta = 1.0 / self.sigma if b is None else b
-        check_positive_int(chunk_size, "chunk_size", allow_none=True)
-        self.chunk_size = chunk_size
+        self.chunk_size = check_positive_int(chunk_size, "chunk_size", allow_none=True)
         self.register_buffer("items", torch.empty(0, dim, device=self.device, dtype=self.dtype))
 
     def __len__(self) -> int:

@@ -125,8 +125,7 @@ class ModernHopfield(Memory):
         self.similarity = check_choice(similarity, "similarity", SIMILARITIES)
         self.update_steps_max = check_int(update_steps_max, "update_steps_max", minimum=0, allow_none=True)
         self.update_steps_eps = check_positive(update_steps_eps, "update_steps_eps")
-        check_positive_int(chunk_size, "chunk_size", allow_none=True)
-        self.chunk_size = chunk_size
+        self.chunk_size = check_positive_int(chunk_size, "chunk_size", allow_none=True)
         self.register_buffer("items", torch.empty(0, dim, device=self.device, dtype=self.dtype))
         self._max_norm = 0.0
 

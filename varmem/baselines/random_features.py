@@ -183,12 +183,12 @@ class RandomFeatureMemory(Memory):
     ) -> None:
         super().__init__(dim, device=device, dtype=dtype)
         self.beta = check_positive(beta, "beta")
-        check_positive_int(num_features, "num_features")
+        num_features = check_positive_int(num_features, "num_features")
         check_choice(kernel, "kernel", KERNELS)
-        check_seed(seed)
+        seed = check_seed(seed)
         self.step_size = check_positive(step_size, "step_size")
         eps = check_non_negative(eps, "eps")
-        check_positive_int(chunk_size, "chunk_size", allow_none=True)
+        chunk_size = check_positive_int(chunk_size, "chunk_size", allow_none=True)
         self.num_features, self.kernel, self.seed, self.eps = num_features, kernel, seed, eps
         self.orthogonal, self.chunk_size = check_bool(orthogonal, "orthogonal"), chunk_size
         s, b = random_feature_matrix(num_features, dim, seed, orthogonal=self.orthogonal)

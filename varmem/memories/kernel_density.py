@@ -154,8 +154,7 @@ class KernelDensityMemory(GaussianMixtureMemory):
         super().__init__(dim, device=device, dtype=dtype)
         self.bandwidth = check_positive(bandwidth, "bandwidth")
         self.noise_scale = noise_scale
-        check_positive_int(chunk_size, "chunk_size", allow_none=True)
-        self.chunk_size = chunk_size
+        self.chunk_size = check_positive_int(chunk_size, "chunk_size", allow_none=True)
         self.register_buffer("items", torch.empty(0, dim, device=self.device, dtype=self.dtype))
 
     @property

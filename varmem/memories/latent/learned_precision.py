@@ -142,7 +142,7 @@ def fit_precision(
     check_positive_int(batch_size, "batch_size")
     check_positive_int(steps, "steps")
     lr = check_positive(lr, "lr")
-    check_seed(seed)
+    seed = check_seed(seed)
     check_bool(progress, "progress")
     gen = torch.Generator(device=memory.device)
     gen.manual_seed(seed)

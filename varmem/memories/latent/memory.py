@@ -176,7 +176,7 @@ class LatentMemory(PriorLikelihoodMemory):
                guide_hidden: Sequence[int] | None, chunk_size: int | None, device: Any, dtype: Any) -> None:
         shape = _shape(data_shape)
         super().__init__(math.prod(shape), device=device, dtype=dtype)
-        check_positive_int(code_dim, "code_dim")
+        code_dim = check_positive_int(code_dim, "code_dim")
         check_choice(architecture, "architecture", ARCHITECTURES)
         if architecture == "conv" and len(shape) != 3:
             raise ValueError(f"architecture 'conv' needs data_shape (C, H, W), got {shape}")

@@ -121,12 +121,12 @@ class BayesPCN(PCNetwork):
         if not 0.0 <= rtol < 1.0:
             raise ValueError(f"infer_rtol must lie in [0, 1), got {infer_rtol!r}")
         self.infer_rtol = rtol
-        check_positive_int(n_particles, "n_particles")
+        n_particles = check_positive_int(n_particles, "n_particles")
         check_choice(log_prob, "log_prob", ("p_pred", "map"))
         check_choice(ensemble_log_joint, "ensemble_log_joint", ("individual", "shared"))
-        check_positive_int(write_batch, "write_batch")
-        check_bool(resample, "resample")
-        check_bool(keep_history, "keep_history")
+        write_batch = check_positive_int(write_batch, "write_batch")
+        resample = check_bool(resample, "resample")
+        keep_history = check_bool(keep_history, "keep_history")
         thr = check_unit_interval(resample_threshold, "resample_threshold")
         self.n_particles, self.log_prob, self.ensemble_log_joint = n_particles, log_prob, ensemble_log_joint
         self.write_batch, self.resample, self.resample_threshold = write_batch, resample, thr
@@ -142,7 +142,7 @@ class BayesPCN(PCNetwork):
         hist = (0, K, n_layers - 1, h_dim) if keep_history else (0, 0, 0, 0)
         self.register_buffer("history_hidden", torch.empty(hist, device=self.device, dtype=self.dtype))
         self.register_buffer("history_log_w", torch.empty(0, K if keep_history else 0, device=self.device, dtype=f64))
-        self._generator = torch.Generator(device=self.device).manual_seed(seed)
+        self._generator = torch.Generator(device=self.device).manual_seed(self.seed)
 
     def _prior_cov(self, d_in: int) -> Tensor:
         return self.sigma_prior**2 * torch.eye(d_in, dtype=torch.float64, device=self.device)

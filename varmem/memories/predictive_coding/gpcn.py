@@ -77,7 +77,7 @@ class PredictiveCodingMemory(PCNetwork):
         self._init_network(n_layers, h_dim, activation, sigma_obs, sigma_data, T_infer, activation_lr,
                            infer_tol, seed)
         check_choice(training, "training", ("online", "offline"))
-        check_positive_int(epochs, "epochs")
+        epochs = check_positive_int(epochs, "epochs")
         check_choice(activation_optimizer, "activation_optimizer", ("adam", "sgd"))
         self.training_mode, self.epochs = training, epochs
         self.weight_lr = check_positive(weight_lr, "weight_lr")
@@ -85,7 +85,7 @@ class PredictiveCodingMemory(PCNetwork):
         for i, w in enumerate(self.initial_means(1, self.dtype)):
             self.register_buffer(f"W{i}", w[0])
         self.register_buffer("items", torch.empty(0, dim, device=self.device, dtype=self.dtype))
-        self._generator = torch.Generator(device=self.device).manual_seed(seed)
+        self._generator = torch.Generator(device=self.device).manual_seed(self.seed)
 
     def __len__(self) -> int:
         return self.items.shape[0]
@@ -162,8 +162,7 @@ class PredictiveCodingMemory(PCNetwork):
 
     def fit(self, epochs: int | None = None, *, progress: bool = False) -> "PredictiveCodingMemory":
         """Train ``epochs`` (default ``self.epochs``) more full-batch epochs over the stored items."""
-        epochs = self.epochs if epochs is None else epochs
-        check_positive_int(epochs, "epochs")
+        epochs = check_positive_int(self.epochs if epochs is None else epochs, "epochs")
         check_bool(progress, "progress")
         if len(self) == 0:
             raise ValueError("PredictiveCodingMemory is empty: write items before fitting")

@@ -41,7 +41,15 @@ from pyro.distributions import constraints
 from torch import Tensor
 
 from ...memory import Memory
-from ...validation import as_state, check_choice, check_int, check_non_negative, check_positive, check_positive_int
+from ...validation import (
+    as_state,
+    check_choice,
+    check_int,
+    check_non_negative,
+    check_positive,
+    check_positive_int,
+    check_seed,
+)
 from .readers import retrieve_pc, retrieve_pc_pyro
 
 __all__ = ["ACTIVATIONS", "PCNetwork", "Adam", "FusedEnergy"]
@@ -217,11 +225,11 @@ class PCNetwork(Memory):
         self, n_layers: int, h_dim: int, activation: str, sigma_obs: float, sigma_data: float | None,
         T_infer: int, activation_lr: float, infer_tol: float, seed: int,
     ) -> None:
-        check_int(n_layers, "n_layers (sensory + at least one hidden layer)", minimum=2)
-        check_positive_int(h_dim, "h_dim")
+        n_layers = check_int(n_layers, "n_layers (sensory + at least one hidden layer)", minimum=2)
+        h_dim = check_positive_int(h_dim, "h_dim")
         check_choice(activation, "activation", sorted(ACTIVATIONS))
-        check_positive_int(T_infer, "T_infer")
-        check_int(seed, "seed", minimum=0)
+        T_infer = check_positive_int(T_infer, "T_infer")
+        seed = check_seed(seed)
         self.n_layers, self.h_dim, self.activation = n_layers, h_dim, activation
         self.sigma_obs = check_positive(sigma_obs, "sigma_obs")
         self.sigma_data = None if sigma_data is None else check_positive(sigma_data, "sigma_data")
