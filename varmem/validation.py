@@ -29,6 +29,7 @@ __all__ = [
     "as_mask",
     "as_state",
     "all_finite",
+    "check_values",
     "check_number",
     "check_positive",
     "check_non_negative",
@@ -240,8 +241,9 @@ def _as_float_tensor(x: Any, name: str, dtype: torch.dtype, device: torch.device
     return x.to(device=device, dtype=dtype).contiguous()
 
 
-def _check_values(x: Tensor, name: str, where: str = "") -> None:
-    """Finite and within ``±MAX_ABS_VALUE`` (rows named in the error)."""
+def check_values(x: Tensor, name: str, where: str = "") -> None:
+    """Raise ``ValueError`` unless every entry of ``x`` is finite and within ``±MAX_ABS_VALUE`` (the
+    supported range of items, cues, states and start states; the rows at fault are named)."""
     if all_finite(x) and (x.numel() == 0 or float(x.abs().max()) <= MAX_ABS_VALUE):
         return
     flat = x.reshape(-1, x.shape[-1]) if x.dim() else x.reshape(1, 1)
@@ -264,7 +266,7 @@ def as_items(items: Any, dim: int, dtype: torch.dtype, device: torch.device, nam
         raise ValueError(f"{name} must have shape [N, {dim}] or [{dim}], got {tuple(x.shape)}")
     if x.shape[0] == 0:
         raise ValueError(f"{name} is empty (shape {tuple(x.shape)})")
-    _check_values(x, name)
+    check_values(x, name)
     return x
 
 
@@ -275,7 +277,10 @@ def as_mask(mask: Any, batch: int, dim: int, device: torch.device) -> Tensor | N
     if not torch.is_tensor(mask):
         if not isinstance(mask, (np.ndarray, list, tuple)):
             raise TypeError(f"mask must be a bool tensor (True = observed), got {type(mask).__name__}")
-        mask = torch.as_tensor(np.asarray(mask))
+        try:
+            mask = torch.as_tensor(np.asarray(mask))
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise TypeError(f"mask must be a bool tensor or array (True = observed) ({e})") from None
     if mask.dtype != torch.bool:
         raise TypeError(f"mask must be a bool tensor (True = observed), got dtype {mask.dtype}")
     if mask.shape not in ((dim,), (batch, dim)):
@@ -307,12 +312,13 @@ def as_cue(cue: Any, mask: Any, dim: int, dtype: torch.dtype, device: torch.devi
     if not all_finite(x):
         rows = (~torch.isfinite(x).all(-1)).nonzero().flatten()[:5].tolist()
         raise ValueError(f"cue contains NaN or inf in observed entries (cues {rows})")
-    _check_values(x, "cue")
+    check_values(x, "cue")
     return x, m
 
 
 def as_state(z: Any, dim: int, dtype: torch.dtype, device: torch.device, name: str = "z") -> Tensor:
-    """A state (latent) ``[..., dim]`` at which an energy is evaluated: finite, in range.
+    """A state (latent) ``[..., dim]`` at which an energy is evaluated: non-empty, finite, in range;
+    returned contiguous, so that every spelling of the same states gives bit-identical energies.
 
     Keeps autograd: a ``z`` that requires grad is converted with differentiable ops only.
     """
@@ -324,5 +330,7 @@ def as_state(z: Any, dim: int, dtype: torch.dtype, device: torch.device, name: s
         z = z.to(device=device, dtype=dtype)
     if z.dim() == 0 or z.shape[-1] != dim:
         raise ValueError(f"{name} must have shape [..., {dim}], got {tuple(z.shape)}")
-    _check_values(z.detach(), name)
-    return z
+    if z.numel() == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(z.shape)}): give at least one state")
+    check_values(z.detach(), name)
+    return z.contiguous()
