@@ -15,7 +15,7 @@ import torch
 from pyro.distributions import constraints
 from torch import Tensor
 
-from .validation import check_bool, check_non_negative, check_seed
+from .validation import check_bool, check_non_negative, check_seed, check_values
 
 __all__ = [
     "WEIGHTS_LIMIT", "want_weights", "start_state", "posterior_start", "masked_normal", "clamp", "make_generator",
@@ -43,9 +43,10 @@ def start_state(
 ) -> Tensor:
     """The ``init`` option of an iterative engine resolved to a starting state.
 
-    A tensor must have ``shape`` (default: the cue's), be finite, and is moved to the cue's device
-    and dtype; a name is looked up in ``starts`` (name → function building the state).  Errors name
-    ``owner``'s class and the valid choices.
+    A tensor must have ``shape`` (default: the cue's) and a floating dtype, hold finite values within
+    the supported range ``±MAX_ABS_VALUE`` (as cues do), and is moved to the cue's device and dtype;
+    a name is looked up in ``starts`` (name → function building the state).  Errors name ``owner``'s
+    class and the valid choices.
     """
     shape = tuple(cue.shape) if shape is None else tuple(shape)
     if torch.is_tensor(init):
@@ -53,9 +54,9 @@ def start_state(
             raise ValueError(f"init tensor must have shape {list(shape)}, got {list(init.shape)}")
         if init.is_complex() or not init.is_floating_point():
             raise TypeError(f"init tensor must have a floating dtype, got {init.dtype}")
-        if not bool(torch.isfinite(init).all()):
-            raise ValueError("init tensor contains NaN or inf")
-        return init.detach().to(cue).contiguous()
+        start = init.detach().to(cue).contiguous()
+        check_values(start, "init tensor")
+        return start
     if not isinstance(init, str) or init not in starts:
         choices = ", ".join(repr(name) for name in starts)
         raise ValueError(f"unknown init {init!r} for {type(owner).__name__}; choose {choices} or a tensor")
