@@ -34,7 +34,16 @@ from .engine import Engine, get_engine
 from .helpers import clamp, masked_normal, start_state, want_weights
 from .kernels import Workspace
 from .retrieval import Retrieval
-from .validation import as_cue, as_items, as_state, check_positive_int, resolve_device, resolve_dtype
+from .validation import (
+    as_cue,
+    as_items,
+    as_state,
+    check_bool,
+    check_positive_int,
+    check_values,
+    resolve_device,
+    resolve_dtype,
+)
 
 __all__ = [
     "Memory",
@@ -260,13 +269,13 @@ class Memory(PyroModule, metaclass=_MemoryMeta):
         """Raise ``ValueError`` if the stored state is inconsistent (used after loading)."""
 
     def check_stored_items(self, name: str = "items") -> None:
-        """Raise ``ValueError`` unless the buffer ``name`` is a finite ``[N, dim]`` tensor (the
-        common part of :meth:`check_state` for memories that keep their items)."""
+        """Raise ``ValueError`` unless the buffer ``name`` is a ``[N, dim]`` tensor of finite values
+        within ``±MAX_ABS_VALUE``, the range :meth:`write` accepts (the common part of
+        :meth:`check_state` for memories that keep their items)."""
         items = getattr(self, name)
         if items.dim() != 2 or items.shape[1] != self.dim:
             raise ValueError(f"{name} must have shape [N, {self.dim}], got {tuple(items.shape)}")
-        if not torch.isfinite(items).all():
-            raise ValueError(f"stored {name} contain NaN or inf")
+        check_values(items, f"stored {name}")
 
     def refresh_derived_state(self) -> None:
         """Rebuild state derived from the saved tensors (caches); called after loading."""
@@ -278,9 +287,11 @@ class Memory(PyroModule, metaclass=_MemoryMeta):
         ``ValueError`` (and nothing changed): missing or unexpected keys, a tensor whose dtype or
         number of dims differs from this memory's, a size that this configuration fixes (every
         size a freshly built memory has non-zero), non-finite values, or a state that fails
-        :meth:`check_state`.  ``strict`` and ``assign`` are accepted for torch's signature; loading
-        is always strict and always replaces the tensors (copies of the given ones).
+        :meth:`check_state`.  ``strict`` and ``assign`` (bools) are accepted for torch's signature;
+        loading is always strict and always replaces the tensors (copies of the given ones).
         """
+        check_bool(strict, "strict")
+        check_bool(assign, "assign")
         if not isinstance(state_dict, dict):
             raise TypeError(f"state_dict must be a dict of tensors, got {type(state_dict).__name__}")
         current = self.state_dict()

@@ -51,7 +51,14 @@ from ...kernels import kernel_stats
 from ...memory import PriorLikelihoodMemory
 from ...models.coders import ARCHITECTURES, Encoder, build_coders
 from ...training import fit
-from ...validation import check_choice, check_int_sequence, check_positive, check_positive_int
+from ...validation import (
+    MAX_ABS_VALUE,
+    check_choice,
+    check_int_sequence,
+    check_positive,
+    check_positive_int,
+    check_values,
+)
 from .amortized import fit_retrieval_guide, retrieve_amortized
 from .hybrid import retrieve_hybrid
 from .iterative import retrieve_iterative
@@ -233,8 +240,9 @@ class LatentMemory(PriorLikelihoodMemory):
         }
 
     def check_state(self) -> None:
-        if self.codes.dim() != 2 or self.codes.shape[1] != self.code_dim or not torch.isfinite(self.codes).all():
-            raise ValueError(f"codes must be a finite [N, {self.code_dim}] tensor, got {tuple(self.codes.shape)}")
+        if self.codes.dim() != 2 or self.codes.shape[1] != self.code_dim:
+            raise ValueError(f"codes must be a [N, {self.code_dim}] tensor, got {tuple(self.codes.shape)}")
+        check_values(self.codes, "stored codes")
         if self.log_precision.shape != (self.code_dim,) or not torch.isfinite(self.log_precision).all():
             raise ValueError(f"log_precision must be finite of shape [{self.code_dim}]")
         for name, p in self.named_parameters():
@@ -250,8 +258,9 @@ class LatentMemory(PriorLikelihoodMemory):
         x = self.prepare_items(items)
         with torch.no_grad():
             codes = self.encoder(x)[0]
-        if not torch.isfinite(codes).all():
-            raise ValueError("the encoder gave non-finite codes for these items; nothing was stored")
+        if not torch.isfinite(codes).all() or not bool(codes.abs().max() <= MAX_ABS_VALUE):
+            raise ValueError(f"the encoder gave codes that are not finite or beyond ±{MAX_ABS_VALUE:g} for these "
+                             "items; nothing was stored")
         self.append_rows("codes", codes)
         return self
 
