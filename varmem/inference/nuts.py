@@ -44,15 +44,16 @@ def retrieve_nuts(
     ArviZ).  A sampler has no stopping rule: ``converged`` is None.
 
     Options:
-        num_samples, warmup_steps: draws kept and adaptation steps.
+        num_samples, warmup_steps: draws kept (at least 2: the variance and the effective sample
+            size need two) and adaptation steps.
         init: ``"cue"``, ``"prior_mean"`` (and others the memory defines) or a ``[B, L]`` tensor.
         target_accept_prob, max_tree_depth: NUTS settings.
         seed: if given, the run is reproducible and leaves the global RNG state untouched.
         return_weights: keep the ``[B, N]`` averaged responsibilities (None = if small).
         progress: show Pyro's progress bar.
     """
-    check_positive_int(num_samples, "option num_samples")
-    check_int(warmup_steps, "option warmup_steps", minimum=0)
+    num_samples = check_int(num_samples, "option num_samples", minimum=2)
+    warmup_steps = check_int(warmup_steps, "option warmup_steps", minimum=0)
     check_positive_int(max_tree_depth, "option max_tree_depth")
     accept = check_number(target_accept_prob, "option target_accept_prob")
     if not 0 < accept < 1:
