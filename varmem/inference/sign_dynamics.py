@@ -128,10 +128,11 @@ def retrieve_async(
     """
     check_int(max_steps, "option max_steps", minimum=0)
     seed = check_seed(seed, "option seed")
-    if isinstance(trace, str) and trace != "unit":
-        raise ValueError(f"option trace must be True, False or 'unit', got {trace!r}")
-    if trace != "unit":
-        check_bool(trace, "option trace")
+    if isinstance(trace, str):
+        if trace != "unit":
+            raise ValueError(f"option trace must be True, False or 'unit', got {trace!r}")
+    else:  # a bool (numpy's too, as a Python bool: the loop tests `trace is True`)
+        trace = check_bool(trace, "option trace (True, False or 'unit')")
     check_bool(return_weights, "option return_weights", allow_none=True)
     check_bool(progress, "option progress")
     generator = torch.Generator(device=cue.device).manual_seed(seed)
