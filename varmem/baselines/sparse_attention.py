@@ -38,7 +38,7 @@ _ALIASES = {"1.5-entmax": "entmax15", "entmax": "entmax15", "entmax-1.5": "entma
 
 def canonical_separation(name: str) -> str:
     """``"softmax"``, ``"entmax15"`` (alias ``"1.5-entmax"``) or ``"sparsemax"``; else ``ValueError``."""
-    key = _ALIASES.get(name, name) if isinstance(name, str) else name
+    key = _ALIASES.get(name, name) if isinstance(name, str) else None
     if key not in SEPARATIONS:
         raise ValueError(f"unknown separation {name!r}; choose from {list(SEPARATIONS)} (or '1.5-entmax')")
     return key
