@@ -277,6 +277,13 @@ class Memory(PyroModule, metaclass=_MemoryMeta):
             raise ValueError(f"{name} must have shape [N, {self.dim}], got {tuple(items.shape)}")
         check_values(items, f"stored {name}")
 
+    def check_parameters(self) -> None:
+        """Raise ``ValueError`` unless every learned parameter (``self.parameters()``) is finite and
+        within ``±MAX_ABS_VALUE`` (a network weight of 1e30 is finite but turns a read into NaN);
+        the common part of :meth:`check_state` for memories with trained networks."""
+        for name, p in self.named_parameters():
+            check_values(p.detach().reshape(1, -1), f"parameter {name}")
+
     def refresh_derived_state(self) -> None:
         """Rebuild state derived from the saved tensors (caches); called after loading."""
 

@@ -205,8 +205,7 @@ class KernelizedHopfield(Memory):
 
     def check_state(self) -> None:
         self.check_stored_items()
-        if not all(torch.isfinite(p).all() for p in self.feature.parameters()):
-            raise ValueError("feature map parameters contain NaN or inf")
+        self.check_parameters()
 
     def write(self, items: Any) -> "KernelizedHopfield":
         """Append patterns ``[N, D]`` (or one ``[D]``).  ``Φ`` is not retrained: call :meth:`fit`."""

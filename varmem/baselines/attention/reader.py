@@ -94,9 +94,7 @@ class AttentionReader(Memory):
 
     def check_state(self) -> None:
         self.check_stored_items()
-        for name, t in self.named_parameters():
-            if not torch.isfinite(t).all():
-                raise ValueError(f"{name} contains NaN or inf")
+        self.check_parameters()
 
     def write(self, items: Any) -> "AttentionReader":
         """Append items ``[N, D]`` (or one ``[D]``) as they are; nothing is trained."""
