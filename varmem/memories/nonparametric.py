@@ -338,7 +338,7 @@ class NonparametricMemory(GaussianMixtureMemory):
         if not (torch.isfinite(self.counts).all() and torch.isfinite(self.sums).all()):
             raise ValueError("counts or sums contain NaN or inf")
         if k and not bool((self.counts > 0).all()):
-            raise ValueError("every memory must have a positive count")
+            raise ValueError("counts must be positive (every memory holds a positive number of items)")
         if n and (int(self.assignments.min()) < 0 or int(self.assignments.max()) >= k):
             raise ValueError(f"assignments must lie in [0, {k})")
         if abs(float(self.counts.sum()) - n) > 1e-3 * max(1, n):

@@ -49,7 +49,7 @@ from ...helpers import masked_normal, row_selection, start_state, want_weights
 from ...inference import retrieve_fixed_point, retrieve_map, retrieve_nuts
 from ...kernels import kernel_stats
 from ...memory import PriorLikelihoodMemory
-from ...models.coders import ARCHITECTURES, Encoder, build_coders
+from ...models.coders import ARCHITECTURES, OUTPUTS, Encoder, build_coders
 from ...training import fit
 from ...validation import (
     MAX_ABS_VALUE,
@@ -191,7 +191,7 @@ class LatentMemory(PriorLikelihoodMemory):
         self.code_dim = code_dim
         self.architecture = architecture
         self.hidden = _widths(hidden, "hidden")
-        self.output = output
+        self.output = check_choice(output, "output", OUTPUTS)
         self.noise_scale = check_positive(noise_scale, "noise_scale")
         self.beta = check_positive(beta, "beta")
         self.code_noise = None if code_noise is None else check_positive(code_noise, "code_noise")
@@ -245,9 +245,7 @@ class LatentMemory(PriorLikelihoodMemory):
         check_values(self.codes, "stored codes")
         if self.log_precision.shape != (self.code_dim,) or not torch.isfinite(self.log_precision).all():
             raise ValueError(f"log_precision must be finite of shape [{self.code_dim}]")
-        for name, p in self.named_parameters():
-            if not torch.isfinite(p).all():
-                raise ValueError(f"parameter {name} contains NaN or inf")
+        self.check_parameters()
 
     # --- writing -----------------------------------------------------------------------------
     def write(self, items: Any) -> "LatentMemory":
