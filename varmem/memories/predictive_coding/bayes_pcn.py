@@ -190,6 +190,11 @@ class BayesPCN(PCNetwork):
                     raise ValueError(f"{name} must have shape {shape}, got {tuple(t.shape)}")
                 if not torch.isfinite(t).all():
                     raise ValueError(f"{name} contains NaN or inf")
+            U = self.weight_cov(i)
+            if not torch.allclose(U, U.transpose(-1, -2), rtol=1e-10, atol=1e-12 * float(U.abs().max())):
+                raise ValueError(f"U{i} must be symmetric (a row covariance)")
+            if float(torch.linalg.eigvalsh(U).min()) < -1e-10 * max(1.0, float(U.abs().max())):
+                raise ValueError(f"U{i} must be positive semi-definite (a row covariance)")
         if tuple(self.log_w.shape) != (K,) or abs(float(self.log_w.logsumexp(0))) > 1e-6:
             raise ValueError("log_w must be [K] normalised log-weights")
         n = len(self)
@@ -248,7 +253,8 @@ class BayesPCN(PCNetwork):
         energies, _ = self.particle_energies([acts[0]] + hidden, layers)  # [K, B]
         increment = -energies.to(torch.float64)  # log p_k(x, ĥ_k) − log q, q a Dirac at the mode
         if not torch.isfinite(increment).all():
-            raise FloatingPointError("write produced a non-finite log-joint (activations diverged)")
+            raise FloatingPointError("write produced a non-finite log-joint (the activations diverged: lower "
+                                     "activation_lr, raise sigma_obs / sigma_data or lower sigma_prior)")
         log_w = self.log_w + increment.sum(-1)
         log_w = log_w - log_w.logsumexp(0)
         updates = {}

@@ -137,7 +137,8 @@ class PredictiveCodingMemory(PCNetwork):
             eps = (acts[i] - inputs[i] @ W).squeeze(0)
             new.append(W + self.weight_lr / x.shape[0] * inputs[i].squeeze(0).T @ eps / self.layer_sigma2(i))
         if not all(torch.isfinite(w).all() for w in new):
-            raise FloatingPointError("weight update produced NaN/inf (weight_lr / sigma² too large?)")
+            raise FloatingPointError("weight update produced NaN/inf: weight_lr / sigma_obs² (sigma_data² for the "
+                                     "sensory layer) is too large")
         for i, w in enumerate(new):
             setattr(self, f"W{i}", w)
 
