@@ -44,7 +44,8 @@ def start_state(
     """The ``init`` option of an iterative engine resolved to a starting state.
 
     A tensor must have ``shape`` (default: the cue's) and a floating dtype, hold finite values within
-    the supported range ``±MAX_ABS_VALUE`` (as cues do), and is moved to the cue's device and dtype;
+    the supported range ``±MAX_ABS_VALUE`` (as cues do), and is copied to the cue's device and dtype
+    (the caller's tensor is never the engine's state);
     a name is looked up in ``starts`` (name → function building the state).  Errors name ``owner``'s
     class and the valid choices.
     """
@@ -54,7 +55,7 @@ def start_state(
             raise ValueError(f"init tensor must have shape {list(shape)}, got {list(init.shape)}")
         if init.is_complex() or not init.is_floating_point():
             raise TypeError(f"init tensor must have a floating dtype, got {init.dtype}")
-        start = init.detach().to(cue).contiguous()
+        start = init.detach().to(cue, copy=True).contiguous()  # a copy: engines may update it in place
         check_values(start, "init tensor")
         return start
     if not isinstance(init, str) or init not in starts:
