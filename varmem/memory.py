@@ -35,6 +35,7 @@ from .helpers import clamp, masked_normal, start_state, want_weights
 from .kernels import Workspace
 from .retrieval import Retrieval
 from .validation import (
+    all_finite,
     as_cue,
     as_items,
     as_state,
@@ -251,6 +252,10 @@ class Memory(PyroModule, metaclass=_MemoryMeta):
             mask: bool ``[D]`` or ``[B, D]``, ``True`` = observed; ``None`` = all observed.
             method: one of ``self.methods`` (default ``self.default_method``).
             **options: options of that engine (``varmem.engine.get_engine(method).options``).
+
+        A read whose pattern or code is not finite (an option or a setting so extreme that the
+        arithmetic overflows the memory's dtype) raises ``FloatingPointError`` naming them, instead
+        of returning NaN.
         """
         method = self.default_method if method is None else method
         engine = self._engines.get(method) if isinstance(method, str) else None
@@ -262,7 +267,13 @@ class Memory(PyroModule, metaclass=_MemoryMeta):
         engine.check_options(options)
         self._check_not_empty()
         cue, mask = self.prepare_cue(cue, mask)
-        return engine(self, cue, mask, **options)
+        result = engine(self, cue, mask, **options)
+        if not (all_finite(result.pattern) and all_finite(result.code)):  # never hand out NaN silently
+            raise FloatingPointError(
+                f"{type(self).__name__}.retrieve(method={method!r}) gave NaN or inf: with options {options} and "
+                f"settings {self.config()} the read overflows {self.dtype}; moderate them (nothing was changed)"
+            )
+        return result
 
     # --- state --------------------------------------------------------------------------------
     def check_state(self) -> None:
