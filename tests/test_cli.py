@@ -187,31 +187,162 @@ def test_no_subcommand_prints_help_and_returns_2(capsys: pytest.CaptureFixture) 
     assert "recall" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(
-    "extra, message",
-    [
-        (["--corruption", "blur"], "white, drop, mask, square, color"),
-        (["--corruption", "white,nope"], "valid names"),
-        (["--method", "gibbs"], "exact, fixed_point, map, nuts"),
-        (["--dataset", "cifar"], "invalid choice"),
-        (["--n-items", "0"], "must be >= 1"),
-        (["--n-items", "5", "--n-queries", "6"], "cannot exceed"),
-        (["--bandwidth", "-1"], "> 0"),
-        (["--level", "blur=1"], "valid names"),
-        (["--level", "drop=1.5"], "probability"),
-        (["--noise-scale", "0.1", "--noise-scale", "white=0.2"], "not both"),
-        (["--corruption", "color"], "colour"),
-        (["--method", "nuts", "--nuts-queries", "0"], "nuts_queries"),
-    ],
-)
-def test_bad_options_are_argparse_errors(
+NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+
+# A catalogue of bad command lines: (extra options, words the one error line must contain).
+# "{file}" stands for an existing file, "{taken}" for a folder whose results.json is a folder.
+BAD_COMMAND_LINES = [
+    (["--n-items", "5000"], "exceeds the 1797 images"),
+    (["--n-items", "0"], "must be >= 1"),
+    (["--n-items", "ten"], "not an integer"),
+    (["--n-items", "2.5"], "not an integer"),
+    (["--n-items"], "expected one argument"),
+    (["--n-items", "5", "--n-queries", "6"], "cannot exceed"),
+    (["--n-queries", "-1"], "must be >= 1"),
+    (["--output", "{file}"], "is an existing file"),
+    (["--output", "{file}/sub"], "is a file"),
+    (["--output", ""], "empty string"),
+    (["--output", "{taken}"], "'results.json'"),
+    (["--corruption", "blur"], "white, drop, mask, square, color"),
+    (["--corruption", "white,nope"], "valid names"),
+    (["--corruption", ","], "expected one or more names"),
+    (["--corruption", "color"], "colour"),
+    (["--method", "gibbs"], "exact, fixed_point, map, nuts"),
+    (["--dataset", "cifar"], "invalid choice"),
+    (["--level", "blur=1"], "valid names"),
+    (["--level", "white"], "NAME=VALUE"),
+    (["--level", "white=abc"], "is not a number"),
+    (["--level", "white=-0.1"], ">= 0"),
+    (["--level", "white=nan"], "finite"),
+    (["--level", "white=1e9"], "at most"),
+    (["--level", "drop=1.5"], "probability"),
+    (["--level", "drop=1"], "(0, 1)"),
+    (["--level", "mask=0"], "(0, 1)"),
+    (["--level", "square=8"], "[1, 7] for 8x8 images"),
+    (["--level", "square=0"], "[1, 7]"),
+    (["--level", "square=2.5"], "must be an integer"),
+    (["--corruption", "drop", "--level", "drop=0.99"], "nothing observed"),  # found only once the cues exist
+    (["--bandwidth", "-1"], "> 0"),
+    (["--bandwidth", "0"], "> 0"),
+    (["--bandwidth", "nan"], "> 0"),
+    (["--bandwidth", "inf"], "> 0"),
+    (["--bandwidth", "1e-9"], "bandwidth must lie in"),
+    (["--bandwidth", "1e9"], "bandwidth must lie in"),
+    (["--noise-scale", "0.1", "--noise-scale", "white=0.2"], "not both"),
+    (["--noise-scale", "white=0"], "must be finite and > 0"),
+    (["--noise-scale", "1e-9"], "noise_scale must lie in"),
+    (["--noise-scale", "blur=0.1"], "valid names"),
+    (["--noise-scale", "white="], "is not a number"),
+    (["--method", "nuts", "--nuts-queries", "0"], "nuts_queries"),
+    (["--nuts-samples", "1"], "must be >= 2"),
+    (["--nuts-warmup", "-1"], "must be >= 0"),
+    (["--threshold", "0"], "> 0"),
+    (["--threshold", "inf"], "> 0"),
+    (["--scored", "some"], "invalid choice"),
+    (["--examples", "-1"], "must be >= 0"),
+    (["--examples", "41"], "at most 40"),
+    (["--seed", "-3"], "must be >= 0"),
+    (["--dtype", "float16"], "invalid choice"),
+    (["--dtype", "int32"], "invalid choice"),
+    (["--device", "gpu"], "not a torch device"),
+    (["--device", "meta"], "'cpu', 'cuda' or 'cuda:N'"),
+    (["--device", "cuda:99"], "'cuda:99' requested"),
+    pytest.param(["--device", "cuda"], "CUDA is not available", marks=NO_CUDA),
+    (["--bogus"], "unrecognized arguments"),
+]
+
+
+def assert_one_error_line(err: str, message: str) -> None:
+    lines = [line for line in err.splitlines() if "error:" in line]
+    assert len(lines) == 1 and lines[0].startswith("varmem recall: error: "), err
+    assert message in lines[0], err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("extra, message", BAD_COMMAND_LINES)
+def test_every_user_error_is_one_line_and_exit_status_2(
     extra: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    (tmp_path / "taken" / "results.json").mkdir(parents=True)
+    out = tmp_path / "out"
+    extra = [a.format(file=tmp_path / "file", taken=tmp_path / "taken") for a in extra]
+    small = ["--n-items", "20", "--n-queries", "4", "--nuts-samples", "5", "--nuts-warmup", "5", "--no-progress", "-q"]
     with pytest.raises(SystemExit) as exc:
-        main(["recall", "--dataset", "digits", "--output", str(tmp_path), *extra])
+        main(["recall", "--dataset", "digits", *small, "--output", str(out), *extra])
     assert exc.value.code == 2
-    assert message in capsys.readouterr().err
-    assert not (tmp_path / "results.json").exists()
+    assert_one_error_line(capsys.readouterr().err, message)
+    assert not out.exists() and not (tmp_path / "taken" / "examples.png").exists()
+    assert (tmp_path / "file").read_text() == "not a folder"
+
+
+def test_the_catalogue_of_bad_command_lines_is_large() -> None:
+    assert len(BAD_COMMAND_LINES) >= 50
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="needs a non-root POSIX user")
+def test_an_output_folder_without_write_permission_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        with pytest.raises(SystemExit):
+            main(["recall", "--dataset", "digits", "--n-items", "5", "--n-queries", "2", "-o", str(locked / "out")])
+    finally:
+        locked.chmod(0o700)
+    assert_one_error_line(capsys.readouterr().err, "not writable")
+
+
+def test_output_checks_and_write_failures_are_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without write permission (simulated, so that it also runs as root), and a disk that fails
+    while the results are written: one error line each, no traceback."""
+    import errno
+
+    import varmem.recall
+
+    args = ["recall", "--dataset", "digits", "--n-items", "5", "--n-queries", "2", "--method", "exact",
+            "--corruption", "white", "--no-progress", "-q", "-o", str(tmp_path / "out")]
+    with monkeypatch.context() as m:
+        m.setattr(varmem.recall.os, "access", lambda *a, **k: False)
+        with pytest.raises(SystemExit):
+            main(args)
+    assert_one_error_line(capsys.readouterr().err, "not writable")
+
+    def full_disk(*a: object, **k: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(varmem.recall, "_figure", full_disk)
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code == 2
+    assert_one_error_line(capsys.readouterr().err, "cannot write the results to")
+    assert not (tmp_path / "out" / "results.json").exists()
+
+
+def test_an_interrupt_is_one_line_and_status_130(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import varmem.recall
+
+    def interrupted(config: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(varmem.recall, "run_recall", interrupted)
+    assert main(["recall", "--dataset", "digits", "--n-items", "5", "--n-queries", "2", "-o", str(tmp_path)]) == 130
+    err = capsys.readouterr().err
+    assert err.strip() == "varmem: interrupted"
+
+
+def test_dataset_sizes_match_the_data() -> None:
+    """The table that validate() checks n_items and levels against is the data's real size."""
+    from varmem import datasets
+    from varmem.recall import DATASET_SIZES
+
+    for name, load in (("digits", datasets.load_digits), ("mnist", datasets.load_mnist)):
+        data = load()
+        assert DATASET_SIZES[name] == (len(data), tuple(data.image_shape)), name
 
 
 def test_console_entry_point(tmp_path: Path, device: torch.device) -> None:
@@ -245,3 +376,28 @@ def test_console_entry_point(tmp_path: Path, device: torch.device) -> None:
     assert (tmp_path / "out" / "examples.png").is_file()
     bad = subprocess.run([*cmd[:3]], capture_output=True, text=True, env=env, timeout=120)
     assert bad.returncode == 2 and "recall" in bad.stderr
+    # user errors of the real console script: one line, status 2, no traceback
+    for extra, words in ((["--n-items", "5000"], "exceeds"), (["--output", str(tmp_path / "out" / "results.json")],
+                                                               "existing file")):
+        bad = subprocess.run([*cmd, *extra], capture_output=True, text=True, env=env, timeout=120)
+        assert bad.returncode == 2, bad.stderr
+        assert_one_error_line(bad.stderr, words)
+
+
+@pytest.mark.parametrize(
+    "field, value, error",
+    [
+        ("progress", "yes", TypeError),
+        ("levels", [("white", 0.1)], TypeError),
+        ("output", 3, TypeError),
+        ("n_items", True, TypeError),
+        ("n_queries", 2.0, TypeError),
+        ("dtype", "float16", ValueError),
+        ("noise_scale", {"white": float("nan")}, ValueError),
+    ],
+)
+def test_recall_config_validate_refuses_bad_fields_from_python(field: str, value: object, error: type) -> None:
+    from varmem.recall import RecallConfig
+
+    with pytest.raises(error, match=field.rstrip("s") if field != "levels" else "levels"):
+        RecallConfig(dataset="digits", **{field: value}).validate()

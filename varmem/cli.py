@@ -4,6 +4,11 @@
 kernel-density memory, corrupt some of them, retrieve them with each method, and write
 ``results.json`` plus a figure.  ``varmem recall --help`` lists every option; the defaults are
 those of :class:`varmem.recall.RecallConfig`.
+
+Every user error (a bad option, a setting :meth:`~varmem.recall.RecallConfig.validate` refuses, a
+level that turns out to hide whole cues, an output folder that cannot be written) ends the command
+with one line ``varmem recall: error: ...`` on stderr and exit status 2, never a traceback; an
+interrupt (Ctrl-C) prints ``varmem: interrupted`` and exits with 130.
 """
 
 from __future__ import annotations
@@ -122,7 +127,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
-    from .recall import CORRUPTIONS, DATASETS, DTYPES, METHODS, SCORED, RecallConfig
+    from .recall import CORRUPTIONS, DATASETS, DTYPES, MAX_EXAMPLES, METHODS, SCALE_RANGE, SCORED, RecallConfig
 
     d = RecallConfig()
     parser = argparse.ArgumentParser(
@@ -172,8 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
         valid=CORRUPTIONS,
         default=None,
         metavar="NAME=VALUE",
-        help="level of a corruption, repeatable (white: noise std 0.2; drop: p 0.25; "
-        "mask: fraction of columns 0.25; square: side H//2); default: the corruption's own default",
+        help="level of a corruption, repeatable (white: noise std 0.2, in [0, 1e4]; drop: p 0.25, in (0, 1); "
+        "mask: fraction of columns 0.25, in (0, 1); square: side H//2, in [1, H-1]); "
+        "default: the corruption's own default",
     )
     p.add_argument(
         "--method",
@@ -186,7 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"retrieval method(s), repeatable or comma-separated; from {', '.join(METHODS)} (default: all)",
     )
     p.add_argument(
-        "--bandwidth", type=_positive_float, default=d.bandwidth, help="kernel standard deviation s (pixel units)"
+        "--bandwidth",
+        type=_positive_float,
+        default=d.bandwidth,
+        help=f"kernel standard deviation s (pixel units, in [{SCALE_RANGE[0]:g}, {SCALE_RANGE[1]:g}])",
     )
     p.add_argument(
         "--noise-scale",
@@ -196,8 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
         allow_bare=True,
         default=None,
         metavar="[NAME=]SIGMA",
-        help="likelihood sigma: one value for all corruptions or NAME=SIGMA, repeatable "
-        "(default: the white-noise std for white, 0.05 for occlusions)",
+        help="likelihood sigma: one value for all corruptions or NAME=SIGMA, repeatable, each in "
+        f"[{SCALE_RANGE[0]:g}, {SCALE_RANGE[1]:g}] (default: the white-noise std for white, 0.05 for occlusions)",
     )
     p.add_argument(
         "--nuts-queries",
@@ -206,7 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="K",
         help="NUTS reads only the first K cues",
     )
-    p.add_argument("--nuts-samples", type=_int_at_least(1), default=d.nuts_samples, metavar="S", help="NUTS draws kept")
+    p.add_argument(
+        "--nuts-samples", type=_int_at_least(2), default=d.nuts_samples, metavar="S", help="NUTS draws kept (>= 2)"
+    )
     p.add_argument(
         "--nuts-warmup", type=_int_at_least(0), default=d.nuts_warmup, metavar="W", help="NUTS warm-up steps"
     )
@@ -220,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_int_at_least(0),
         default=d.n_examples,
         metavar="E",
-        help="example queries in the figure",
+        help=f"example queries in the figure (at most {MAX_EXAMPLES})",
     )
     p.add_argument("--seed", type=_int_at_least(0), default=d.seed, help="seed of every random choice")
     p.add_argument("--output", "-o", default=d.output, metavar="DIR", help="folder for results.json and examples.png")
@@ -232,8 +243,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(error: BaseException) -> str:
+    """The error's message on one line (argparse's ``error:`` line must stay one line)."""
+    return " ".join(str(error).split()) or type(error).__name__
+
+
 def _recall(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from .recall import RecallConfig, run_recall
+    from .recall import RecallConfig, RecallError, run_recall
 
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(RecallConfig) if hasattr(args, f.name)}
     defaults = RecallConfig()
@@ -252,19 +268,30 @@ def _recall(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     try:
         config.validate()
     except (ValueError, TypeError) as e:
-        parser.error(str(e))
-    run_recall(config)
+        parser.error(_one_line(e))
+    try:
+        run_recall(config)
+    except RecallError as e:
+        parser.error(_one_line(e))
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``varmem`` console script; returns the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
     if getattr(args, "command", None) is None:
+        if unknown:
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
         parser.print_help(sys.stderr)
         return 2
-    return args.handler(args, args.command_parser)
+    if unknown:  # reported by the subcommand, with its usage
+        args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    try:
+        return args.handler(args, args.command_parser)
+    except KeyboardInterrupt:
+        print("varmem: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

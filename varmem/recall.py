@@ -41,6 +41,7 @@ import dataclasses
 import datetime as _dt
 import json
 import math
+import os
 import platform
 import sys
 import time
@@ -55,12 +56,24 @@ from torch import Tensor
 from .corruptions import CORRUPTIONS
 from .metrics import SCORED
 from .provenance import versions
-from .validation import check_positive
+from .validation import (
+    check_bool,
+    check_choice,
+    check_finite,
+    check_int,
+    check_non_negative,
+    check_positive,
+    resolve_device,
+)
 
 __all__ = [
     "RecallConfig",
     "run_recall",
     "format_table",
+    "RecallError",
+    "DATASET_SIZES",
+    "SCALE_RANGE",
+    "MAX_EXAMPLES",
     "DATASETS",
     "METHODS",
     "CORRUPTIONS",
@@ -69,7 +82,9 @@ __all__ = [
 ]
 
 DATASETS: tuple[str, ...] = ("mnist", "digits")
-_DATASET_CHANNELS = {"mnist": 1, "digits": 1}
+# (number of images, (C, H, W)) of each data set, so that a config is checked without loading it
+# (a test compares them with the loaded data).
+DATASET_SIZES: dict[str, tuple[int, tuple[int, int, int]]] = {"mnist": (5000, (1, 28, 28)), "digits": (1797, (1, 8, 8))}
 METHODS: tuple[str, ...] = ("exact", "fixed_point", "map", "nuts")
 DTYPES: tuple[str, ...] = ("float32", "float64")
 
@@ -87,6 +102,16 @@ OCCLUSION_NOISE_SCALE = 0.05
 # The corruptions' own default levels (varmem.corruptions); "square" defaults to half the side.
 _DEFAULT_LEVELS: dict[str, float] = {"white": 0.2, "drop": 0.25, "mask": 0.25, "color": 1}
 _INTEGER_LEVELS = ("square", "color")
+# Supported range of the kernel bandwidth, the likelihood sigma and the white-noise std, in the pixel
+# units of images in [0, 1]: reads of every method stay finite in float32 across it.
+SCALE_RANGE: tuple[float, float] = (1e-4, 1e4)
+# Most example queries the figure shows (one column per example and panel).
+MAX_EXAMPLES = 40
+
+
+class RecallError(ValueError):
+    """A setting that turns out to be unusable while the experiment runs (e.g. a corruption level
+    that leaves a cue with nothing observed, or an output folder that cannot be written)."""
 
 
 @dataclass
@@ -95,25 +120,28 @@ class RecallConfig:
 
     Attributes:
         dataset: ``"mnist"`` or ``"digits"``.
-        n_items: images stored in the memory.
+        n_items: images stored in the memory (at most the data set's size, :data:`DATASET_SIZES`).
         n_queries: stored images used as retrieval targets (``≤ n_items``).
         corruptions: names from :data:`varmem.corruptions.CORRUPTIONS` (``"color"`` needs a
             colour data set).
-        levels: corruption name → level (``None`` or a missing name: the corruption's default).
+        levels: corruption name → level (``None`` or a missing name: the corruption's default);
+            ``white`` in ``[0, 1e4]``, ``drop`` / ``mask`` in ``(0, 1)``, ``square`` an integer
+            side in ``[1, H - 1]``: a level that hides every entry of a cue is refused.
         methods: retrieval engines of :class:`~varmem.KernelDensityMemory`.
-        bandwidth: kernel standard deviation ``s`` (see :data:`DEFAULT_BANDWIDTH`).
+        bandwidth: kernel standard deviation ``s`` (see :data:`DEFAULT_BANDWIDTH`), in
+            :data:`SCALE_RANGE` (as is every ``noise_scale``).
         noise_scale: likelihood ``σ``: ``None`` (per corruption, see the module docstring), one
             number for all corruptions, or a mapping corruption name → ``σ`` (missing names
             use the default rule).
         nuts_queries: NUTS reads only the first ``nuts_queries`` cues (it is for small problems).
-        nuts_samples, nuts_warmup: NUTS draws kept and warm-up steps.
+        nuts_samples, nuts_warmup: NUTS draws kept (at least 2) and warm-up steps.
         threshold: recall threshold on the per-query MSE, in ``[0, 1]`` pixel units.
         scored: entries the recall accuracy is scored on: ``"all"``, ``"unknown"`` (falls back
             to all entries for a cue that shows everything) or ``"known"``.
-        n_examples: example queries shown in the figure.
+        n_examples: example queries shown in the figure (at most :data:`MAX_EXAMPLES`).
         seed: seed of every random choice (items, queries, cues, NUTS).
-        output: folder for ``results.json`` and ``examples.png`` (created if needed).
-        device: torch device of the memory (``"cpu"``, ``"cuda"``, ``"cuda:1"``...).
+        output: folder for ``results.json`` and ``examples.png`` (created if needed; not a file).
+        device: torch device of the memory: ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (available).
         dtype: ``"float32"`` (default: twice as fast on CPU, ample for [0, 1] images) or
             ``"float64"``.
         progress: show a progress bar over the (corruption, method) runs.
@@ -142,31 +170,41 @@ class RecallConfig:
     verbose: bool = True
 
     def validate(self) -> "RecallConfig":
-        """Normalise the fields in place and raise ``ValueError``/``TypeError`` naming a bad one."""
-        if self.dataset not in DATASETS:
-            raise ValueError(f"unknown dataset {self.dataset!r}; valid datasets are {', '.join(DATASETS)}")
-        for name in ("n_items", "n_queries", "nuts_samples", "seed"):
-            _check_int(getattr(self, name), name, minimum=1 if name != "seed" else 0)
-        for name in ("nuts_queries", "nuts_warmup", "n_examples"):
-            _check_int(getattr(self, name), name, minimum=0)
+        """Normalise the fields in place and raise ``ValueError``/``TypeError`` naming a bad one.
+
+        Everything that can be known before running is checked here, against the data set's size
+        and image shape (:data:`DATASET_SIZES`): counts, names, levels (a level that hides every
+        entry of a cue is refused), scales within :data:`SCALE_RANGE`, the device (``cpu`` or an
+        available ``cuda[:N]``) and the output folder (not a file, creatable and writable).
+        """
+        self.dataset = check_choice(self.dataset, "dataset", DATASETS)
+        size, image_shape = DATASET_SIZES[self.dataset]
+        for name, minimum in (("n_items", 1), ("n_queries", 1), ("nuts_samples", 2), ("seed", 0),
+                              ("nuts_queries", 0), ("nuts_warmup", 0), ("n_examples", 0)):
+            setattr(self, name, check_int(getattr(self, name), name, minimum=minimum))
+        if self.n_items > size:
+            raise ValueError(f"n_items ({self.n_items}) exceeds the {size} images of the dataset {self.dataset!r}")
         if self.n_queries > self.n_items:
             raise ValueError(f"n_queries ({self.n_queries}) cannot exceed n_items ({self.n_items})")
+        if self.n_examples > MAX_EXAMPLES:
+            raise ValueError(f"n_examples must be at most {MAX_EXAMPLES} (each is drawn), got {self.n_examples}")
         self.corruptions = _check_names(self.corruptions, CORRUPTIONS, "corruption")
         self.methods = _check_names(self.methods, METHODS, "method")
-        if "color" in self.corruptions and _DATASET_CHANNELS[self.dataset] < 2:
+        if "color" in self.corruptions and image_shape[0] < 2:
             raise ValueError(f"corruption 'color' needs colour images; dataset {self.dataset!r} is greyscale")
         if "nuts" in self.methods and self.nuts_queries < 1:
             raise ValueError("nuts_queries must be >= 1 when the method 'nuts' is run")
-        self.bandwidth = check_positive(self.bandwidth, "bandwidth")
+        self.bandwidth = _check_scale(self.bandwidth, "bandwidth")
         self.threshold = check_positive(self.threshold, "threshold")
-        if self.scored not in SCORED:
-            raise ValueError(f"scored must be one of {', '.join(SCORED)}, got {self.scored!r}")
+        self.scored = check_choice(self.scored, "scored", SCORED)
         if self.levels is not None:
-            self.levels = {k: v for k, v in dict(self.levels).items()}
+            if not isinstance(self.levels, Mapping):
+                raise TypeError(f"levels must be a mapping corruption name -> level, got {type(self.levels).__name__}")
+            self.levels = dict(self.levels)
             for name, level in self.levels.items():
                 if name not in CORRUPTIONS:
                     raise ValueError(f"levels: unknown corruption {name!r}; valid names are {', '.join(CORRUPTIONS)}")
-                self.levels[name] = _check_level(name, level)
+                self.levels[name] = _check_level(name, level, image_shape)
         if isinstance(self.noise_scale, Mapping):
             self.noise_scale = dict(self.noise_scale)
             for name, value in self.noise_scale.items():
@@ -174,19 +212,14 @@ class RecallConfig:
                     raise ValueError(
                         f"noise_scale: unknown corruption {name!r}; valid names are {', '.join(CORRUPTIONS)}"
                     )
-                self.noise_scale[name] = check_positive(value, f"noise_scale[{name!r}]")
+                self.noise_scale[name] = _check_scale(value, f"noise_scale[{name!r}]")
         elif self.noise_scale is not None:
-            self.noise_scale = check_positive(self.noise_scale, "noise_scale")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        try:
-            device = torch.device(self.device)
-        except (RuntimeError, TypeError):
-            raise ValueError(f"invalid device {self.device!r}") from None
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device {self.device!r} requested but CUDA is not available")
-        self.device = str(self.device)
-        self.output = str(self.output)
+            self.noise_scale = _check_scale(self.noise_scale, "noise_scale")
+        self.dtype = check_choice(self.dtype, "dtype", DTYPES)
+        self.device = _check_device(self.device)
+        self.output = _check_output(self.output)
+        self.progress = check_bool(self.progress, "progress")
+        self.verbose = check_bool(self.verbose, "verbose")
         return self
 
     def level(self, corruption: str, image_shape: Sequence[int]) -> float | int:
@@ -220,12 +253,6 @@ class RecallConfig:
 # --------------------------------------------------------------------------------------------
 
 
-def _check_int(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
-
-
 def _check_names(names: Any, valid: Sequence[str], what: str) -> tuple[str, ...]:
     if isinstance(names, str):
         names = (names,)
@@ -238,17 +265,74 @@ def _check_names(names: Any, valid: Sequence[str], what: str) -> tuple[str, ...]
     return tuple(dict.fromkeys(names))  # drop repeats, keep the order
 
 
-def _check_level(name: str, level: Any) -> float | int:
-    v = check_positive(level, f"level of {name!r}") if name != "white" else float(level)
-    if name == "white" and not (math.isfinite(v) and v >= 0):
-        raise ValueError(f"level of 'white' (the noise std) must be finite and >= 0, got {level!r}")
-    if name in ("drop", "mask") and v > 1:
-        raise ValueError(f"level of {name!r} is a probability and must lie in (0, 1], got {level!r}")
-    if name in _INTEGER_LEVELS:
-        if v != int(v):
-            raise ValueError(f"level of {name!r} must be an integer, got {level!r}")
-        return int(v)
+def _check_scale(value: Any, name: str) -> float:
+    """A finite number in :data:`SCALE_RANGE`."""
+    v = check_positive(value, name)
+    low, high = SCALE_RANGE
+    if not low <= v <= high:
+        raise ValueError(f"{name} must lie in [{low:g}, {high:g}] (pixel units of images in [0, 1]), got {value!r}")
     return v
+
+
+def _check_level(name: str, level: Any, image_shape: Sequence[int]) -> float | int:
+    """The level of the corruption ``name`` for images of ``image_shape``; a level that would hide
+    every entry of a cue (nothing left to read) is refused."""
+    what = f"level of {name!r}"
+    if name == "white":
+        v = check_non_negative(level, f"{what} (the noise std)")
+        if v > SCALE_RANGE[1]:
+            raise ValueError(f"{what} (the noise std) must be at most {SCALE_RANGE[1]:g}, got {level!r}")
+        return v
+    if name in ("drop", "mask"):
+        v = check_finite(level, what)
+        if not 0 < v < 1:
+            raise ValueError(f"{what} is a probability and must lie in (0, 1) (1 hides every pixel), got {level!r}")
+        return v
+    v = check_finite(level, what)
+    if v != int(v):
+        raise ValueError(f"{what} must be an integer, got {level!r}")
+    v = int(v)
+    if name == "square":
+        _, h, w = image_shape
+        top = min(h, w) - 1 if h == w else min(h, w)  # a square of the whole image hides everything
+        if not 1 <= v <= top:
+            raise ValueError(f"{what} (the side of the square) must be an integer in [1, {top}] for {h}x{w} images, "
+                             f"got {level!r}")
+    return v
+
+
+def _check_device(device: Any) -> str:
+    """``"cpu"`` or an available ``"cuda[:N]"`` (as a string)."""
+    resolved = resolve_device(device)  # refuses non-devices and devices this machine lacks
+    if resolved is None or resolved.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    return str(device)
+
+
+def _check_output(output: Any) -> str:
+    """A folder path that is not a file and can be created / written (it is created by the run)."""
+    if not isinstance(output, (str, os.PathLike)):
+        raise TypeError(f"output must be a folder path, got {type(output).__name__}")
+    text = os.fspath(output)
+    if not str(text).strip():
+        raise ValueError("output must be a folder path, got an empty string")
+    path = Path(text)
+    try:
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"output {str(path)!r} is an existing file, not a folder")
+        for name in ("results.json", "examples.png"):
+            if (path / name).is_dir():
+                raise ValueError(f"output folder {str(path)!r} holds a folder named {name!r} where the file goes")
+        existing = path
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise ValueError(f"output {str(path)!r} cannot be created: {str(existing)!r} is a file")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise ValueError(f"output {str(path)!r} is not writable (no write permission in {str(existing)!r})")
+    except OSError as e:
+        raise ValueError(f"output {str(path)!r} cannot be used: {e.strerror or e}") from None
+    return str(text)
 
 
 def _sub_seed(seed: int, *names: str) -> int:
@@ -347,8 +431,8 @@ def run_recall(config: RecallConfig | None = None) -> dict[str, Any]:
 
     # --- data, stored items, targets (all chosen on the CPU with seeded generators) ----------
     data = _load(config.dataset, dtype)
-    if config.n_items > len(data):
-        raise ValueError(f"n_items ({config.n_items}) exceeds the {len(data)} images of {config.dataset!r}")
+    if config.n_items > len(data):  # validate() checked it against DATASET_SIZES
+        raise RecallError(f"n_items ({config.n_items}) exceeds the {len(data)} images of {config.dataset!r}")
     image_shape = data.image_shape
     gen = torch.Generator(device="cpu").manual_seed(_sub_seed(config.seed, "items"))
     item_index = torch.randperm(len(data), generator=gen, device="cpu")[: config.n_items]
@@ -367,24 +451,30 @@ def run_recall(config: RecallConfig | None = None) -> dict[str, Any]:
     n_nuts = min(config.nuts_queries, config.n_queries)
     n_examples = min(config.n_examples, config.n_queries, n_nuts if "nuts" in config.methods else config.n_queries)
 
-    runs = [(c, m) for c in config.corruptions for m in config.methods]
-    rows: list[dict[str, Any]] = []
+    # --- the cues of every corruption, checked before any read --------------------------------
     examples: dict[str, dict[str, Tensor]] = {}
     cues: dict[str, tuple[Tensor, Tensor | None, float | int, float]] = {}
+    for corruption in config.corruptions:
+        level = config.level(corruption, image_shape)
+        g = torch.Generator(device="cpu").manual_seed(_sub_seed(config.seed, "cue", corruption))
+        cue_cpu, mask_cpu = corrupt(targets_cpu, corruption, level, generator=g, image_shape=image_shape)
+        try:  # a random corruption may still hide a whole cue, or push it out of range
+            memory.prepare_cue(cue_cpu, mask_cpu)
+        except ValueError as e:
+            raise RecallError(f"corruption {corruption!r} at level {level} gives unusable cues: {e}") from None
+        mask = None if bool(mask_cpu.all()) else mask_cpu.to(device)
+        cues[corruption] = (cue_cpu.to(device), mask, level, config.sigma(corruption, level))
+        examples[corruption] = {
+            "cue": cue_cpu[:n_examples],
+            "mask": mask_cpu[:n_examples],
+            "original": targets_cpu[:n_examples],
+        }
+
+    runs = [(c, m) for c in config.corruptions for m in config.methods]
+    rows: list[dict[str, Any]] = []
     bar = tqdm(runs, desc="recall", disable=not config.progress, unit="run")
     for corruption, method in bar:
         bar.set_postfix_str(f"{corruption}/{method}")
-        if corruption not in cues:
-            level = config.level(corruption, image_shape)
-            g = torch.Generator(device="cpu").manual_seed(_sub_seed(config.seed, "cue", corruption))
-            cue_cpu, mask_cpu = corrupt(targets_cpu, corruption, level, generator=g, image_shape=image_shape)
-            mask = None if bool(mask_cpu.all()) else mask_cpu.to(device)
-            cues[corruption] = (cue_cpu.to(device), mask, level, config.sigma(corruption, level))
-            examples[corruption] = {
-                "cue": cue_cpu[:n_examples],
-                "mask": mask_cpu[:n_examples],
-                "original": targets_cpu[:n_examples],
-            }
         cue, mask, level, sigma = cues[corruption]
         memory.noise_scale = sigma
 
@@ -420,10 +510,13 @@ def run_recall(config: RecallConfig | None = None) -> dict[str, Any]:
     bar.close()
 
     out_dir = Path(config.output)
-    out_dir.mkdir(parents=True, exist_ok=True)
     json_path = out_dir / "results.json"
     fig_path = out_dir / "examples.png"
-    _figure(examples, config, image_shape, n_examples, fig_path)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _figure(examples, config, image_shape, n_examples, fig_path)
+    except OSError as e:
+        raise RecallError(f"cannot write the results to {str(out_dir)!r}: {e.strerror or e}") from None
     summary: dict[str, Any] = {
         "experiment": "recall",
         "config": config.to_json(),
@@ -439,7 +532,10 @@ def run_recall(config: RecallConfig | None = None) -> dict[str, Any]:
         "wall_seconds": time.perf_counter() - start,
         "files": {"results": str(json_path), "figure": str(fig_path)},
     }
-    json_path.write_text(json.dumps(_jsonable(summary), indent=2, allow_nan=False) + "\n")
+    try:
+        json_path.write_text(json.dumps(_jsonable(summary), indent=2, allow_nan=False) + "\n")
+    except OSError as e:
+        raise RecallError(f"cannot write {str(json_path)!r}: {e.strerror or e}") from None
     if config.verbose:
         print(format_table(rows))
         print(f"wrote {json_path} and {fig_path}")
