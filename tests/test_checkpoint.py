@@ -174,6 +174,7 @@ CASES: dict[str, Case] = {
     "empty file": ("kdm", lambda s, d: raw(s, d, lambda b: b""), "empty file"),
     "random bytes": ("kdm", lambda s, d: raw(s, d, lambda b: bytes(range(256)) * 10), "not a readable checkpoint"),
     "a directory": ("kdm", lambda s, d: (d.mkdir(), d)[1], "is a directory"),
+    "a path under a file": ("kdm", lambda s, d: raw(s, d, lambda b: b) / "inner.safetensors", "cannot be read"),
     "checksum of other content": ("kdm", lambda s, d: rewrite(s, d, meta={"checksum": "sha256:" + "0" * 64},
                                                               recompute=False), "is corrupt"),
     "checksum missing": ("kdm", lambda s, d: rewrite(s, d, meta={"checksum": None}, recompute=False),
@@ -345,9 +346,34 @@ def test_checksum_covers_metadata_and_every_tensor_field() -> None:
         assert checksum(m, t) != ref
 
 
-def test_save_refuses_non_memories(tmp_path: Path) -> None:
+def test_save_refuses_non_memories_directories_and_states_load_would_refuse(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match="Memory"):
         varmem.save(torch.nn.Linear(2, 2), tmp_path / "x.safetensors")
+    with pytest.raises(IsADirectoryError, match="is a directory"):
+        varmem.save(_kdm(), tmp_path)
+    vae = _vae()
+    with torch.no_grad():
+        vae.encoder.loc_head.weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="'encoder.loc_head.weight' contains NaN"):
+        varmem.save(vae, tmp_path / "nan.safetensors")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_failed_save_leaves_the_existing_checkpoint_intact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import varmem.checkpoint
+
+    path = varmem.save(_kdm(), tmp_path / "m.safetensors")
+    before = path.read_bytes()
+
+    def disk_full(tensors: dict, filename: str, metadata: dict) -> None:
+        Path(filename).write_bytes(b"half a file")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(varmem.checkpoint, "save_file", disk_full)
+    with pytest.raises(OSError, match="cannot save to .*m.safetensors.*No space left"):
+        varmem.save(_hopfield(), path)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]
+    assert type(varmem.load(path)) is varmem.KernelDensityMemory
 
 
 # --- Memory.load_state_dict: a refused state leaves the memory exactly as it was -------------------

@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -106,13 +107,21 @@ def save(memory: Memory | torch.nn.Module, path: str | os.PathLike) -> Path:
     """Write ``memory`` (configuration and stored state) to ``path`` (a ``.safetensors`` file).
 
     ``memory`` is any varmem memory, or a module of a class registered with
-    :func:`register_checkpoint_class` (e.g. :class:`varmem.VAE`).
+    :func:`register_checkpoint_class` (e.g. :class:`varmem.VAE`).  A state that :func:`load` would
+    refuse (NaN or inf) is refused here (``ValueError``), so every file written can be read back.
+    The file is written to a temporary name and then renamed: an interrupted or failed save leaves
+    an existing checkpoint at ``path`` as it was.
     """
     if not isinstance(memory, Memory) and type(memory).__name__ not in _MODULE_CLASSES:
         raise TypeError(f"save expects a varmem Memory or a registered module class, got {type(memory).__name__}")
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"cannot save to {path}: it is a directory (give a file path)")
     # clones: compact tensors that share no storage (a stored buffer may view a larger block)
     tensors = {k: v.detach().to("cpu").clone().contiguous() for k, v in memory.state_dict().items()}
+    for name, value in tensors.items():
+        if (value.is_floating_point() or value.is_complex()) and not bool(torch.isfinite(value).all()):
+            raise ValueError(f"cannot save {type(memory).__name__}: state entry {name!r} contains NaN or inf")
     metadata = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -122,21 +131,28 @@ def save(memory: Memory | torch.nn.Module, path: str | os.PathLike) -> Path:
         "varmem_version": __version__,
     }
     metadata["checksum"] = checksum(metadata, tensors)
-    save_file(tensors, str(path), metadata=metadata)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        save_file(tensors, str(partial), metadata=metadata)
+        os.replace(partial, path)
+    except (SafetensorError, OSError) as e:
+        raise OSError(f"cannot save to {path}: {e}") from e
+    finally:
+        partial.unlink(missing_ok=True)
     return path
 
 
 def _read(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
     """``(metadata, tensors)`` of a safetensors file, or :class:`CheckpointError`."""
-    if path.is_dir():
-        raise CheckpointError(f"{path} is a directory, not a checkpoint file")
-    if not path.exists():
-        raise FileNotFoundError(f"no checkpoint at {path}")
     try:
-        size = path.stat().st_size
-    except OSError as e:
+        info = path.stat()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no checkpoint at {path}") from None
+    except (OSError, ValueError) as e:
         raise CheckpointError(f"{path} cannot be read: {e}") from None
-    if size == 0:
+    if stat.S_ISDIR(info.st_mode):
+        raise CheckpointError(f"{path} is a directory, not a checkpoint file")
+    if info.st_size == 0:
         raise CheckpointError(f"{path} is an empty file, not a checkpoint")
     try:
         with safe_open(str(path), framework="pt") as f:
