@@ -30,6 +30,9 @@ __all__ = [
     "as_state",
     "all_finite",
     "check_values",
+    "in_range",
+    "DIVERGED",
+    "check_representable",
     "check_number",
     "check_positive",
     "check_non_negative",
@@ -175,6 +178,17 @@ def check_generator(value: Any, name: str = "generator") -> torch.Generator | No
     return value
 
 
+def check_representable(value: float, name: str, dtype: torch.dtype) -> float:
+    """A derived number (a variance ``σ²``, a precision ``1/s²``) that a memory stores or computes in
+    ``dtype``: ``ValueError`` naming it when it overflows that dtype or underflows to 0 (float32
+    holds ``1.2e-38 … 3.4e38``), instead of a RuntimeError or an inf later."""
+    info = torch.finfo(dtype)
+    if not (value == 0 or info.tiny <= abs(value) <= info.max):
+        raise ValueError(f"{name} = {value:g} is outside the range of {dtype} ({info.tiny:g} … {info.max:g}): "
+                         "moderate the settings or use float64")
+    return value
+
+
 def resolve_dtype(value: Any, name: str = "dtype") -> torch.dtype | None:
     """A floating ``torch.dtype`` (or its name, ``"float32"`` / ``"float64"`` ...), or None."""
     if value is None:
@@ -241,10 +255,20 @@ def _as_float_tensor(x: Any, name: str, dtype: torch.dtype, device: torch.device
     return x.to(device=device, dtype=dtype).contiguous()
 
 
+DIVERGED = MAX_ABS_VALUE**2
+"""Iterative engines take a state beyond ``±DIVERGED`` (the square of the supported range, so its
+squares still fit float32) for a diverged one and stop with ``FloatingPointError``."""
+
+
+def in_range(x: Tensor, limit: float = MAX_ABS_VALUE) -> bool:
+    """Whether every entry of ``x`` is finite and within ``±limit`` (default: the supported range)."""
+    return all_finite(x) and (x.numel() == 0 or float(x.abs().max()) <= limit)
+
+
 def check_values(x: Tensor, name: str, where: str = "") -> None:
     """Raise ``ValueError`` unless every entry of ``x`` is finite and within ``±MAX_ABS_VALUE`` (the
     supported range of items, cues, states and start states; the rows at fault are named)."""
-    if all_finite(x) and (x.numel() == 0 or float(x.abs().max()) <= MAX_ABS_VALUE):
+    if in_range(x):
         return
     flat = x.reshape(-1, x.shape[-1]) if x.dim() else x.reshape(1, 1)
     bad_rows = (~torch.isfinite(flat).all(-1)).nonzero().flatten()

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from ..capabilities import ItemWeights, PyroModel
 from ..engine import engine
 from ..retrieval import Retrieval
-from ..validation import check_bool, check_choice, check_non_negative, check_positive_int
+from ..validation import DIVERGED, check_bool, check_choice, check_non_negative, check_positive_int, in_range
 
 __all__ = ["retrieve_map", "per_cue_loss"]
 
@@ -102,6 +102,10 @@ def retrieve_map(
 
         def closure() -> Tensor:
             opt.zero_grad()
+            if not all(in_range(p.detach(), DIVERGED) for p in params):  # before the model overflows
+                raise FloatingPointError(
+                    f"map diverged (the state went beyond ±{DIVERGED:g}): lower option lr (now {lr}), or check the "
+                    f"memory's settings {memory.config()}")
             loss, per_cue = per_cue_loss(memory.model, guide, (cue, mask), B)
             loss.backward()
             losses.append(loss.item())

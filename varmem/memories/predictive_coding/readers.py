@@ -32,7 +32,15 @@ from tqdm.auto import tqdm
 from ...engine import engine
 from ...helpers import make_generator
 from ...retrieval import Retrieval
-from ...validation import check_bool, check_choice, check_non_negative, check_positive_int, check_seed
+from ...validation import (
+    DIVERGED,
+    check_bool,
+    check_choice,
+    check_non_negative,
+    check_positive_int,
+    check_seed,
+    in_range,
+)
 
 __all__ = ["retrieve_pc", "retrieve_pc_pyro", "PCReadable"]
 
@@ -222,6 +230,9 @@ def retrieve_pc_pyro(
 
             for t in range(1, n_steps + 1):
                 opt.zero_grad()
+                if not all(in_range(p.detach(), DIVERGED) for p in guide.parameters()):
+                    raise FloatingPointError(f"pc_pyro diverged (the activities went beyond ±{DIVERGED:g}): lower "
+                                             f"option lr (now {lr})")
                 loss = loss_fn(x, m)
                 loss.backward()
                 opt.step()
