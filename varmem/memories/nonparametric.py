@@ -96,7 +96,14 @@ from ..capabilities import Step
 from ..helpers import masked_normal, posterior_start, want_weights
 from ..inference import retrieve_exact, retrieve_fixed_point, retrieve_map, retrieve_nuts
 from ..memory import GaussianMixtureMemory
-from ..validation import check_choice, check_finite, check_generator, check_int, check_positive
+from ..validation import (
+    check_choice,
+    check_finite,
+    check_generator,
+    check_int,
+    check_positive,
+    check_representable,
+)
 
 __all__ = ["NonparametricMemory", "NonparametricPosterior", "CRPPredictive", "expected_num_memories"]
 
@@ -303,6 +310,9 @@ class NonparametricMemory(GaussianMixtureMemory):
         self.prior_scale = check_positive(prior_scale, "prior_scale")
         self.prior_mean = check_finite(prior_mean, "prior_mean")
         self.assignment = check_choice(assignment, "assignment", ASSIGNMENTS)
+        for value, what in ((self.bandwidth**2, "bandwidth²"), (self.noise_scale**2, "noise_scale²"),
+                            (self.new_variance, "bandwidth² + prior_scale²")):
+            check_representable(value, what, self.dtype)  # the variances are formed in the memory's dtype
         self.register_buffer("counts", torch.empty(0, device=self.device, dtype=self.dtype))
         self.register_buffer("sums", torch.empty(0, dim, device=self.device, dtype=self.dtype))
         self.register_buffer("assignments", torch.empty(0, device=self.device, dtype=torch.long))

@@ -57,6 +57,7 @@ from ...validation import (
     check_int_sequence,
     check_positive,
     check_positive_int,
+    check_representable,
     check_values,
 )
 from .amortized import fit_retrieval_guide, retrieve_amortized
@@ -205,6 +206,8 @@ class LatentMemory(PriorLikelihoodMemory):
             device=self.device, dtype=self.dtype
         )
         self.bandwidth = check_positive(bandwidth, "bandwidth")
+        for value, what in ((1 / self.bandwidth**2, "1/bandwidth²"), (1 / self.noise_scale**2, "1/noise_scale²")):
+            check_representable(value, what, self.dtype)  # the kernel precision and the likelihood's
         self.chunk_size = check_positive_int(chunk_size, "chunk_size", allow_none=True)
         self.register_buffer("codes", torch.empty(0, code_dim, device=self.device, dtype=self.dtype))
         self.register_buffer("log_precision", torch.zeros(code_dim, device=self.device, dtype=self.dtype))

@@ -48,6 +48,7 @@ from ...validation import (
     check_non_negative,
     check_positive,
     check_positive_int,
+    check_representable,
     check_seed,
 )
 from .readers import retrieve_pc, retrieve_pc_pyro
@@ -238,6 +239,8 @@ class PCNetwork(Memory):
         self.infer_tol = check_non_negative(infer_tol, "infer_tol")
         self.seed = seed
         self._f, self._df = ACTIVATIONS[activation]
+        for layer, what in ((0, "sigma_data² (sigma_obs² when None)"), (1, "sigma_obs²")):
+            check_representable(self.layer_sigma2(layer), what, self.dtype)  # relaxations run in this dtype
 
     # --- shapes ------------------------------------------------------------------------------
     def layer_dims(self) -> list[tuple[int, int]]:
