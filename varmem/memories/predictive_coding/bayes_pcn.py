@@ -48,6 +48,7 @@ from ...validation import (
     check_positive,
     check_positive_int,
     check_unit_interval,
+    check_values,
 )
 from .network import PCNetwork
 
@@ -190,6 +191,8 @@ class BayesPCN(PCNetwork):
                     raise ValueError(f"{name} must have shape {shape}, got {tuple(t.shape)}")
                 if not torch.isfinite(t).all():
                     raise ValueError(f"{name} contains NaN or inf")
+                if name[0] == "R":  # weight means lie within ±MAX_ABS_VALUE, as learned weights do
+                    check_values(t.reshape(K, -1), name)
             U = self.weight_cov(i)
             if not torch.allclose(U, U.transpose(-1, -2), rtol=1e-10, atol=1e-12 * float(U.abs().max())):
                 raise ValueError(f"U{i} must be symmetric (a row covariance)")

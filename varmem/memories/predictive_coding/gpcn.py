@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ...validation import check_bool, check_choice, check_positive, check_positive_int
+from ...validation import check_bool, check_choice, check_positive, check_positive_int, check_values
 from .network import PCNetwork
 
 __all__ = ["PredictiveCodingMemory"]
@@ -108,8 +108,7 @@ class PredictiveCodingMemory(PCNetwork):
             w = self.weight(i)
             if tuple(w.shape) != (d_in, d_out):
                 raise ValueError(f"W{i} must have shape {(d_in, d_out)}, got {tuple(w.shape)}")
-            if not torch.isfinite(w).all():
-                raise ValueError(f"W{i} contains NaN or inf")
+            check_values(w, f"W{i}")  # finite and within ±MAX_ABS_VALUE, as learned weights are
         self.check_stored_items()
 
     def layer_stats(self, dtype: torch.dtype) -> list[tuple[Tensor, Tensor | None]]:
@@ -138,7 +137,7 @@ class PredictiveCodingMemory(PCNetwork):
             new.append(W + self.weight_lr / x.shape[0] * inputs[i].squeeze(0).T @ eps / self.layer_sigma2(i))
         if not all(torch.isfinite(w).all() for w in new):
             raise FloatingPointError("weight update produced NaN/inf: weight_lr / sigma_obs² (sigma_data² for the "
-                                     "sensory layer) is too large")
+                                     "sensory layer) is too large, or activation_lr made the relaxation diverge")
         for i, w in enumerate(new):
             setattr(self, f"W{i}", w)
 
