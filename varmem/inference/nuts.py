@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
+from typing import Iterator
 
 import torch
 from pyro.infer import MCMC, NUTS
@@ -17,6 +18,17 @@ from ..retrieval import Retrieval
 from ..validation import check_bool, check_int, check_number, check_positive_int, check_seed
 
 __all__ = ["retrieve_nuts"]
+
+
+@contextmanager
+def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    """Run the block with ``dtype`` as torch's default floating dtype, then restore it."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
 
 
 @engine("nuts", requires=(PyroModel,))
@@ -68,7 +80,7 @@ def retrieve_nuts(
     if seed is not None:
         devices = [cue.device] if cue.device.type == "cuda" else []
         rng = torch.random.fork_rng(devices=devices)
-    with rng:
+    with rng, _default_dtype(cue.dtype):  # Pyro's adaptation builds its tensors in the default dtype
         if seed is not None:
             torch.manual_seed(seed)
         kernel = NUTS(
