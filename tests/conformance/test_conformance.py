@@ -211,6 +211,7 @@ def test_energy_returns_one_finite_value_per_state_and_keeps_autograd(name):
     stacked = memory.energy(torch.stack([z, 2 * z]), cue, mask)  # z [..., B, L]
     assert stacked.shape == (2, B)
     torch.testing.assert_close(stacked[0], memory.energy(z, cue, mask))
+    torch.testing.assert_close(stacked[1], memory.energy(2 * z, cue, mask))
     zg = z.clone().requires_grad_(True)
     (grad,) = torch.autograd.grad(memory.energy(zg, cue, mask).sum(), zg)
     assert grad.shape == z.shape and torch.isfinite(grad).all()
