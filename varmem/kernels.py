@@ -341,7 +341,8 @@ def kernel_stats(
         old_share = (lse - merged).exp_().unsqueeze(-1)
         new_share = (chunk_lse - merged).exp_().unsqueeze(-1)
         if item_bias is not None:  # -inf - (-inf) = NaN for rows with no weight yet: they share 0
-            old_share, new_share = old_share.nan_to_num_(0.0), new_share.nan_to_num_(0.0)
+            # (out of place: exp_'s backward needs its output unchanged when the moments need grad)
+            old_share, new_share = old_share.nan_to_num(0.0), new_share.nan_to_num(0.0)
         mean = mean * old_share + chunk_mean * new_share
         if second is not None:
             second = second * old_share + chunk_second * new_share
