@@ -208,3 +208,195 @@ def test_shim_uses_keyword_groups_on_arviz_0():
     assert isinstance(out, FakeData)
     assert calls["args"] == ({"a": 1}, {"y": 2}, None, None)
     assert calls["extra"] is extra
+
+
+# --- arguments, sites and seeds -------------------------------------------------------------------
+def scaled_model(x, *, scale):
+    """μ ~ N(0, τ²), x_i ~ N(μ, (σ·scale)²), μ² reported as a deterministic site, plus a factor
+    (neither an observation nor a latent).  ``scale`` is keyword-only: a call that drops the
+    keyword arguments fails."""
+    mu = pyro.sample("mu", dist.Normal(x.new_zeros(()), TAU))
+    pyro.deterministic("mu_sq", mu**2)
+    pyro.factor("penalty", -0.5 * mu**2)
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("x", dist.Normal(mu, SIGMA * scale), obs=x)
+
+
+def centred_guide(x, *, scale):
+    """A guide that reads its arguments: μ ~ N(mean(x), (0.1·scale)²), with a plate inside."""
+    with pyro.plate("unused", 2):
+        pass
+    pyro.sample("mu", dist.Normal(x.mean(), 0.1 * scale))
+
+
+def test_guide_draws_use_the_args_and_kwargs_and_skip_plates(x):
+    data = varmem.to_inference_data(scaled_model, (x,), {"scale": 3.0}, guide=centred_guide, num_samples=400, seed=2)
+    mu = data.posterior["mu"].values.ravel()
+    assert set(data.posterior.data_vars) == {"mu", "mu_sq"}  # no plate, the deterministic site per draw
+    assert abs(mu.mean() - x.mean().item()) < 5 * 0.3 / math.sqrt(400)
+    assert abs(mu.std() / 0.3 - 1) < 0.15  # 0.1 · scale; negative control below
+    np.testing.assert_allclose(data.posterior["mu_sq"].values, data.posterior["mu"].values ** 2, rtol=1e-12)
+    expected = dist.Normal(torch.as_tensor(data.posterior["mu"].values)[..., None], SIGMA * 3.0).log_prob(x)
+    np.testing.assert_allclose(data.log_likelihood["x"].values, expected.numpy(), rtol=1e-12, atol=1e-12)
+    assert set(data.log_likelihood.data_vars) == {"x"} and set(data.observed_data.data_vars) == {"x"}
+    assert set(data.posterior_predictive.data_vars) == {"x"}  # the factor is not an observation
+    narrow = varmem.to_inference_data(scaled_model, (x,), {"scale": 1.0}, guide=centred_guide, num_samples=400)
+    assert abs(narrow.posterior["mu"].values.std() / 0.1 - 1) < 0.15
+
+
+def test_auxiliary_guide_sites_are_left_out():
+    from pyro.infer.autoguide import AutoMultivariateNormal
+
+    xs = torch.randn(N, generator=torch.Generator().manual_seed(1))
+    guide = AutoMultivariateNormal(Model())
+    data = varmem.to_inference_data(Model(), (xs,), guide=guide, num_samples=20)
+    assert set(data.posterior.data_vars) == {"mu"} and data.posterior["mu"].shape == (1, 20)
+
+
+def test_prior_groups_hold_latents_deterministic_sites_and_observations_only(x):
+    data = varmem.to_inference_data(scaled_model, (x,), {"scale": 2.0}, num_prior_samples=300)
+    assert set(data.prior.data_vars) == {"mu", "mu_sq"}
+    assert set(data.prior_predictive.data_vars) == {"x"} and set(data.observed_data.data_vars) == {"x"}
+    assert "posterior" not in data.groups() and "log_likelihood" not in data.groups()  # prior only: no draws
+    np.testing.assert_allclose(data.prior["mu_sq"].values, data.prior["mu"].values ** 2, rtol=1e-12)
+    var = data.prior_predictive["x"].values.var()
+    assert abs(var / (TAU**2 + (2 * SIGMA) ** 2) - 1) < 0.25  # the kwargs reach the prior runs too
+    assert "prior" not in varmem.to_inference_data(scaled_model, (x,), {"scale": 2.0},
+                                                   samples={"mu": torch.zeros(3)}).groups()  # default: no prior
+
+
+def test_a_single_draw_and_a_bare_argument(x):
+    data = varmem.to_inference_data(Model(), x, samples={"mu": torch.tensor([1.25])})  # args not a tuple
+    assert data.posterior["mu"].shape == (1, 1) and data.log_likelihood["x"].shape == (1, 1, N)
+    check_log_likelihood(data, x)
+
+
+class FakeMCMC:
+    """What to_inference_data reads from a finished ``pyro.infer.MCMC``: the kernel's model, the
+    run's arguments (optional attributes), grouped samples and diagnostics."""
+
+    def __init__(self, samples, divergences=None, **run):
+        divergences = {} if divergences is None else divergences
+        self.kernel = SimpleNamespace(model=scaled_model if run else Model())
+        self._samples, self._divergences = samples, divergences
+        for k, v in run.items():
+            setattr(self, k, v)
+
+    def get_samples(self, group_by_chain=False):
+        return self._samples
+
+    def diagnostics(self):
+        return {"divergences": self._divergences}
+
+
+def test_mcmc_run_arguments_divergences_and_vector_sites(x):
+    mu = torch.linspace(1.0, 3.0, 10).reshape(2, 5)
+    fake = FakeMCMC({"mu": mu}, {"chain 0": [0, 4, 5, -1], "chain 1": [2]}, _args=(x,), _kwargs={"scale": 2.0})
+    data = varmem.to_inference_data(mcmc=fake)
+    div = data.sample_stats["diverging"].values
+    assert div.dtype == bool and div.tolist() == [[True, False, False, False, True],
+                                                  [False, False, True, False, False]]  # out-of-range ignored
+    expected = dist.Normal(mu[..., None], SIGMA * 2.0).log_prob(x)  # the run's kwargs were used
+    np.testing.assert_allclose(data.log_likelihood["x"].values, expected.numpy(), rtol=1e-12, atol=1e-12)
+    one_chain = FakeMCMC({"mu": mu[:1]}, {"chain 1": [0]}, _args=(x,), _kwargs={"scale": 2.0})
+    assert not varmem.to_inference_data(mcmc=one_chain).sample_stats["diverging"].values.any()
+    # a run object without recorded arguments (a model that needs none) and a vector latent
+    bare = FakeMCMC({"v": torch.zeros(1, 4, 2)})
+    bare.kernel.model = lambda: pyro.sample("v", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+    data = varmem.to_inference_data(mcmc=bare)
+    assert data.posterior["v"].shape == (1, 4, 2) and data.sample_stats["diverging"].shape == (1, 4)
+
+
+def test_seed_makes_draws_reproducible_and_leaves_the_global_rng_alone(memory):
+    result = memory.retrieve(memory.items[[0, 2]] + 0.4, method="exact")
+    state = torch.get_rng_state()
+    a = varmem.to_inference_data(retrieval=result, num_samples=300, seed=11).posterior["recalled"].values
+    assert torch.equal(state, torch.get_rng_state())
+    torch.rand(5)  # another global state: a seeded call does not depend on it
+    b = varmem.to_inference_data(retrieval=result, num_samples=300, seed=11).posterior["recalled"].values
+    c = varmem.to_inference_data(retrieval=result, num_samples=300, seed=12).posterior["recalled"].values
+    np.testing.assert_array_equal(a, b)
+    assert (a != c).any()  # negative control: another seed, other draws
+    default = varmem.to_inference_data(retrieval=result).posterior["recalled"].values
+    assert default.shape == (1, 500, 2)  # num_samples defaults to 500 ...
+    np.testing.assert_array_equal(default, varmem.to_inference_data(retrieval=result, num_samples=500,
+                                                                    seed=0).posterior["recalled"].values)  # seed 0
+    # seed=None draws from (and advances) the global RNG
+    pyro.set_rng_seed(4)
+    before = torch.get_rng_state()
+    d = varmem.to_inference_data(retrieval=result, num_samples=300, seed=None).posterior["recalled"].values
+    assert not torch.equal(before, torch.get_rng_state())
+    pyro.set_rng_seed(4)
+    e = varmem.to_inference_data(retrieval=result, num_samples=300, seed=None).posterior["recalled"].values
+    np.testing.assert_array_equal(d, e)
+
+
+def test_retrieval_samples_site_names_dims_and_coords():
+    from varmem.retrieval import Retrieval
+
+    samples = torch.randn(4, 2, 3, generator=torch.Generator().manual_seed(0))
+    weights = torch.tensor([[0.2, 0.8], [0.6, 0.4]])
+    r = Retrieval(pattern=samples.mean(0), method="nuts", samples=samples, weights=weights, weights_at="posterior",
+                  index=weights.argmax(-1))
+    data = varmem.to_inference_data(retrieval=r, coords={"query": ["a", "b"], "item": [10, 20], "other": [0]})
+    assert data.posterior["z"].dims == ("chain", "draw", "query", "z_dim")  # default site name without a memory
+    assert list(data.posterior["z"].coords["query"].values) == ["a", "b"]
+    assert list(data.item_posterior["prob"].coords["item"].values) == [10, 20]
+    assert list(data.item_posterior["prob"].coords["query"].values) == ["a", "b"]
+    assert "other" not in data.item_posterior.coords
+    named = varmem.to_inference_data(retrieval=r, memory=SimpleNamespace(latent_site="h"),
+                                     dims={"prob": ["cue", "stored"]})
+    assert named.posterior["h"].dims == ("chain", "draw", "query", "h_dim") and "z" not in named.posterior
+    assert named.item_posterior["prob"].dims == ("cue", "stored")  # the caller's dims win
+
+
+def test_per_draw_item_probabilities_beyond_the_default_weights_limit(memory):
+    """S·B·N above WEIGHTS_LIMIT: the per-draw responsibilities are still computed (asked for)."""
+    from varmem.helpers import WEIGHTS_LIMIT
+    from varmem.retrieval import Retrieval
+
+    samples = torch.randn(6000, 2, 3, generator=torch.Generator().manual_seed(1))
+    assert 6000 * 2 * len(memory) > WEIGHTS_LIMIT
+    r = Retrieval(pattern=samples.mean(0), method="nuts", samples=samples)
+    data = varmem.to_inference_data(retrieval=r, memory=memory, num_samples=10)
+    by_hand = torch.softmax(-((samples[..., None, :] - memory.items) ** 2).sum(-1) / (2 * 0.4**2), -1)
+    np.testing.assert_allclose(data.posterior["item_prob"].values[0], by_hand.numpy(), rtol=1e-9, atol=1e-12)
+
+
+def test_an_explicit_model_is_used_for_a_retrieval(memory):
+    cue = memory.items[[1]] + 0.1
+    result = memory.retrieve(cue, method="nuts", num_samples=5, warmup_steps=5, seed=0)
+    data = varmem.to_inference_data(memory.model, (cue,), retrieval=result)  # model given, no memory
+    ll = dist.Normal(result.samples, 0.6).log_prob(cue).sum(-1)
+    np.testing.assert_allclose(data.log_likelihood["x"].values[0], ll.numpy(), rtol=1e-12, atol=1e-12)
+
+
+def test_bad_arguments_are_named_exactly(x):
+    with pytest.raises(ValueError, match=r"^give at most one of mcmc=, guide=, samples=, retrieval=$"):
+        varmem.to_inference_data(Model(), (x,), guide=AutoNormal(Model()), samples={"mu": torch.zeros(3)})
+    with pytest.raises(TypeError, match=r"^retrieval must be a varmem.Retrieval, got dict$"):
+        varmem.to_inference_data(retrieval={"weights": torch.ones(1, 2)})
+    with pytest.raises(ValueError, match=r"^guide= needs the model \(and its args\) too$"):
+        varmem.to_inference_data(guide=AutoNormal(Model()))
+    with pytest.raises(ValueError, match=r"^num_samples must"):
+        varmem.to_inference_data(Model(), (x,), samples={"mu": torch.zeros(3)}, num_samples=0)
+    with pytest.raises(ValueError, match=r"^num_prior_samples must be an int >= 0"):
+        varmem.to_inference_data(Model(), (x,), num_prior_samples=-1)
+
+
+def test_shim_on_arviz_0_passes_coords_and_lets_other_warnings_through():
+    import warnings
+
+    calls = {}
+
+    def from_dict(posterior=None, *, coords=None, dims=None):
+        calls["coords"] = coords
+        warnings.warn("default dims chain and draw will be added", UserWarning, stacklevel=2)
+        warnings.warn("something else", RuntimeWarning, stacklevel=2)
+        return SimpleNamespace()
+
+    fake = SimpleNamespace(__version__="0.23.4", from_dict=from_dict)
+    with pytest.warns(RuntimeWarning, match="something else") as record:
+        _from_dict(fake, {"posterior": {"a": 1}}, {}, {"q": [0]}, None)
+    assert calls["coords"] == {"q": [0]}
+    assert not [w for w in record if issubclass(w.category, UserWarning)]  # the chain/draw notice is silenced

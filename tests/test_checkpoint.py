@@ -455,3 +455,205 @@ def test_bayes_pcn_state_with_unnormalised_weights_is_rolled_back() -> None:
     with pytest.raises(ValueError, match="normalised"):
         memory.load_state_dict(state)
     _assert_unchanged(memory, before)
+
+
+# --- the checksum against the format's written specification ---------------------------------------
+def _spec_checksum(metadata: dict[str, str], tensors: dict[str, torch.Tensor], order: str = "<") -> str:
+    """The module docstring's recipe, written out independently: sha256 over the sorted metadata
+    entries (but ``checksum``), then per tensor in name order its name, dtype name without
+    ``torch.``, JSON shape and raw bytes, every field prefixed by its 8-byte little-endian length."""
+    import hashlib
+    import struct
+
+    stream = bytearray()
+    for key in sorted(k for k in metadata if k != "checksum"):
+        for text in (key, metadata[key]):
+            stream += struct.pack(order + "Q", len(text.encode())) + text.encode()
+    for name in sorted(tensors):
+        t = tensors[name]
+        raw_bytes = t.numpy().tobytes()  # C order, the machine's (little-endian) byte order
+        dtype_name = {torch.float64: "float64", torch.float32: "float32", torch.int64: "int64", torch.bool: "bool"}
+        for text in (name, dtype_name[t.dtype], json.dumps(list(t.shape))):
+            stream += struct.pack(order + "Q", len(text.encode())) + text.encode()
+        stream += struct.pack(order + "Q", len(raw_bytes)) + raw_bytes
+    return "sha256:" + hashlib.sha256(bytes(stream)).hexdigest()
+
+
+def test_checksum_is_the_documented_length_prefixed_sha256() -> None:
+    meta = {"format": "varmem-checkpoint", "config": '{"dim": 3}', "checksum": "ignored"}
+    tensors = {"b": torch.arange(6.0).reshape(2, 3), "a": torch.tensor([3, 1, 2]), "c": torch.tensor([True, False]),
+               "e": torch.empty(0, 3, dtype=torch.float32)}
+    assert checksum(meta, tensors) == _spec_checksum(meta, tensors)
+    # negative control: the same recipe with big-endian length prefixes is another hash
+    assert checksum(meta, tensors) != _spec_checksum(meta, tensors, order=">")
+
+
+def test_saved_header_entries_are_exact(tmp_path: Path) -> None:
+    memory = _kdm()
+    path = varmem.save(memory, tmp_path / "m.safetensors")
+    metadata, tensors = read_file(path)
+    assert set(metadata) == {"format", "format_version", "class", "config", "dtype", "varmem_version", "checksum"}
+    assert metadata["format"] == "varmem-checkpoint" and metadata["class"] == "KernelDensityMemory"
+    assert metadata["dtype"] == "float64" and metadata["varmem_version"] == varmem.__version__
+    assert json.loads(metadata["config"]) == memory.config()
+    assert metadata["checksum"] == _spec_checksum(metadata, tensors)
+    float32 = varmem.save(varmem.ModernHopfield(3, beta=1.0, dtype=torch.float32), tmp_path / "f.safetensors")
+    assert read_file(float32)[0]["dtype"] == "float32"
+
+
+# --- a registered non-memory module with a buffer, mixed dtypes and derived state --------------------
+class Tally(torch.nn.Module):
+    """A module outside varmem: an integer counter, a parameter of the module's dtype, a float64
+    buffer of rows whose number may change, and a cached ``total`` derived from the rows."""
+
+    def __init__(self, width: int, *, device: Any = None, dtype: Any = None) -> None:
+        super().__init__()
+        self.width = width
+        self.register_buffer("count", torch.zeros((), dtype=torch.long, device=device))
+        self.scale = torch.nn.Parameter(torch.ones(width, dtype=dtype or torch.float32, device=device))
+        self.register_buffer("rows", torch.empty(0, width, dtype=torch.float64, device=device))
+        self.total = 0.0
+
+    def config(self) -> dict[str, Any]:
+        return {"width": self.width}
+
+    def check_state(self) -> None:  # accepts everything: only the generic checks of load can refuse
+        pass
+
+    def refresh_derived_state(self) -> None:
+        self.total = float(self.rows.sum())
+
+    def add(self, rows: torch.Tensor) -> "Tally":
+        self.rows = torch.cat([self.rows, rows])
+        self.count = self.count + len(rows)
+        self.refresh_derived_state()
+        return self
+
+
+class Counts(torch.nn.Module):
+    """A registered module with no floating tensor at all."""
+
+    def __init__(self, *, device: Any = None, dtype: Any = None) -> None:
+        super().__init__()
+        self.register_buffer("n", torch.arange(3, device=device))
+
+    def config(self) -> dict[str, Any]:
+        return {}
+
+    def check_state(self) -> None:
+        pass
+
+
+@pytest.fixture
+def registry(monkeypatch: pytest.MonkeyPatch) -> dict[str, type]:
+    """A private copy of the registry, so that test classes never leak into other tests."""
+    import varmem.checkpoint
+
+    classes = dict(varmem.checkpoint._MODULE_CLASSES)
+    monkeypatch.setattr(varmem.checkpoint, "_MODULE_CLASSES", classes)
+    return classes
+
+
+def test_register_checkpoint_class_needs_both_hooks(registry: dict[str, type]) -> None:
+    class NoConfig(torch.nn.Module):
+        def check_state(self) -> None:
+            pass
+
+    class NoCheck(torch.nn.Module):
+        def config(self) -> dict:
+            return {}
+
+    class ConfigNotCallable(torch.nn.Module):
+        config = {"width": 3}
+
+        def check_state(self) -> None:
+            pass
+
+    for cls, hook in ((NoConfig, "config"), (NoCheck, "check_state"), (ConfigNotCallable, "config")):
+        with pytest.raises(TypeError, match=rf"^{cls.__name__} needs a {hook}\(\) method to be checkpointed$"):
+            varmem.register_checkpoint_class(cls)
+        assert cls.__name__ not in registry
+    assert varmem.register_checkpoint_class(Tally) is Tally and registry["Tally"] is Tally
+
+
+def test_registered_module_round_trip_restores_buffers_and_derived_state(registry: dict[str, type],
+                                                                         tmp_path: Path) -> None:
+    varmem.register_checkpoint_class(Tally)
+    tally = Tally(3).add(torch.arange(12.0, dtype=torch.float64).reshape(4, 3))
+    with torch.no_grad():
+        tally.scale.mul_(torch.tensor([2.0, 3.0, 4.0], dtype=torch.float32))
+    path = varmem.save(tally, tmp_path / "t.safetensors")
+    metadata, _ = read_file(path)
+    assert metadata["class"] == "Tally" and metadata["dtype"] == "float32"  # the first floating tensor's
+    loaded = varmem.load(path)
+    assert type(loaded) is Tally
+    assert torch.equal(loaded.rows, tally.rows) and loaded.rows.dtype == torch.float64
+    assert torch.equal(loaded.scale, tally.scale) and loaded.scale.dtype == torch.float32
+    assert int(loaded.count) == 4
+    assert loaded.total == tally.total == 66.0  # refresh_derived_state ran after the tensors were set
+
+
+def test_registered_module_without_floating_tensors_is_saved_with_the_default_dtype(
+    registry: dict[str, type], tmp_path: Path
+) -> None:
+    varmem.register_checkpoint_class(Counts)
+    path = varmem.save(Counts(), tmp_path / "c.safetensors")
+    assert read_file(path)[0]["dtype"] == str(torch.get_default_dtype()).removeprefix("torch.")
+    assert torch.equal(varmem.load(path).n, torch.arange(3))
+
+
+@pytest.mark.parametrize("case", ["nan row", "rows of another width", "rows with a third dim", "missing and extra"])
+def test_registered_module_state_is_checked_by_load(case: str, registry: dict[str, type], tmp_path: Path) -> None:
+    """The module's own check_state accepts everything here: only load's generic checks can refuse."""
+    varmem.register_checkpoint_class(Tally)
+    good = varmem.save(Tally(3).add(torch.ones(2, 3, dtype=torch.float64)), tmp_path / "good.safetensors")
+    change, words = {
+        "nan row": ({"rows": with_nan(torch.ones(2, 3, dtype=torch.float64))}, r"^.*: stored state does not fit "
+                    r"Tally: state entry 'rows' contains NaN or inf$"),
+        "rows of another width": ({"rows": torch.ones(2, 4, dtype=torch.float64)},
+                                  r"state entry 'rows' has shape \[2, 4\], expected \[\*, 3\]$"),
+        "rows with a third dim": ({"rows": torch.ones(2, 3, 1, dtype=torch.float64)},
+                                  r"state entry 'rows' has shape \[2, 3, 1\], expected \[\*, 3\]$"),
+        "missing and extra": ({"rows": None, "spare": torch.ones(1)},
+                              r"state does not match Tally: missing \['rows'\], unexpected \['spare'\]$"),
+    }[case]
+    bad = rewrite(good, tmp_path / "bad.safetensors", tensors=change)
+    with pytest.raises(CheckpointError, match=words):
+        varmem.load(bad)
+    assert varmem.load(good).total == 6.0  # negative control: the intact file loads
+
+
+def test_error_messages_name_the_offending_type(tmp_path: Path, good: dict[str, Path]) -> None:
+    with pytest.raises(TypeError, match="registered module class, got Linear$"):
+        varmem.save(torch.nn.Linear(2, 2), tmp_path / "x.safetensors")
+    vae = _vae()
+    with torch.no_grad():
+        vae.encoder.loc_head.weight[0, 0] = float("inf")
+    with pytest.raises(ValueError, match=r"^cannot save VAE: state entry 'encoder.loc_head.weight' contains NaN "
+                       r"or inf$"):
+        varmem.save(vae, tmp_path / "inf.safetensors")
+    cases = {
+        "list config": ({"config": "[4, 0.3]"}, r"invalid varmem header \(TypeError: config must be a JSON object, "
+                                                r"got list\)$"),
+        "garbled config": ({"config": "{oops"}, r"invalid varmem header \(JSONDecodeError: "),
+        "two entries missing": ({"class": None, "dtype": None}, r"invalid varmem header: no 'class', 'dtype' entry$"),
+        "bad constructor argument": ({"config": json.dumps({"dim": 4, "bandwidth": -1.0, "noise_scale": 0.1})},
+                                     r"cannot rebuild KernelDensityMemory from its saved config \(ValueError: "),
+    }
+    for meta, words in cases.values():
+        bad = rewrite(good["kdm"], tmp_path / "bad.safetensors", meta=meta)
+        with pytest.raises(CheckpointError, match=words):
+            varmem.load(bad)
+
+
+@pytest.mark.parametrize("similarity", ["dot", "l2"])
+def test_modern_hopfield_reads_identically_after_save_and_load(similarity: str, tmp_path: Path) -> None:
+    """The cached ``M = max_i ‖x_i‖`` is rebuilt by load (the dot energy depends on it)."""
+    items = torch.randn(10, 4, generator=torch.Generator().manual_seed(2)) * torch.linspace(0.5, 2.0, 10)[:, None]
+    original = varmem.ModernHopfield(4, beta=2.0, similarity=similarity, update_steps_max=3).write(items)
+    loaded = varmem.load(varmem.save(original, tmp_path / "h.safetensors"))
+    assert loaded.max_norm == original.max_norm == float(items.norm(dim=-1).max()) > 0
+    cue = torch.rand(3, 4, generator=CUE)
+    a, b = original.retrieve(cue), loaded.retrieve(cue)
+    assert torch.equal(a.pattern, b.pattern) and torch.equal(a.trace, b.trace)
+    assert torch.equal(loaded.compute_energy(cue), original.compute_energy(cue))

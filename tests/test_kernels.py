@@ -1,5 +1,7 @@
 """Streaming kernel statistics against the dense computation written out directly."""
 
+import math
+
 import pytest
 import torch
 
@@ -348,3 +350,196 @@ def test_kernels_by_name_and_by_object():
     for bad in ("cosine", None, 3):
         with pytest.raises(ValueError, match="kernel must be"):
             as_kernel(bad)
+
+
+def test_empty_item_sets_and_bad_sample_counts_are_refused_by_name():
+    with pytest.raises(ValueError, match=r"^sample_items needs at least one item \(items of shape \[N >= 1, D\]\)"):
+        sample_items(torch.randn(2, 3), torch.empty(0, 3), 1.0, 5)
+    with pytest.raises(ValueError, match=r"^kernel_log_sum_exp needs at least one item"):
+        kernel_log_sum_exp(torch.randn(2, 3), torch.empty(0, 3), 1.0)
+    with pytest.raises(ValueError, match=r"^kernel_stats needs at least one item"):
+        kernel_stats(torch.randn(2, 3), torch.empty(0, 3), 1.0)
+    with pytest.raises(ValueError, match=r"^num_samples must"):
+        sample_items(torch.randn(2, 3), torch.randn(4, 3), 1.0, 0)
+
+
+def test_workspace_off_the_cpu_hands_out_plain_blocks():
+    """Off the CPU (here the shape-only ``meta`` device) a block is a fresh tensor and nothing is kept."""
+    ws = Workspace()
+    like = torch.empty(1, dtype=torch.float32, device="meta")
+    block = ws.block("logits", 3, 5, like)
+    assert block.shape == (3, 5) and block.dtype == torch.float32 and block.device.type == "meta"
+    assert ws.nbytes == 0
+
+
+@pytest.mark.parametrize("chunk_size", [None, 7])
+def test_dot_kernel_with_item_bias_matches_the_dense_logits(chunk_size):
+    query, items, bias = torch.randn(4, 3), torch.randn(30, 3), 2 * torch.randn(30)
+    precision = torch.rand(3) + 0.2
+    logits = (precision * query) @ items.T + bias  # ℓ_bi = Σ_d p_d q_bd ξ_id + c_i, written out
+    stats = kernel_stats(query, items, precision, kernel="dot", item_bias=bias, weights=True, chunk_size=chunk_size)
+    torch.testing.assert_close(stats.lse, logits.logsumexp(-1), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(stats.weights, logits.softmax(-1), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(stats.mean, logits.softmax(-1) @ items, rtol=1e-12, atol=1e-12)
+    assert torch.equal(stats.index, logits.argmax(-1))
+    torch.testing.assert_close(kernel_log_sum_exp(query, items, precision, kernel="dot", item_bias=bias,
+                                                  chunk_size=chunk_size), logits.logsumexp(-1))
+
+
+def _gumbel_max_reference(logits, num_samples, generator):
+    """Gumbel-max over dense ``[B, N]`` logits, noise ``-log(-log U)`` from ``generator`` in the
+    logits' dtype (the same uniform stream as one chunk of :func:`sample_items`)."""
+    u = torch.rand(num_samples, *logits.shape, generator=generator, dtype=logits.dtype)
+    tiny = torch.finfo(logits.dtype).tiny
+    return (logits - (-u.clamp_min(tiny).log()).log()).argmax(-1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_sample_items_is_gumbel_max_with_the_callers_generator(dtype):
+    gen = torch.Generator().manual_seed(3)
+    query, items = torch.randn(5, 2, generator=gen, dtype=dtype), torch.randn(9, 2, generator=gen, dtype=dtype)
+    logits = -0.5 * 1.3 * torch.cdist(query, items) ** 2
+    got = sample_items(query, items, 1.3, 40, generator=torch.Generator().manual_seed(8))
+    want = _gumbel_max_reference(logits, 40, torch.Generator().manual_seed(8))
+    assert torch.equal(got, want)
+    # more queries than items (the noise block size is computed from both)
+    many = torch.randn(50, 2, generator=gen, dtype=dtype)
+    got = sample_items(many, items[:3], 1.3, 20, generator=torch.Generator().manual_seed(8))
+    want = _gumbel_max_reference(-0.65 * torch.cdist(many, items[:3]) ** 2, 20, torch.Generator().manual_seed(8))
+    assert torch.equal(got, want)
+
+
+def test_sample_items_over_several_noise_blocks_and_a_zero_weight_first_item():
+    """S·B·chunk above the 2**22-entry noise block: the samples are drawn block by block, all of
+    them (item 0 has weight 0, so an unwritten draw would show as index 0)."""
+    items = torch.randn(64, 2, generator=torch.Generator().manual_seed(1))
+    bias = torch.zeros(64)
+    bias[0] = float("-inf")
+    S = 70_000  # 2**22 // 64 = 65536 samples per block: two blocks
+    idx = sample_items(torch.zeros(1, 2), items, 0.0, S, item_bias=bias, generator=torch.Generator().manual_seed(2))
+    assert idx.shape == (S, 1) and (idx != 0).all()
+    freq = torch.bincount(idx[:, 0], minlength=64).double() / S  # precision 0: uniform over items 1..63
+    assert ((freq[1:] - 1 / 63).abs() <= 5 * math.sqrt((1 / 63) * (62 / 63) / S)).all()
+    one = sample_items(torch.zeros(3, 2), items[:2], 1.0, 1, item_bias=bias[:2])
+    assert torch.equal(one, torch.ones(1, 3, dtype=torch.long))  # a single draw is written too
+
+
+class _StreamedGaussian(GaussianKernel):
+    """The Gaussian kernel without its closed-form gradient: the per-query constant of ``prepare``
+    must then enter the streamed (chunk-by-chunk autograd) gradient."""
+
+    name = "streamed_gaussian"
+
+    def lse_grad(self, prep, mean):
+        return None
+
+
+@pytest.mark.parametrize("chunk_size", [None, 4])
+def test_streamed_gradient_with_a_per_query_constant_and_item_bias(chunk_size):
+    query, items, bias = torch.randn(3, 2), torch.randn(10, 2), torch.randn(10)
+    for item_bias in (None, bias):
+        q = query.clone().requires_grad_()
+        lse = kernel_log_sum_exp(q, items, 0.9, kernel=_StreamedGaussian(), item_bias=item_bias, chunk_size=chunk_size)
+        (grad,) = torch.autograd.grad(lse.sum(), q)
+        ref_q = query.clone().requires_grad_()
+        logits = -0.45 * ((ref_q.unsqueeze(-2) - items) ** 2).sum(-1) + (0 if item_bias is None else item_bias)
+        (ref,) = torch.autograd.grad(logits.logsumexp(-1).sum(), ref_q)
+        torch.testing.assert_close(lse, logits.logsumexp(-1).detach(), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(grad, ref, rtol=1e-10, atol=1e-12)
+
+
+def test_log_sum_exp_dense_path_values_and_gradients_in_every_argument():
+    """Items, precision or bias requiring grad: the dense autograd path, whose value includes the
+    Gaussian kernel's per-query constant and whose gradients are those of the written-out formula."""
+    query, items, bias = torch.randn(4, 2), torch.randn(9, 2), torch.randn(9)
+    precision = torch.tensor(1.4)
+
+    def dense(p, xi, c):
+        return (-0.5 * p * ((query.unsqueeze(-2) - xi) ** 2).sum(-1) + c).logsumexp(-1)
+
+    for wrt in ("items", "precision", "bias"):
+        args = {"items": items.clone(), "precision": precision.clone(), "bias": bias.clone()}
+        args[wrt].requires_grad_()
+        lse = kernel_log_sum_exp(query, args["items"], args["precision"], item_bias=args["bias"])
+        (grad,) = torch.autograd.grad(lse.sum(), args[wrt])
+        ref = {"items": items.clone(), "precision": precision.clone(), "bias": bias.clone()}
+        ref[wrt].requires_grad_()
+        expected = dense(ref["precision"], ref["items"], ref["bias"])
+        (ref_grad,) = torch.autograd.grad(expected.sum(), ref[wrt])
+        torch.testing.assert_close(lse, expected.detach(), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(grad, ref_grad, rtol=1e-10, atol=1e-12)
+    # ∂ lse / ∂ c_i = Σ_b w_bi (the softmax weights), checked against the weights of kernel_stats
+    c = bias.clone().requires_grad_()
+    (g,) = torch.autograd.grad(kernel_log_sum_exp(query, items, 1.4, item_bias=c).sum(), c)
+    torch.testing.assert_close(g, kernel_stats(query, items, 1.4, item_bias=bias, weights=True).weights.sum(0))
+
+
+def test_log_sum_exp_with_a_python_float_precision_keeps_the_query_dtype():
+    query, items = torch.randn(3, 2, dtype=torch.float32), torch.randn(6, 2, dtype=torch.float32)
+    lse = kernel_log_sum_exp(query, items, 0.7)
+    assert lse.dtype == torch.float32
+    expected = (-0.35 * torch.cdist(query.double(), items.double()) ** 2).logsumexp(-1)
+    torch.testing.assert_close(lse.double(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_only_the_requested_statistics_are_returned():
+    query, items = torch.randn(3, 2), torch.randn(10, 2)
+    stats = kernel_stats(query, items, 1.0)
+    assert stats.second_moment is None and stats.weights is None
+    assert stats.lse is not None and stats.index is not None
+    # item_bias with neither lse nor index asked (one block): only the mean
+    bias = torch.randn(10)
+    lean = kernel_stats(query, items, 1.0, item_bias=bias, return_index=False, return_lse=False)
+    assert lean.lse is None and lean.index is None
+    logits = -0.5 * torch.cdist(query, items) ** 2 + bias
+    torch.testing.assert_close(lean.mean, logits.softmax(-1) @ items, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("wrt", ["query", "items", "precision", "item_bias", "values"])
+def test_gradients_flow_when_a_workspace_is_given(wrt):
+    """A workspace is only used without autograd: with any input requiring grad the blocks are fresh
+    tensors and the gradient is that of the written-out formula."""
+    base = {"query": torch.randn(4, 3), "items": torch.randn(15, 3), "precision": torch.tensor(0.8),
+            "item_bias": torch.randn(15), "values": torch.randn(15, 2)}
+
+    def formula(a):
+        logits = -0.5 * a["precision"] * ((a["query"].unsqueeze(-2) - a["items"]) ** 2).sum(-1) + a["item_bias"]
+        return logits.logsumexp(-1).sum() + (logits.softmax(-1) @ a["values"]).square().sum()
+
+    args = {k: v.clone() for k, v in base.items()}
+    args[wrt].requires_grad_()
+    stats = kernel_stats(args["query"], args["items"], args["precision"], item_bias=args["item_bias"],
+                         values=args["values"], chunk_size=6, workspace=Workspace())
+    (grad,) = torch.autograd.grad(stats.lse.sum() + stats.mean.square().sum(), args[wrt])
+    ref = {k: v.clone() for k, v in base.items()}
+    ref[wrt].requires_grad_()
+    (expected,) = torch.autograd.grad(formula(ref), ref[wrt])
+    torch.testing.assert_close(grad, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_the_first_of_tied_items_is_the_arg_max_across_chunks():
+    items = torch.randn(6, 2, generator=torch.Generator().manual_seed(0))
+    items = torch.cat([items, items])  # every item stored twice, the copies in another chunk
+    query = torch.randn(4, 2)
+    for chunk_size in (None, 3, 6):
+        stats = kernel_stats(query, items, 1.0, chunk_size=chunk_size)
+        assert torch.equal(stats.index, torch.cdist(query, items).argmin(-1))  # the first copy, as torch
+        assert (stats.index < 6).all()
+
+
+def test_workspace_blocks_reuse_one_buffer_per_role():
+    ws = Workspace()
+    like = torch.empty(1, dtype=torch.float64)
+    a = ws.block("logits", 3, 5, like)
+    assert a.shape == (3, 5) and a.dtype == torch.float64 and ws.nbytes == 15 * 8
+    b = ws.block("logits", 5, 3, like)  # the same number of entries: the same buffer
+    assert b.shape == (5, 3) and b.data_ptr() == a.data_ptr() and ws.nbytes == 15 * 8
+    assert ws.block("logits", 3, 5, like).data_ptr() == a.data_ptr()
+    w = ws.block("weights", 3, 5, like)  # another role: another buffer
+    assert w.data_ptr() != a.data_ptr() and ws.nbytes == 2 * 15 * 8
+    big = ws.block("logits", 4, 5, like)  # grows: a new buffer, and every later block of the role lives in it
+    assert ws.nbytes == (20 + 15) * 8
+    assert ws.block("logits", 3, 5, like).data_ptr() == big.data_ptr()
+    assert ws.block("weights", 3, 5, like).data_ptr() == w.data_ptr()  # the other role is untouched
+    f32 = ws.block("logits", 3, 5, torch.empty(1, dtype=torch.float32))  # and another dtype
+    assert f32.dtype == torch.float32 and f32.data_ptr() != big.data_ptr()

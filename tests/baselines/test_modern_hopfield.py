@@ -140,12 +140,35 @@ def test_boltzmann_model_log_density_is_minus_beta_energy():
 def test_normalize_patterns():
     x = torch.randn(5, 8)
     torch.testing.assert_close(normalize_patterns(x, "unit", radius=2.0).norm(dim=-1), torch.full((5,), 2.0))
+    torch.testing.assert_close(normalize_patterns(x).norm(dim=-1), torch.ones(5))  # default: the unit sphere
     ln = normalize_patterns(x, "layer")
     torch.testing.assert_close(ln.mean(-1), torch.zeros(5), atol=1e-12, rtol=0)
     torch.testing.assert_close(ln.norm(dim=-1), torch.full((5,), math.sqrt(8)), atol=1e-6, rtol=0)
-    assert set(normalize_patterns(torch.tensor([-0.5, 0.0, 2.0]), "sign").tolist()) == {-1.0, 1.0}
     with pytest.raises(ValueError, match="normalisation mode"):
         normalize_patterns(x, "max")
+
+
+def test_normalize_patterns_works_on_the_last_dim_of_any_batch_shape():
+    """``x [..., D]``: a [2, 3, 4] batch is normalised per pattern (the last dim), as a loop would."""
+    x = torch.randn(2, 3, 4, generator=torch.Generator().manual_seed(5)) + 0.5
+    for mode in ("unit", "layer"):
+        by_row = torch.stack([torch.stack([normalize_patterns(r, mode) for r in block]) for block in x])
+        torch.testing.assert_close(normalize_patterns(x, mode), by_row, rtol=1e-12, atol=1e-12)
+    row = x[1, 2]
+    torch.testing.assert_close(normalize_patterns(row, radius=3.0), 3.0 * row / row.norm())  # by hand
+    centred = row - row.mean()
+    torch.testing.assert_close(normalize_patterns(row, "layer"), centred / centred.pow(2).mean().sqrt())
+
+
+def test_normalize_patterns_sign_rule_maps_zero_to_plus_one_and_keeps_the_dtype():
+    x = torch.tensor([-2.0, -0.5, -1e-30, 0.0, -0.0, 1e-30, 0.5, 2.0])
+    expected = torch.tensor([-1.0, -1.0, -1.0, 1.0, 1.0, 1.0, 1.0, 1.0])  # sign(0) = +1, also for -0.0
+    assert torch.equal(normalize_patterns(x, "sign"), expected)
+    for dtype in (torch.float32, torch.float64):
+        out = normalize_patterns(x.to(dtype), "sign")
+        assert out.dtype == dtype and torch.equal(out, expected.to(dtype))
+    # bipolar patterns are fixed points of the rule
+    assert torch.equal(normalize_patterns(expected, "sign"), expected)
 
 
 def test_bad_input_raises_and_failed_write_keeps_state():
@@ -158,7 +181,7 @@ def test_bad_input_raises_and_failed_write_keeps_state():
         ({"beta": 1.0, "update_steps_eps": 0.0}, "update_steps_eps"),
         ({"beta": 1.0, "chunk_size": 0}, "chunk_size"),
     ]:
-        with pytest.raises((ValueError, TypeError), match=match):
+        with pytest.raises((ValueError, TypeError), match=rf"^{match} must"):  # the message names the argument
             ModernHopfield(4, **kwargs)
     hop = ModernHopfield(4, beta=1.0)
     with pytest.raises(ValueError, match="empty"):
@@ -192,3 +215,126 @@ def test_save_load_round_trip(tmp_path):
     torch.testing.assert_close(back.items, hop.items)
     cue = torch.randn(3, 5)
     torch.testing.assert_close(back.retrieve(cue).pattern, hop.retrieve(cue).pattern)
+
+
+def _dot_energy(z, X, beta):
+    """Ramsauer's energy written out (module docstring), for ``z [..., D]``."""
+    M = X.norm(dim=-1).max()
+    lse = torch.logsumexp(beta * z @ X.T, -1)
+    return -lse / beta + 0.5 * (z * z).sum(-1) + math.log(len(X)) / beta + 0.5 * M**2
+
+
+def test_documented_defaults_dtype_and_the_empty_memory(tmp_path):
+    hop = ModernHopfield(4, beta=1.5)
+    assert hop.config() == {"dim": 4, "beta": 1.5, "similarity": "dot", "update_steps_max": 0,
+                            "update_steps_eps": 1e-4, "chunk_size": None}
+    assert len(hop) == 0 and hop.max_norm == 0.0  # M = 0 for an empty memory
+    assert hop.default_options("fixed_point") == {"max_steps": 1, "tol": 1e-4}
+    assert ModernHopfield(4, beta=1.0, update_steps_max=None).default_options("fixed_point")["max_steps"] == 10_000
+    assert hop.default_options("nuts") == {}  # only the fixed-point engine has Hopfield step semantics
+    back = varmem.load(varmem.save(hop, tmp_path / "empty.safetensors"))
+    assert len(back) == 0 and back.max_norm == 0.0
+    f32 = ModernHopfield(4, beta=1.5, dtype=torch.float32)
+    assert f32.items.dtype == torch.float32 and f32.dtype == torch.float32
+    X = _patterns(n=6, d=4).float()
+    r = f32.write(X).retrieve(X[:2] + 0.01)
+    assert r.pattern.dtype == torch.float32 and f32.max_norm == pytest.approx(float(X.norm(dim=-1).max()))
+
+
+def test_compute_energy_clamps_the_observed_entries_and_keeps_batch_dims():
+    X, beta = _patterns(n=10, d=3), 1.3
+    hop = ModernHopfield(3, beta=beta).write(X)
+    z, cue = torch.randn(2, 4, 3), torch.randn(4, 3)
+    mask = torch.tensor([True, False, True])
+    energy = hop.compute_energy(z, cue, mask)
+    assert energy.shape == (2, 4)
+    torch.testing.assert_close(energy, _dot_energy(torch.where(mask, cue, z), X, beta), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(hop.compute_energy(z, cue), _dot_energy(z, X, beta), rtol=1e-12, atol=1e-12)
+    assert (energy - hop.compute_energy(z)).abs().max() > 1e-3  # negative control: clamping matters
+
+
+@pytest.mark.parametrize("similarity", ["dot", "l2"])
+def test_update_resets_the_observed_entries(similarity):
+    X, beta = _patterns(n=15, d=4), 0.9
+    hop = ModernHopfield(4, beta=beta, similarity=similarity).write(X)
+    z, cue = torch.randn(3, 4), torch.randn(3, 4)
+    mask = torch.tensor([[True, False, False, True], [False, True, False, False], [True, True, True, False]])
+    logits = beta * z @ X.T if similarity == "dot" else -0.5 * beta * torch.cdist(z, X) ** 2
+    plain = torch.softmax(logits, -1) @ X
+    torch.testing.assert_close(hop.update(z), plain, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(hop.update(z, mask, cue), torch.where(mask, cue, plain), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(hop.update(z, mask), torch.where(mask, z, plain), rtol=1e-12, atol=1e-12)
+
+
+def test_association_matrix_of_a_partial_cue_and_beyond_the_default_weights_limit():
+    X, beta = _patterns(n=12, d=4), 2.0
+    hop = ModernHopfield(4, beta=beta).write(X)
+    cue = torch.randn(3, 4)
+    mask = torch.tensor([True, True, False, False])
+    start = torch.where(mask, cue, torch.zeros(()))  # free entries start at 0
+    torch.testing.assert_close(hop.association_matrix(cue, mask), torch.softmax(beta * start @ X.T, -1),
+                               rtol=1e-12, atol=1e-12)
+    # B·N above WEIGHTS_LIMIT: still the dense weights (association_matrix always asks for them)
+    big = torch.randn(40_000, 2, generator=torch.Generator().manual_seed(1))
+    wide = ModernHopfield(2, beta=1.0).write(big)
+    q = torch.randn(2, 2)
+    torch.testing.assert_close(wide.association_matrix(q), torch.softmax(q @ big.T, -1), rtol=1e-10, atol=1e-15)
+
+
+def test_init_latent_starts():
+    X = _patterns(n=8, d=4)
+    hop = ModernHopfield(4, beta=1.0).write(X)
+    cue = torch.randn(3, 4)
+    mask = torch.tensor([True, False, True, False])
+    torch.testing.assert_close(hop.init_latent(cue, mask, "prior_mean"), torch.where(mask, cue, X.mean(0)),
+                               rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(hop.init_latent(cue, None, "prior_mean"), X.mean(0).expand(3, 4), rtol=1e-12,
+                               atol=1e-12)
+    start = hop.init_latent(cue, None, "cue")
+    assert torch.equal(start, cue) and start.data_ptr() != cue.data_ptr()  # a copy: the engine owns its state
+    own = torch.zeros(3, 4)
+    assert torch.equal(hop.init_latent(cue, mask, own), torch.where(mask, cue, own))
+
+
+@pytest.mark.parametrize("similarity", ["dot", "l2"])
+def test_fixed_point_step_and_item_weights_give_what_is_asked_and_nothing_more(similarity):
+    X, beta = _patterns(n=20, d=4), 1.7
+    hop = ModernHopfield(4, beta=beta, similarity=similarity).write(X)
+    z, cue = torch.randn(5, 4), torch.randn(5, 4)
+    logits = beta * z @ X.T if similarity == "dot" else -0.5 * beta * torch.cdist(z, X) ** 2
+    w = torch.softmax(logits, -1)
+    step = hop.fixed_point_step(z, cue, None)  # default: the state and the energy at z
+    torch.testing.assert_close(step.state, w @ X, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(step.energy, hop.compute_energy(z), rtol=1e-12, atol=1e-12)
+    assert step.weights is None and step.index is None
+    full = hop.fixed_point_step(z, cue, None, energy=False, weights=True, index=True)
+    assert full.energy is None
+    torch.testing.assert_close(full.weights, w, rtol=1e-12, atol=1e-12)
+    assert torch.equal(full.index, logits.argmax(-1))
+    weights, index = hop.item_weights(z, True)
+    torch.testing.assert_close(weights, w, rtol=1e-12, atol=1e-12)
+    assert torch.equal(index, logits.argmax(-1))
+    none, index = hop.item_weights(z, False)
+    assert none is None and torch.equal(index, logits.argmax(-1))
+    torch.testing.assert_close(hop.item_weights(z)[0], w, rtol=1e-12, atol=1e-12)  # small B·N: by default
+
+
+def test_item_weights_default_follows_the_batch_times_items_limit():
+    from varmem.helpers import WEIGHTS_LIMIT
+
+    X = torch.randn(20_000, 2, generator=torch.Generator().manual_seed(3))
+    hop = ModernHopfield(2, beta=1.0).write(X)
+    z = torch.randn(4, 2)
+    assert 4 * len(X) > WEIGHTS_LIMIT >= 2 * len(X)  # B·N over the limit (D·N is not)
+    weights, index = hop.item_weights(z)
+    assert weights is None and torch.equal(index, (z @ X.T).argmax(-1))
+    assert hop.item_weights(z[:3])[0] is not None  # 3·N under the limit
+
+
+def test_model_has_one_cue_by_default():
+    X = _patterns(n=6, d=3)
+    hop = ModernHopfield(3, beta=0.7).write(X)
+    z = torch.randn(1, 3)
+    tr = poutine.trace(poutine.condition(hop.model, data={"z": z})).get_trace()
+    assert tr.nodes["cues"]["value"].shape == (1,) and tr.nodes["z"]["fn"].event_shape == (3,)
+    torch.testing.assert_close(tr.log_prob_sum(), -0.7 * _dot_energy(z, X, 0.7).sum())

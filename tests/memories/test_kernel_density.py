@@ -286,3 +286,111 @@ def test_model_prior_predictive_samples_via_pyro_predictive():
     nearest = torch.cdist(z, items).argmin(-1).double()
     assert abs(nearest.mean().item() - 0.5) < 5 * math.sqrt(0.25 / 4000)
     torch.testing.assert_close((x - z).std(0), torch.full((2,), 0.2), rtol=0.05, atol=0)
+
+
+def _posterior_by_hand(items, x, mask, s, sigma):
+    """The module docstring's closed form written out: ``p(i | x)`` by Bayes' rule with
+    ``p(x_obs | i) = N(x_obs; ξ_i,obs, (s² + σ²) I)``, and per component ``a``, ``b``, ``√v``."""
+    c = s**2 + sigma**2
+    obs = mask.expand_as(x) if mask is not None else torch.ones_like(x, dtype=torch.bool)
+    log_lik = (Normal(items, math.sqrt(c)).log_prob(x.unsqueeze(-2)) * obs.unsqueeze(-2)).sum(-1)  # [B, N]
+    a = torch.where(obs, sigma**2 / c, 1.0)
+    b = torch.where(obs, s**2 * x / c, 0.0)
+    scale = torch.where(obs, math.sqrt(s**2 * sigma**2 / c), s)
+    return log_lik.softmax(-1), a, b, scale
+
+
+def test_masked_posterior_log_prob_is_the_closed_form_mixture():
+    items = torch.tensor([[-1.0, 1.0, 0.0], [0.5, -0.5, 1.0], [1.5, 2.0, -1.0]])
+    memory = varmem.KernelDensityMemory(3, bandwidth=S, noise_scale=SIGMA).write(items)
+    x = torch.tensor([[0.4, 0.0, 1.1], [0.9, -0.7, 0.2]])
+    mask = torch.tensor([[True, False, True], [False, True, False]])
+    post = memory.posterior(x, mask)
+    w, a, b, scale = _posterior_by_hand(items, x, mask, S, SIGMA)
+    torch.testing.assert_close(post.weights, w, rtol=1e-12, atol=1e-12)
+    z = torch.randn(5, 2, 3)
+    # log Σ_i w_i N(z; a ξ_i + b, diag(scale²)), per cue
+    comp = Normal(a.unsqueeze(-2) * items + b.unsqueeze(-2), scale.unsqueeze(-2)).log_prob(z.unsqueeze(-2)).sum(-1)
+    expected = (comp + w.log()).logsumexp(-1)  # [5, 2]
+    torch.testing.assert_close(post.log_prob(z), expected, rtol=1e-10, atol=1e-10)
+    full = memory.posterior(x, None)
+    assert (full.log_prob(z) - post.log_prob(z)).abs().max() > 0.1  # negative control: the mask matters
+
+
+@pytest.mark.parametrize("chunk_size", [None, 2])
+def test_posterior_samples_follow_the_documented_two_stage_draw(chunk_size):
+    """``sample``: the component by :func:`varmem.kernels.sample_items` (Gumbel-max, chunked as the
+    posterior's chunk_size), then ``z = a ⊙ ξ_i + b + √v ⊙ ε``, both from the caller's generator: so
+    the draws are reproduced exactly from the same generator, and the global RNG is not used."""
+    from varmem.kernels import sample_items
+
+    items = torch.randn(7, 3, generator=torch.Generator().manual_seed(4))
+    memory = varmem.KernelDensityMemory(3, bandwidth=0.5, noise_scale=0.4, chunk_size=3).write(items)
+    x = torch.randn(2, 3, generator=torch.Generator().manual_seed(5))
+    mask = torch.tensor([[True, False, True], [True, True, True]])
+    post = memory.posterior(x, mask, chunk_size=chunk_size)
+    state = torch.get_rng_state()
+    z = post.sample(50, generator=torch.Generator().manual_seed(9))
+    assert torch.equal(state, torch.get_rng_state())
+    _, a, b, scale = _posterior_by_hand(items, x, mask, 0.5, 0.4)
+    g = torch.Generator().manual_seed(9)
+    precision = mask.double() / (0.5**2 + 0.4**2)
+    index = sample_items(x, items, precision, 50, generator=g, chunk_size=chunk_size or 3)
+    eps = torch.randn(50, 2, 3, generator=g)
+    torch.testing.assert_close(z, a * items[index] + b + scale * eps, rtol=1e-12, atol=1e-12)
+    again = post.sample(50, generator=torch.Generator().manual_seed(9))
+    other = post.sample(50, generator=torch.Generator().manual_seed(10))
+    assert torch.equal(z, again) and not torch.equal(z, other)
+
+
+def test_float32_memory_computes_in_float32_with_and_without_a_mask():
+    items = torch.randn(12, 3, generator=torch.Generator().manual_seed(2))
+    m32 = varmem.KernelDensityMemory(3, bandwidth=0.6, noise_scale=0.4, dtype=torch.float32).write(items.float())
+    m64 = varmem.KernelDensityMemory(3, bandwidth=0.6, noise_scale=0.4, dtype=torch.float64).write(items)
+    x = torch.randn(4, 3, generator=torch.Generator().manual_seed(3))
+    mask = torch.tensor([[True, False, True]] * 2 + [[True, True, True]] * 2)
+    for m in (mask, None):
+        p32, p64 = m32.posterior(x.float(), m), m64.posterior(x, m)
+        for name in ("mean", "variance", "log_evidence", "weights"):
+            got, want = getattr(p32, name), getattr(p64, name)
+            assert got.dtype == torch.float32, name
+            torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-5)
+        assert p32.sample(3, generator=torch.Generator().manual_seed(0)).dtype == torch.float32
+        s32 = m32.fixed_point_step(x.float(), x.float(), m)
+        s64 = m64.fixed_point_step(x, x, m)
+        assert s32.state.dtype == s32.energy.dtype == torch.float32
+        torch.testing.assert_close(s32.state.double(), s64.state, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(s32.energy.double(), s64.energy, rtol=1e-4, atol=1e-4)
+
+
+def test_steps_posteriors_and_item_weights_give_what_is_asked_and_nothing_more():
+    items = torch.randn(30, 2, generator=torch.Generator().manual_seed(6))
+    memory = varmem.KernelDensityMemory(2, bandwidth=0.5, noise_scale=0.3).write(items)
+    z, x = torch.randn(4, 2), torch.randn(4, 2)
+    w = (-torch.cdist(z, items) ** 2 / (2 * 0.5**2)).softmax(-1)  # p(i | z) by hand
+    step = memory.fixed_point_step(z, x, None)  # default: the state and the energy
+    assert step.energy is not None and step.weights is None and step.index is None
+    lean = memory.fixed_point_step(z, x, None, energy=False)
+    assert lean.energy is None and torch.equal(lean.state, step.state)
+    full = memory.fixed_point_step(z, x, None, weights=True, index=True)
+    torch.testing.assert_close(full.weights, w, rtol=1e-12, atol=1e-12)
+    assert torch.equal(full.index, w.argmax(-1))
+    weights, index = memory.item_weights(z, True)
+    torch.testing.assert_close(weights, w, rtol=1e-12, atol=1e-12)
+    assert torch.equal(index, w.argmax(-1))
+    none, index = memory.item_weights(z, False)
+    assert none is None and torch.equal(index, w.argmax(-1))
+    assert memory.posterior(x, return_weights=False).weights is None
+    torch.testing.assert_close(memory.posterior(x).weights.sum(-1), torch.ones(4))  # small B·N: by default
+
+
+def test_item_weights_default_follows_the_batch_times_items_limit():
+    from varmem.helpers import WEIGHTS_LIMIT
+
+    items = torch.randn(20_000, 2, generator=torch.Generator().manual_seed(7))
+    memory = varmem.KernelDensityMemory(2, bandwidth=0.5, noise_scale=0.3).write(items)
+    z = torch.randn(4, 2)
+    assert 4 * len(items) > WEIGHTS_LIMIT >= 2 * len(items)  # B·N over the limit (D·N is not)
+    weights, index = memory.item_weights(z)
+    assert weights is None and torch.equal(index, torch.cdist(z, items).argmin(-1))
+    assert memory.item_weights(z[:3])[0] is not None

@@ -370,10 +370,12 @@ def test_delete_needs_the_history_and_an_empty_memory_refuses_reads():
         (dict(infer_rtol=-1e-4), ValueError, "infer_rtol"),
         (dict(infer_rtol=1.0), ValueError, "infer_rtol"),
         (dict(infer_rtol="small"), TypeError, "infer_rtol"),
+        (dict(resample="yes"), TypeError, "resample"),
+        (dict(keep_history=1), TypeError, "keep_history"),
     ],
 )
 def test_bad_constructor_arguments(kwargs, error, words):
-    with pytest.raises(error, match=words):
+    with pytest.raises(error, match=rf"^{words}\b"):  # the message starts with the argument's name
         varmem.BayesPCN(6, **kwargs)
 
 
@@ -395,3 +397,315 @@ def test_save_load_round_trip_with_particles_and_history(tmp_path):
     assert len(loaded) == 3
     m.forget(0.25)
     _assert_state_equal(_state(varmem.load(varmem.save(m, tmp_path / "f.safetensors"))), _state(m))
+
+
+# --- defaults, dtypes and the layout of the state -------------------------------------------------
+def test_camera_ready_defaults():
+    m = varmem.BayesPCN(6)
+    assert m.config() == {
+        "dim": 6, "n_layers": 4, "h_dim": 256, "activation": "relu", "sigma_prior": 1.0, "sigma_obs": 0.01,
+        "sigma_data": None, "n_particles": 1, "log_prob": "p_pred", "ensemble_log_joint": "individual",
+        "T_infer": 500, "activation_lr": 0.01, "infer_tol": 1e-3, "infer_rtol": 1e-4, "write_batch": 1,
+        "resample": False, "resample_threshold": 0.5, "keep_history": True, "seed": 0,
+    }
+    assert m.layer_sigma2(0) == m.layer_sigma2(1) == 0.01**2
+    data = varmem.BayesPCN(6, sigma_obs=0.1, sigma_data=0.3)
+    assert data.sigma_data == 0.3
+    assert data.layer_sigma2(0) == pytest.approx(0.09) and data.layer_sigma2(1) == pytest.approx(0.01)
+
+
+def test_a_fresh_memory_holds_the_prior_with_uniform_particle_weights():
+    m = _small(3, sigma_prior=0.5)
+    torch.testing.assert_close(m.particle_weights, torch.full((3,), 1 / 3), rtol=1e-15, atol=0)
+    m.check_state()
+    for i, (d_in, _) in enumerate(m.layer_dims()):
+        assert torch.equal(m.weight_cov(i), 0.25 * torch.eye(d_in).expand(3, d_in, d_in))  # σ_W² I
+        assert torch.equal(m.weight_mean(i), m.initial_mean(i))
+    assert torch.equal(_small(3, sigma_prior=0.5).forget(1.0).weight_cov(0), m.weight_cov(0))
+
+
+def test_buffer_dtypes_whatever_the_default_dtype():
+    """Items and activities in the memory's dtype, the conjugate statistics in float64, also when
+    torch's default dtype is float32 (and a float32 default must not leak into float64 state)."""
+    previous = torch.get_default_dtype()
+    try:
+        for default in (torch.float32, torch.float64):
+            torch.set_default_dtype(default)
+            for dtype in (torch.float32, torch.float64):
+                m = varmem.BayesPCN(6, **SMALL, n_particles=2, dtype=dtype)
+                state = m.state_dict()
+                for name in ("items", "history_hidden"):
+                    assert state[name].dtype == dtype, (default, dtype, name)
+                for name in ("log_w", "history_log_w", "R0", "U0", "R_init0", "U2"):
+                    assert state[name].dtype == torch.float64, (default, dtype, name)
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def test_write_and_delete_are_exact_with_a_float32_default_dtype():
+    previous = torch.get_default_dtype()
+    try:
+        torch.set_default_dtype(torch.float32)
+        m = varmem.BayesPCN(6, **SMALL, n_particles=2, dtype=torch.float64).write(torch.randn(3, 6).double())
+        before = _state(m)
+        new = torch.randn(2, 6).double()
+        m.write(new).delete(new)
+        _assert_state_equal(_state(m), before, atol=1e-10)
+    finally:
+        torch.set_default_dtype(previous)
+    _assert_blr_posterior(m, atol=1e-10)  # (the reference computed in the suite's float64)
+
+
+def test_the_state_without_history_is_empty():
+    m = _small(2, keep_history=False).write(torch.randn(3, 6))
+    assert m.history_hidden.shape == (0, 0, 0, 0) and m.history_log_w.shape == (0, 0)
+
+
+def test_float32_memory_energies_are_float32():
+    m = varmem.BayesPCN(6, **SMALL, n_particles=2, dtype=torch.float32).write(torch.randn(3, 6))
+    code = torch.randn(4, m.code_dim, dtype=torch.float32)
+    assert m.energy(code).dtype == torch.float32
+    assert m.particle_log_weights(torch.float32).dtype == torch.float32
+
+
+def test_map_log_prob_drops_the_weight_covariance():
+    """``log_prob="map"``: the energy of the posterior-mean weights, i.e. the ``p_pred`` energy with
+    every ``U`` set to 0 (the predictive variance is then σ² alone)."""
+    pred = _small(2).write(torch.randn(3, 6))
+    mapped = _small(2, log_prob="map")
+    mapped.load_state_dict(pred.state_dict())
+    zero_u = copy.deepcopy(pred)
+    for i in range(pred.n_layers):
+        setattr(zero_u, f"U{i}", torch.zeros_like(pred.weight_cov(i)))
+    code = torch.randn(4, pred.code_dim)
+    torch.testing.assert_close(mapped.energy(code), zero_u.energy(code), rtol=1e-12, atol=1e-12)
+    assert (mapped.energy(code) - pred.energy(code)).abs().max() > 1e-3  # negative control
+
+
+# --- write: particles, stopping rules, generator, progress ----------------------------------------
+@pytest.mark.parametrize("mode", ["individual", "shared"])
+def test_write_time_activities_per_particle_or_shared(mode):
+    m = _small(2, ensemble_log_joint=mode).write(torch.randn(3, 6))
+    same = torch.equal(m.history_hidden[:, 0], m.history_hidden[:, 1])
+    assert same == (mode == "shared")  # individual: each particle relaxes its own energy from its own start
+
+
+def test_write_honours_the_stopping_rules():
+    x = torch.randn(1, 6)
+
+    def hidden(**kw):
+        return _small(1, T_infer=300, **kw).write(x).history_hidden
+
+    full = hidden(infer_tol=0.0, infer_rtol=0.0)
+    assert not torch.equal(hidden(infer_tol=1e9, infer_rtol=0.0), full)  # stops at its first test
+    assert not torch.equal(hidden(infer_tol=0.0, infer_rtol=1e-3), full)
+    assert torch.equal(hidden(infer_tol=0.0, infer_rtol=0.0), full)  # negative control: deterministic
+
+
+def test_write_with_a_seed_is_reproducible_and_leaves_the_global_rng_alone():
+    x = torch.randn(3, 6)
+    state = torch.get_rng_state()
+    a = _small(2, resample=True, resample_threshold=1.0).write(x, seed=7)
+    torch.rand(3)
+    b = _small(2, resample=True, resample_threshold=1.0).write(x, seed=7)
+    _assert_state_equal(_state(a), _state(b))
+    c = _small(2, resample=True, resample_threshold=1.0).write(x, seed=8)
+    assert not torch.equal(a.history_hidden, c.history_hidden)
+    assert not torch.equal(state, torch.get_rng_state())  # (the torch.rand above)
+    state = torch.get_rng_state()
+    _small(2, resample=True, resample_threshold=1.0).write(x, seed=7)
+    assert torch.equal(state, torch.get_rng_state())
+
+
+def test_progress_bar_only_on_request(capsys):
+    _small().write(torch.randn(2, 6))
+    assert capsys.readouterr().err == ""
+    _small().write(torch.randn(2, 6), progress=True)
+    err = capsys.readouterr().err
+    assert err.startswith("\rBayesPCN write:") and "/2 [" in err
+    assert not err.endswith("\n")  # leave=False: the bar is cleared, not left behind
+    with pytest.raises(TypeError, match=r"^progress must be True or False"):
+        _small().write(torch.randn(2, 6), progress="yes")
+
+
+def test_covariances_stay_exactly_symmetric_through_writes_and_deletes():
+    m = _small(2, write_batch=2).write(torch.randn(5, 6))
+    for i in range(m.n_layers):
+        assert torch.equal(m.weight_cov(i), m.weight_cov(i).transpose(-1, -2))
+    m.delete(m.items[[1, 3]].clone())
+    for i in range(m.n_layers):
+        assert torch.equal(m.weight_cov(i), m.weight_cov(i).transpose(-1, -2))
+
+
+def test_sensory_noise_scale_enters_the_first_layers_regression():
+    """With ``sigma_data`` ≠ ``sigma_obs`` the sensory layer's regression uses σ_data² (and delete
+    inverts exactly that update)."""
+    m = varmem.BayesPCN(6, n_layers=2, h_dim=4, sigma_obs=0.1, sigma_data=0.4, T_infer=30).write(torch.randn(4, 6))
+    N, s2 = len(m), 0.4**2
+    Z = torch.relu(m.history_hidden[:, 0, 0].double())  # [N, h]
+    U0inv = torch.eye(4) / m.sigma_prior**2
+    U = torch.linalg.inv(U0inv + Z.T @ Z / s2)
+    R = U @ (U0inv @ m.initial_mean(0)[0] + Z.T @ m.items / s2)
+    torch.testing.assert_close(m.weight_cov(0)[0], U, atol=1e-10, rtol=0)
+    torch.testing.assert_close(m.weight_mean(0)[0], R, atol=1e-10, rtol=0)
+    assert N == 4
+    before = _state(m)
+    new = torch.randn(1, 6)
+    m.write(new).delete(new)
+    _assert_state_equal(_state(m), before, atol=1e-10)
+
+
+def test_a_non_positive_definite_predictive_covariance_is_refused_and_rolled_back():
+    m = _small(1, log_prob="map").write(torch.randn(2, 6))  # "map": the relaxation never reads U
+    m.U0 = -100.0 * torch.eye(m.weight_cov(0).shape[-1]).expand_as(m.weight_cov(0)).clone()
+    before = _state(m)
+    with pytest.raises(FloatingPointError, match=r"^layer 0: predictive covariance is not positive definite$"):
+        m.write(torch.randn(1, 6))
+    _assert_state_equal(_state(m), before)
+
+
+def test_a_diverging_write_is_refused_with_advice():
+    m = _small(1, activation_lr=1e200, infer_tol=0.0, infer_rtol=0.0, T_infer=5)
+    with pytest.raises(FloatingPointError, match=r"^write produced a non-finite log-joint \(the activations "
+                       r"diverged: lower activation_lr, raise sigma_obs / sigma_data or lower sigma_prior\)$"):
+        m.write(torch.randn(1, 6))
+    assert len(m) == 0
+
+
+# --- resampling ---------------------------------------------------------------------------------
+def _ess_after_one_write(x, K):
+    m = _small(K).write(x, seed=1)
+    w = m.particle_weights
+    return float(1.0 / (w * w).sum()), m
+
+
+@pytest.mark.parametrize("K", [2, 4])
+def test_resampling_happens_exactly_when_the_ess_is_below_the_threshold(K):
+    x = torch.randn(1, 6)
+    ess, plain = _ess_after_one_write(x, K)
+    assert 1.0 <= ess < 0.9 * K  # the write made the weights uneven
+    kept = _small(K, resample=True, resample_threshold=0.99 * ess / K).write(x, seed=1)
+    _assert_state_equal(_state(kept), _state(plain))  # ESS above the threshold: nothing resampled
+    resampled = _small(K, resample=True, resample_threshold=min(1.0, 1.01 * ess / K)).write(x, seed=1)
+    torch.testing.assert_close(resampled.log_w, torch.full((K,), -torch.log(torch.tensor(float(K))).item()))
+    # multinomial resampling with replacement: every new particle is a copy of an old one
+    for i in range(plain.n_layers):
+        for k in range(K):
+            assert any(torch.equal(resampled.weight_mean(i)[k], plain.weight_mean(i)[j]) for j in range(K))
+    resampled.check_state()
+
+
+def test_resampling_draws_with_replacement_so_negligible_particles_die_out():
+    x = torch.randn(1, 6, generator=torch.Generator().manual_seed(0))
+    _, plain = _ess_after_one_write(x, 4)
+    w = plain.particle_weights
+    negligible = [j for j in range(4) if w[j] < 1e-30]
+    assert negligible and w.max() < 0.99  # one particle is negligible, none dominates
+    m = _small(4, resample=True, resample_threshold=1.0).write(x, seed=1)
+    picked = []
+    for k in range(4):
+        (j,) = [j for j in range(4) if torch.equal(m.weight_mean(0)[k], plain.weight_mean(0)[j])]
+        picked.append(j)
+        for i in range(m.n_layers):  # a particle moves as a whole: means, covariances, initial means
+            assert torch.equal(m.weight_mean(i)[k], plain.weight_mean(i)[j])
+            assert torch.equal(m.weight_cov(i)[k], plain.weight_cov(i)[j])
+            assert torch.equal(m.initial_mean(i)[k], plain.initial_mean(i)[j])
+        assert torch.equal(m.history_hidden[:, k], plain.history_hidden[:, j])
+        assert torch.equal(m.history_log_w[:, k], plain.history_log_w[:, j])
+    assert not set(picked) & set(negligible)
+
+
+# --- delete and check_state messages ------------------------------------------------------------
+def test_delete_matches_exactly_by_default_and_within_atol_on_request():
+    m = _small(1).write(torch.randn(3, 6))
+    near = m.items[1] + 0.5
+    with pytest.raises(KeyError, match="never written to this memory"):
+        m.delete(near)
+    assert len(m) == 3
+    m.delete(near, atol=0.6)
+    assert len(m) == 2
+
+
+def test_delete_messages():
+    with pytest.raises(ValueError, match=r"^delete needs keep_history=True \(the written activities are not "
+                       r"recorded\)$"):
+        _small(keep_history=False).write(torch.randn(1, 6)).delete(torch.zeros(6))
+    m = _small(1).write(torch.randn(2, 6)).forget(1.0)
+    before = _state(m)
+    with pytest.raises(ValueError, match=r"^layer \d: these items cannot be removed from the current posterior "
+                       r"\(not positive definite: was it forgotten or resampled since\?\); nothing deleted$"):
+        m.delete(m.items[0].clone())
+    _assert_state_equal(_state(m), before)
+
+
+def _with(m, **tensors):
+    for name, value in tensors.items():
+        setattr(m, name, value)
+    return m
+
+
+def test_check_state_symmetry_tolerance():
+    """``U`` must equal its transpose within ``rtol=1e-10`` and ``atol=1e-12·max|U|``."""
+    m = _small(1, sigma_prior=3.0).write(torch.randn(3, 6))  # max|U| ≈ 9
+    U = m.weight_cov(1).clone()
+    m.check_state()
+    scale = float(U.abs().max())
+    assert scale > 2
+
+    def bumped(i, j, delta):
+        V = U.clone()
+        V[0, i, j] += delta
+        return V
+
+    off = U[0] - torch.diag(torch.diagonal(U[0]))
+    i, j = divmod(int(off.abs().argmax()), U.shape[-1])
+    b = float(U[0, i, j])
+    zero = (U[0] == 0).nonzero()
+    zi, zj = (int(v) for v in zero[0]) if len(zero) else (None, None)
+    assert abs(b) > 1e-6 * scale and zi is not None  # a non-zero and a zero entry to perturb
+    for (r, c), delta, ok in (((zi, zj), 0.5e-12 * scale, True), ((zi, zj), 5e-10, False),
+                              ((i, j), 1e-7 * abs(b), False), ((i, j), 1e-11 * abs(b), True),
+                              ((i, j), 1e-8 * scale, False)):
+        _with(m, U1=bumped(r, c, delta))
+        if ok:
+            m.check_state()
+        else:
+            with pytest.raises(ValueError, match=r"^U1 must be symmetric \(a row covariance\)$"):
+                m.check_state()
+
+
+@pytest.mark.parametrize("sigma_prior", [0.5, 3.0])
+def test_check_state_positive_semi_definite_tolerance(sigma_prior):
+    """The smallest eigenvalue may be down to ``-1e-10·max(1, max|U|)``, not below."""
+    m = _small(1, sigma_prior=sigma_prior)
+    d = m.weight_cov(0).shape[-1]
+    top = sigma_prior**2
+    bound = 1e-10 * max(1.0, top)
+    for lowest, ok in ((0.0, True), (-bound, True), (-0.5 * bound, True), (-1.5 * bound, False), (-1e-3, False)):
+        diag = torch.full((d,), top)
+        diag[0] = lowest
+        _with(m, U0=torch.diag(diag).unsqueeze(0))
+        if ok:
+            m.check_state()
+        else:
+            with pytest.raises(ValueError, match=r"^U0 must be positive semi-definite \(a row covariance\)$"):
+                m.check_state()
+
+
+def test_check_state_messages_name_the_tensor_and_the_rows():
+    m = _small(2).write(torch.randn(2, 6))
+    good = _state(m)
+    big = good["R1"].clone()
+    big[1, 0, 0] = 2e6
+    cases = [
+        ({"R1": big}, r"^R1 has entries beyond ±1e\+06 \(rows \[1\]\)"),
+        ({"R_init0": good["R_init0"][:, :-1]}, r"^R_init0 must have shape \(2, \d+, \d+\), got \(2, \d+, \d+\)$"),
+        ({"U2": torch.full_like(good["U2"], float("nan"))}, r"^U2 contains NaN or inf$"),
+        ({"log_w": good["log_w"] + 1.0}, r"^log_w must be \[K\] normalised log-weights$"),
+        ({"history_log_w": good["history_log_w"][:1]}, r"^history buffers do not match the number of stored items$"),
+    ]
+    for change, words in cases:
+        fresh = copy.deepcopy(m)
+        with pytest.raises(ValueError, match=words):
+            _with(fresh, **change).check_state()
+    m.check_state()  # negative control
