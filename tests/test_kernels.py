@@ -345,6 +345,7 @@ def test_dot_kernel_autograd_path_matches_the_dense_gradient():
 
 def test_kernels_by_name_and_by_object():
     assert isinstance(as_kernel("gaussian"), GaussianKernel) and isinstance(as_kernel("dot"), DotProductKernel)
+    assert repr(as_kernel("dot")) == "DotProductKernel()" and repr(_LaplaceKernel()) == "_LaplaceKernel()"
     k = _LaplaceKernel()
     assert as_kernel(k) is k
     for bad in ("cosine", None, 3):
