@@ -536,11 +536,15 @@ def test_workspace_blocks_reuse_one_buffer_per_role():
     b = ws.block("logits", 5, 3, like)  # the same number of entries: the same buffer
     assert b.shape == (5, 3) and b.data_ptr() == a.data_ptr() and ws.nbytes == 15 * 8
     assert ws.block("logits", 3, 5, like).data_ptr() == a.data_ptr()
-    w = ws.block("weights", 3, 5, like)  # another role: another buffer
-    assert w.data_ptr() != a.data_ptr() and ws.nbytes == 2 * 15 * 8
     big = ws.block("logits", 4, 5, like)  # grows: a new buffer, and every later block of the role lives in it
-    assert ws.nbytes == (20 + 15) * 8
+    assert big.data_ptr() != a.data_ptr() and ws.nbytes == 20 * 8
     assert ws.block("logits", 3, 5, like).data_ptr() == big.data_ptr()
-    assert ws.block("weights", 3, 5, like).data_ptr() == w.data_ptr()  # the other role is untouched
+    assert ws.block("logits", 5, 3, like).data_ptr() == big.data_ptr()
+    w = ws.block("weights", 3, 5, like)  # another role: another buffer
+    assert w.data_ptr() != big.data_ptr() and ws.nbytes == (20 + 15) * 8
+    wide = ws.block("weights", 5, 5, like)  # growing one role leaves the other's blocks alone
+    assert ws.block("logits", 4, 5, like).data_ptr() == big.data_ptr()
+    assert ws.block("weights", 3, 5, like).data_ptr() == wide.data_ptr() != w.data_ptr()
     f32 = ws.block("logits", 3, 5, torch.empty(1, dtype=torch.float32))  # and another dtype
     assert f32.dtype == torch.float32 and f32.data_ptr() != big.data_ptr()
+

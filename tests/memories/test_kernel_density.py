@@ -394,3 +394,4 @@ def test_item_weights_default_follows_the_batch_times_items_limit():
     weights, index = memory.item_weights(z)
     assert weights is None and torch.equal(index, torch.cdist(z, items).argmin(-1))
     assert memory.item_weights(z[:3])[0] is not None
+    assert memory.posterior(z).weights is None and memory.posterior(z[:3]).weights is not None  # the same rule
