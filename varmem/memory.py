@@ -30,6 +30,7 @@ from torch import Tensor
 
 from . import capabilities
 from .capabilities import Step, missing_members
+from .domains import UNIT, ValueDomain
 from .engine import Engine, get_engine
 from .helpers import clamp, masked_normal, start_state, want_weights
 from .kernels import Workspace
@@ -135,7 +136,9 @@ class Memory(PyroModule, metaclass=_MemoryMeta):
     input checks; :meth:`energy` validates and calls it), ``methods`` / ``default_method`` (the
     engines they can be read with: :class:`varmem.engine.Engine` objects or registered names) and
     the capabilities those engines require.  Engine defaults that depend on the memory are declared
-    in :meth:`default_options` (one place; ``retrieve`` is never overridden).
+    in :meth:`default_options` (one place; ``retrieve`` is never overridden).  ``value_domain``
+    (:mod:`varmem.domains`: ``UNIT`` ``[0, 1]`` by default, ``SIGNED`` ``[-1, 1]``, ``SPIN``
+    ``{-1, +1}``) is the range its items and cues are expected in; comparisons map data to it.
 
     Shapes: items and cues are ``[N, D]`` / ``[B, D]`` (a single ``[D]`` row is accepted); latent
     states ``[B, L]`` with ``L = latent_dim`` (``= D`` unless the memory has a code space); masks
@@ -146,6 +149,7 @@ class Memory(PyroModule, metaclass=_MemoryMeta):
     default_method: ClassVar[Any] = ""
     latent_site: ClassVar[str] = "z"
     observed_site: ClassVar[str] = "x"
+    value_domain: ClassVar[ValueDomain] = UNIT
     _engines: ClassVar[dict[str, Engine]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

@@ -42,6 +42,7 @@ import torch
 from torch import Tensor
 
 from ..capabilities import Step
+from ..domains import SPIN
 from ..helpers import boltzmann_model, clamp, start_state, want_weights
 from ..inference import retrieve_fixed_point
 from ..memory import Memory
@@ -119,6 +120,7 @@ class CorrelatedDenseMemory(Memory):
 
     methods = (retrieve_fixed_point,)
     default_method = "fixed_point"
+    value_domain = SPIN
 
     def __init__(
         self,

@@ -49,6 +49,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ..capabilities import Step
+from ..domains import SIGNED
 from ..helpers import boltzmann_model, clamp, start_state, want_weights
 from ..inference import retrieve_fixed_point
 from ..kernels import default_chunk_size, kernel_stats
@@ -151,6 +152,7 @@ class KernelizedHopfield(Memory):
 
     methods = (retrieve_fixed_point,)
     default_method = "fixed_point"
+    value_domain = SIGNED
 
     def __init__(
         self,

@@ -51,6 +51,7 @@ from torch import Size, Tensor
 
 from ..capabilities import Step
 from ..distributions import KernelDensity
+from ..domains import SIGNED
 from ..helpers import clamp, start_state, want_weights
 from ..inference import retrieve_fixed_point, retrieve_map
 from ..kernels import kernel_stats
@@ -91,6 +92,7 @@ class MixtureHopfieldMemory(Memory):
 
     methods = (retrieve_fixed_point, retrieve_map)
     default_method = "fixed_point"
+    value_domain = SIGNED
 
     def __init__(
         self,

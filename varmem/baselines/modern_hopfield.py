@@ -42,6 +42,7 @@ import torch
 from torch import Tensor
 
 from ..capabilities import Step
+from ..domains import SIGNED
 from ..helpers import boltzmann_model, clamp, start_state, want_weights
 from ..inference import retrieve_fixed_point
 from ..kernels import default_chunk_size, kernel_log_sum_exp, kernel_stats
@@ -107,6 +108,7 @@ class ModernHopfield(Memory):
 
     methods = (retrieve_fixed_point,)
     default_method = "fixed_point"
+    value_domain = SIGNED
 
     def __init__(
         self,

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from ..capabilities import Step
+from ..domains import SPIN
 from ..helpers import start_state
 from ..inference import retrieve_async, retrieve_fixed_point, retrieve_sync
 from ..memory import Memory
@@ -43,6 +44,7 @@ class SpinMemory(Memory):
 
     methods = (retrieve_async, retrieve_sync, retrieve_fixed_point)
     default_method = "async"
+    value_domain = SPIN
 
     def init_spins(self, cue: Tensor, mask: Tensor | None) -> Tensor:
         """``[B, D]`` start state: ``sign(cue)`` (0 → +1) on observed entries, 0 on free ones."""

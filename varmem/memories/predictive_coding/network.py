@@ -40,6 +40,7 @@ import torch
 from pyro.distributions import constraints
 from torch import Tensor
 
+from ...domains import SIGNED
 from ...memory import Memory
 from ...validation import (
     as_state,
@@ -219,6 +220,7 @@ class PCNetwork(Memory):
 
     methods = (retrieve_pc, retrieve_pc_pyro)
     default_method = "pc"
+    value_domain = SIGNED
     latent_site = "x"
     observed_site = "x"
 
