@@ -305,7 +305,7 @@ def test_output_checks_and_write_failures_are_one_line(
     args = ["recall", "--dataset", "digits", "--n-items", "5", "--n-queries", "2", "--method", "exact",
             "--corruption", "white", "--no-progress", "-q", "-o", str(tmp_path / "out")]
     with monkeypatch.context() as m:
-        m.setattr(varmem.recall.os, "access", lambda *a, **k: False)
+        m.setattr(varmem.validation.os, "access", lambda *a, **k: False)
         with pytest.raises(SystemExit):
             main(args)
     assert_one_error_line(capsys.readouterr().err, "not writable")

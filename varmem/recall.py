@@ -41,7 +41,6 @@ import dataclasses
 import datetime as _dt
 import json
 import math
-import os
 import platform
 import sys
 import time
@@ -59,11 +58,13 @@ from .provenance import versions
 from .validation import (
     check_bool,
     check_choice,
+    check_device,
     check_finite,
     check_int,
+    check_names,
     check_non_negative,
+    check_output_folder,
     check_positive,
-    resolve_device,
 )
 
 __all__ = [
@@ -188,8 +189,8 @@ class RecallConfig:
             raise ValueError(f"n_queries ({self.n_queries}) cannot exceed n_items ({self.n_items})")
         if self.n_examples > MAX_EXAMPLES:
             raise ValueError(f"n_examples must be at most {MAX_EXAMPLES} (each is drawn), got {self.n_examples}")
-        self.corruptions = _check_names(self.corruptions, CORRUPTIONS, "corruption")
-        self.methods = _check_names(self.methods, METHODS, "method")
+        self.corruptions = check_names(self.corruptions, CORRUPTIONS, "corruption")
+        self.methods = check_names(self.methods, METHODS, "method")
         if "color" in self.corruptions and image_shape[0] < 2:
             raise ValueError(f"corruption 'color' needs colour images; dataset {self.dataset!r} is greyscale")
         if "nuts" in self.methods and self.nuts_queries < 1:
@@ -216,8 +217,8 @@ class RecallConfig:
         elif self.noise_scale is not None:
             self.noise_scale = _check_scale(self.noise_scale, "noise_scale")
         self.dtype = check_choice(self.dtype, "dtype", DTYPES)
-        self.device = _check_device(self.device)
-        self.output = _check_output(self.output)
+        self.device = check_device(self.device)
+        self.output = check_output_folder(self.output, ("results.json", "examples.png"))
         self.progress = check_bool(self.progress, "progress")
         self.verbose = check_bool(self.verbose, "verbose")
         return self
@@ -251,18 +252,6 @@ class RecallConfig:
 # --------------------------------------------------------------------------------------------
 # Validation helpers
 # --------------------------------------------------------------------------------------------
-
-
-def _check_names(names: Any, valid: Sequence[str], what: str) -> tuple[str, ...]:
-    if isinstance(names, str):
-        names = (names,)
-    names = tuple(names)
-    if not names:
-        raise ValueError(f"at least one {what} is needed; valid names are {', '.join(valid)}")
-    for name in names:
-        if name not in valid:
-            raise ValueError(f"unknown {what} {name!r}; valid names are {', '.join(valid)}")
-    return tuple(dict.fromkeys(names))  # drop repeats, keep the order
 
 
 def _check_scale(value: Any, name: str) -> float:
@@ -299,40 +288,6 @@ def _check_level(name: str, level: Any, image_shape: Sequence[int]) -> float | i
             raise ValueError(f"{what} (the side of the square) must be an integer in [1, {top}] for {h}x{w} images, "
                              f"got {level!r}")
     return v
-
-
-def _check_device(device: Any) -> str:
-    """``"cpu"`` or an available ``"cuda[:N]"`` (as a string)."""
-    resolved = resolve_device(device)  # refuses non-devices and devices this machine lacks
-    if resolved is None or resolved.type not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
-    return str(device)
-
-
-def _check_output(output: Any) -> str:
-    """A folder path that is not a file and can be created / written (it is created by the run)."""
-    if not isinstance(output, (str, os.PathLike)):
-        raise TypeError(f"output must be a folder path, got {type(output).__name__}")
-    text = os.fspath(output)
-    if not str(text).strip():
-        raise ValueError("output must be a folder path, got an empty string")
-    path = Path(text)
-    try:
-        if path.exists() and not path.is_dir():
-            raise ValueError(f"output {str(path)!r} is an existing file, not a folder")
-        for name in ("results.json", "examples.png"):
-            if (path / name).is_dir():
-                raise ValueError(f"output folder {str(path)!r} holds a folder named {name!r} where the file goes")
-        existing = path
-        while not existing.exists() and existing != existing.parent:
-            existing = existing.parent
-        if not existing.is_dir():
-            raise ValueError(f"output {str(path)!r} cannot be created: {str(existing)!r} is a file")
-        if not os.access(existing, os.W_OK | os.X_OK):
-            raise ValueError(f"output {str(path)!r} is not writable (no write permission in {str(existing)!r})")
-    except OSError as e:
-        raise ValueError(f"output {str(path)!r} cannot be used: {e.strerror or e}") from None
-    return str(text)
 
 
 def _sub_seed(seed: int, *names: str) -> int:

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -48,6 +50,9 @@ __all__ = [
     "check_generator",
     "resolve_dtype",
     "resolve_device",
+    "check_names",
+    "check_device",
+    "check_output_folder",
 ]
 
 MAX_ABS_VALUE = 1e6
@@ -358,3 +363,52 @@ def as_state(z: Any, dim: int, dtype: torch.dtype, device: torch.device, name: s
         raise ValueError(f"{name} is empty (shape {tuple(z.shape)}): give at least one state")
     check_values(z.detach(), name)
     return z.contiguous()
+
+
+# --- the command line's settings -----------------------------------------------------------------
+def check_names(names: Any, valid: Sequence[str], what: str) -> tuple[str, ...]:
+    """One or more of ``valid`` (a name or a sequence), repeats dropped, order kept."""
+    if isinstance(names, str):
+        names = (names,)
+    names = tuple(names)
+    if not names:
+        raise ValueError(f"at least one {what} is needed; valid names are {', '.join(valid)}")
+    for name in names:
+        if name not in valid:
+            raise ValueError(f"unknown {what} {name!r}; valid names are {', '.join(valid)}")
+    return tuple(dict.fromkeys(names))  # drop repeats, keep the order
+
+
+def check_device(device: Any) -> str:
+    """``"cpu"`` or an available ``"cuda[:N]"`` (as a string)."""
+    resolved = resolve_device(device)  # refuses non-devices and devices this machine lacks
+    if resolved is None or resolved.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    return str(device)
+
+
+def check_output_folder(output: Any, files: Sequence[str] = ()) -> str:
+    """A folder path that is not a file and can be created / written (it is created by the run), and
+    in which none of ``files`` is a folder."""
+    if not isinstance(output, (str, os.PathLike)):
+        raise TypeError(f"output must be a folder path, got {type(output).__name__}")
+    text = os.fspath(output)
+    if not str(text).strip():
+        raise ValueError("output must be a folder path, got an empty string")
+    path = Path(text)
+    try:
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"output {str(path)!r} is an existing file, not a folder")
+        for name in files:
+            if (path / name).is_dir():
+                raise ValueError(f"output folder {str(path)!r} holds a folder named {name!r} where the file goes")
+        existing = path
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise ValueError(f"output {str(path)!r} cannot be created: {str(existing)!r} is a file")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise ValueError(f"output {str(path)!r} is not writable (no write permission in {str(existing)!r})")
+    except OSError as e:
+        raise ValueError(f"output {str(path)!r} cannot be used: {e.strerror or e}") from None
+    return str(text)
