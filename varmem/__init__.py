@@ -13,7 +13,7 @@ A memory is ``p(x, z | M) = p(z | M) p(x | z)``: writing changes the prior over 
   (``datasets``, ``corruptions``, ``metrics``).
 """
 
-from . import capabilities, corruptions, datasets, engine, helpers, inference, metrics, models, validation
+from . import capabilities, corruptions, datasets, domains, engine, helpers, inference, metrics, models, validation
 from ._version import __version__
 from .analysis import to_inference_data
 from .baselines import (
@@ -30,6 +30,7 @@ from .baselines import (
     normalize_patterns,
 )
 from .checkpoint import CheckpointError, load, register_checkpoint_class, save
+from .comparison import Contender, compare
 from .distributions import KernelDensity, Mixture
 from .memories import (
     BayesPCN,
@@ -76,7 +77,9 @@ __all__ = [
     "MemN2N",
     "NTM",
     "encode_codes",
-    # training, analysis, checkpoints
+    # comparison, training, analysis, checkpoints
+    "compare",
+    "Contender",
     "fit",
     "FitResult",
     "VAE",
@@ -92,6 +95,7 @@ __all__ = [
     "inference",
     "models",
     "capabilities",
+    "domains",
     "engine",
     "helpers",
     "validation",

@@ -452,7 +452,7 @@ def save_figure(fig: Any, path: str | Path, dpi: int = 120) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")  # legends placed outside the axes stay in
     plt.close(fig)
     return path
 
