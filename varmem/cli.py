@@ -1,14 +1,16 @@
 """The ``varmem`` command line.
 
-``varmem recall [options]`` runs the recall experiment (:mod:`varmem.recall`): store images in a
-kernel-density memory, corrupt some of them, retrieve them with each method, and write
-``results.json`` plus a figure.  ``varmem recall --help`` lists every option; the defaults are
-those of :class:`varmem.recall.RecallConfig`.
+``varmem compare [options]`` (the main job) runs every memory family on the same digits, the same
+corruptions and the same metrics (:mod:`varmem.comparison.command`) and writes ``results.csv``,
+``results.json`` and figures; ``varmem recall [options]`` runs the kernel-density demo
+(:mod:`varmem.recall`): store images, corrupt some, retrieve them with each method, write
+``results.json`` plus a figure.  ``varmem COMMAND --help`` lists every option; the defaults are
+those of :class:`varmem.comparison.command.CompareConfig` and :class:`varmem.recall.RecallConfig`.
 
-Every user error (a bad option, a setting :meth:`~varmem.recall.RecallConfig.validate` refuses, a
-level that turns out to hide whole cues, an output folder that cannot be written) ends the command
-with one line ``varmem recall: error: ...`` on stderr and exit status 2, never a traceback; an
-interrupt (Ctrl-C) prints ``varmem: interrupted`` and exits with 130.
+Every user error (a bad option, a setting ``validate`` refuses, a level that turns out to hide
+whole cues, an output folder that cannot be written) ends the command with one line
+``varmem COMMAND: error: ...`` on stderr and exit status 2, never a traceback; an interrupt
+(Ctrl-C) prints ``varmem: interrupted`` and exits with 130.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import argparse
 import dataclasses
 import sys
 from typing import Any, Sequence
+
+from .corruptions import CORRUPTIONS
 
 __all__ = ["main", "build_parser"]
 
@@ -86,6 +90,34 @@ class _NamedValues(argparse.Action):
             except ValueError:
                 raise argparse.ArgumentError(self, f"{text.strip()!r} is not a number") from None
             current[None if name is None else name.strip()] = value
+        setattr(namespace, self.dest, current)
+
+
+class _LevelLists(argparse.Action):
+    """A repeatable ``NAME=LEVEL[,LEVEL...]`` option: the levels of one corruption (repeats add)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, valid: Sequence[str] = (), **kwargs: Any) -> None:
+        self.valid = tuple(valid)
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        current = dict(getattr(namespace, self.dest, None) or {})
+        name, sep, text = str(values).partition("=")
+        name = name.strip()
+        if not sep or name not in self.valid:
+            raise argparse.ArgumentError(
+                self, f"expected NAME=LEVEL[,LEVEL...] with NAME one of {', '.join(self.valid)}, got {values!r}"
+            )
+        levels = []
+        for part in (p.strip() for p in text.split(",")):
+            try:
+                levels.append(float(part))
+            except ValueError:
+                raise argparse.ArgumentError(self, f"{part!r} is not a number") from None
+        current[name] = tuple(dict.fromkeys([*current.get(name, ()), *levels]))
         setattr(namespace, self.dest, current)
 
 
@@ -240,7 +272,78 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
     p.add_argument("--quiet", "-q", dest="verbose", action="store_false", help="do not print the table")
     p.set_defaults(handler=_recall, command_parser=p)
+    _add_compare(sub)
     return parser
+
+
+def _add_compare(sub: Any) -> None:
+    from .comparison import FAMILIES
+    from .comparison.command import DATASETS, DEFAULT_CORRUPTIONS, CompareConfig
+
+    d = CompareConfig()
+    p = sub.add_parser(
+        "compare",
+        help="every memory family on the same digits, corruptions and metrics: results.csv, results.json, figures",
+        description=(
+            "Write the same items into every memory (each in its own value domain), read them back from the same "
+            "corrupted cues with each memory's methods, and score all reads in [0, 1] units. Prints the recall "
+            "accuracy at the largest size and writes OUTPUT/results.csv, OUTPUT/results.json and the figures "
+            "capacity.png, recall_vs_level.png, examples.png, read_time.png. Finished cells are kept in "
+            "OUTPUT/cells, so an interrupted run resumes."
+        ),
+        formatter_class=_HelpFormatter,
+    )
+    p.add_argument("--dataset", choices=tuple(DATASETS), default=d.dataset, help="image data set")
+    p.add_argument("--memories", "--memory", dest="memories", action=_NameList, valid=FAMILIES, default=None,
+                   metavar="NAME", help=f"memories, repeatable or comma-separated, from {', '.join(FAMILIES)} "
+                   "(default: all)")
+    defaults = " ".join(f"{k}={','.join(f'{v:g}' for v in levels)}" for k, levels in DEFAULT_CORRUPTIONS.items())
+    p.add_argument("--corruption", dest="corruptions", action=_LevelLists, valid=CORRUPTIONS, default=None,
+                   metavar="NAME=LEVEL[,LEVEL]", help=f"a corruption and its levels, repeatable (default: {defaults})")
+    p.add_argument("--sizes", type=_int_at_least(1), nargs="+", default=list(d.sizes), metavar="N",
+                   help="memory sizes")
+    p.add_argument("--seeds", type=_int_at_least(0), nargs="+", default=list(d.seeds), metavar="S",
+                   help="seeds (each: its own items, cues and reads)")
+    p.add_argument("--queries", type=_int_at_least(1), default=d.queries, metavar="Q",
+                   help="stored items read back per memory, size and seed")
+    p.add_argument("--train-items", dest="train_items", type=_int_at_least(0), default=d.train_items, metavar="M",
+                   help="items that train the latent VAE memory, MemN2N and NTM (never stored)")
+    p.add_argument("--threshold", type=_positive_float, default=d.threshold,
+                   help="a cue is recalled when its MSE (in [0, 1] units) is below this")
+    p.add_argument("--full", dest="quick", action="store_false",
+                   help="asynchronous spin updates (Hopfield 1982) for the classical and dense networks instead of "
+                   "synchronous ones (much slower; recall within 0.02 on random patterns)")
+    p.add_argument("--examples", type=_int_at_least(0), default=d.examples, metavar="E",
+                   help="example cues per memory in the figure")
+    p.add_argument("--output", "-o", default=d.output, metavar="DIR", help="folder for the results and figures")
+    p.add_argument("--no-resume", dest="resume", action="store_false",
+                   help="recompute every cell (default: reuse the finished cells in OUTPUT/cells)")
+    p.add_argument("--device", default=d.device, help="torch device, e.g. cpu, cuda, cuda:1")
+    p.add_argument("--dtype", choices=("float32", "float64"), default=d.dtype, help="floating dtype of the memories")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
+    p.add_argument("--quiet", "-q", dest="verbose", action="store_false", help="do not print the summary")
+    p.set_defaults(handler=_compare, command_parser=p)
+
+
+def _compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .comparison import ComparisonError
+    from .comparison.command import CompareConfig, run_compare
+
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(CompareConfig) if hasattr(args, f.name)}
+    defaults = CompareConfig()
+    values["memories"] = tuple(values["memories"]) if values["memories"] else defaults.memories
+    values["corruptions"] = values["corruptions"] or defaults.corruptions
+    values["sizes"], values["seeds"] = tuple(values["sizes"]), tuple(values["seeds"])
+    config = CompareConfig(**values)
+    try:
+        config.validate()
+    except (ValueError, TypeError) as e:
+        parser.error(_one_line(e))
+    try:
+        run_compare(config)
+    except ComparisonError as e:
+        parser.error(_one_line(e))
+    return 0
 
 
 def _one_line(error: BaseException) -> str:
