@@ -121,6 +121,29 @@ class _LevelLists(argparse.Action):
         setattr(namespace, self.dest, current)
 
 
+class _MethodLists(argparse.Action):
+    """A repeatable ``MEMORY=METHOD[,METHOD...]`` option: the read methods of one memory (repeats add)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, valid: Sequence[str] = (), **kwargs: Any) -> None:
+        self.valid = tuple(valid)
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        current = dict(getattr(namespace, self.dest, None) or {})
+        name, sep, text = str(values).partition("=")
+        name = name.strip()
+        methods = [p.strip() for p in text.split(",") if p.strip()]
+        if not sep or name not in self.valid or not methods:
+            raise argparse.ArgumentError(
+                self, f"expected MEMORY=METHOD[,METHOD...] with MEMORY one of {', '.join(self.valid)}, got {values!r}"
+            )
+        current[name] = tuple(dict.fromkeys([*current.get(name, ()), *methods]))
+        setattr(namespace, self.dest, current)
+
+
 def _int_at_least(minimum: int):
     def parse(text: str) -> int:
         try:
@@ -159,7 +182,17 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
-    from .recall import CORRUPTIONS, DATASETS, DTYPES, MAX_EXAMPLES, METHODS, SCALE_RANGE, SCORED, RecallConfig
+    from .recall import (
+        CORRUPTIONS,
+        DATASETS,
+        DEFAULT_METHODS,
+        DTYPES,
+        MAX_EXAMPLES,
+        METHODS,
+        SCALE_RANGE,
+        SCORED,
+        RecallConfig,
+    )
 
     d = RecallConfig()
     parser = argparse.ArgumentParser(
@@ -221,7 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
         valid=METHODS,
         default=None,
         metavar="NAME",
-        help=f"retrieval method(s), repeatable or comma-separated; from {', '.join(METHODS)} (default: all)",
+        help=f"retrieval method(s), repeatable or comma-separated; from {', '.join(METHODS)} (default: "
+        f"{', '.join(DEFAULT_METHODS)}; nuts samples the posterior of --nuts-queries cues, about 2 minutes on MNIST)",
     )
     p.add_argument(
         "--bandwidth",
@@ -297,6 +331,10 @@ def _add_compare(sub: Any) -> None:
     p.add_argument("--memories", "--memory", dest="memories", action=_NameList, valid=FAMILIES, default=None,
                    metavar="NAME", help=f"memories, repeatable or comma-separated, from {', '.join(FAMILIES)} "
                    "(default: all)")
+    p.add_argument("--methods", "--method", dest="methods", action=_MethodLists, valid=FAMILIES, default=None,
+                   metavar="MEMORY=METHOD[,METHOD]",
+                   help="read methods of one memory, repeatable, e.g. kde=exact,fixed_point (default: each memory's "
+                   "methods in varmem.comparison.presets)")
     defaults = " ".join(f"{k}={','.join(f'{v:g}' for v in levels)}" for k, levels in DEFAULT_CORRUPTIONS.items())
     p.add_argument("--corruption", dest="corruptions", action=_LevelLists, valid=CORRUPTIONS, default=None,
                    metavar="NAME=LEVEL[,LEVEL]", help=f"a corruption and its levels, repeatable (default: {defaults})")
@@ -333,6 +371,7 @@ def _compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     defaults = CompareConfig()
     values["memories"] = tuple(values["memories"]) if values["memories"] else defaults.memories
     values["corruptions"] = values["corruptions"] or defaults.corruptions
+    values["methods"] = values["methods"] or {}
     values["sizes"], values["seeds"] = tuple(values["sizes"]), tuple(values["seeds"])
     config = CompareConfig(**values)
     try:

@@ -77,6 +77,7 @@ __all__ = [
     "MAX_EXAMPLES",
     "DATASETS",
     "METHODS",
+    "DEFAULT_METHODS",
     "CORRUPTIONS",
     "DEFAULT_BANDWIDTH",
     "OCCLUSION_NOISE_SCALE",
@@ -87,6 +88,8 @@ DATASETS: tuple[str, ...] = ("mnist", "digits")
 # (a test compares them with the loaded data).
 DATASET_SIZES: dict[str, tuple[int, tuple[int, int, int]]] = {"mnist": (5000, (1, 28, 28)), "digits": (1797, (1, 8, 8))}
 METHODS: tuple[str, ...] = ("exact", "fixed_point", "map", "nuts")
+DEFAULT_METHODS: tuple[str, ...] = ("exact", "fixed_point", "map")
+"""The default reads; ``"nuts"`` is opt-in (8 cues of MNIST take about 2 minutes on 2 cores)."""
 DTYPES: tuple[str, ...] = ("float32", "float64")
 
 # Bandwidth s of the kernel density prior, per pixel, for images in [0, 1].  Two stored MNIST
@@ -128,7 +131,8 @@ class RecallConfig:
         levels: corruption name → level (``None`` or a missing name: the corruption's default);
             ``white`` in ``[0, 1e4]``, ``drop`` / ``mask`` in ``(0, 1)``, ``square`` an integer
             side in ``[1, H - 1]``: a level that hides every entry of a cue is refused.
-        methods: retrieval engines of :class:`~varmem.KernelDensityMemory`.
+        methods: retrieval engines of :class:`~varmem.KernelDensityMemory` (default
+            :data:`DEFAULT_METHODS`; add ``"nuts"`` to sample the posterior).
         bandwidth: kernel standard deviation ``s`` (see :data:`DEFAULT_BANDWIDTH`), in
             :data:`SCALE_RANGE` (as is every ``noise_scale``).
         noise_scale: likelihood ``σ``: ``None`` (per corruption, see the module docstring), one
@@ -154,7 +158,7 @@ class RecallConfig:
     n_queries: int = 100
     corruptions: tuple[str, ...] = ("white", "drop", "mask")
     levels: dict[str, float] | None = None
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = DEFAULT_METHODS
     bandwidth: float = DEFAULT_BANDWIDTH
     noise_scale: float | dict[str, float] | None = None
     nuts_queries: int = 8

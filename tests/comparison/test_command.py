@@ -78,6 +78,17 @@ def test_rerun_resumes_from_the_cells(run: Path, capsys) -> None:
                                   after.drop(columns=["read_seconds", "write_seconds", "seconds_per_cue"]))
 
 
+def test_methods_option_picks_each_memorys_reads(tmp_path) -> None:
+    out = tmp_path / "out"
+    assert main(["compare", "--dataset", "digits", "--memories", "kde,classical", "--methods", "kde=exact",
+                 "--methods", "kde=fixed_point", "--method", "classical=async", "--sizes", "10", "--seeds", "0",
+                 "--queries", "3", "--train-items", "0", "--corruption", "white=0.1", "--examples", "0",
+                 "--no-progress", "--quiet", "--output", str(out)]) == 0
+    table = pd.read_csv(out / "results.csv")
+    assert sorted(map(tuple, table[["memory", "method"]].values)) == [
+        ("classical", "async"), ("kde", "exact"), ("kde", "fixed_point")]
+
+
 def test_module_entry_point_prints_help() -> None:
     done = subprocess.run([sys.executable, "-m", "varmem", "compare", "--help"], capture_output=True, text=True,
                           timeout=120)
@@ -103,6 +114,10 @@ def test_module_entry_point_prints_help() -> None:
     (["--device", "gpu"], "gpu"),
     (["--dtype", "float16"], "float16"),
     (["--memories", "kde", "--corruption", "drop=0.99", "--train-items", "0"], "hides every entry"),
+    (["--methods", "kde=bogus"], "bogus"),
+    (["--methods", "foo=exact"], "foo"),
+    (["--methods", "kde="], "kde="),
+    (["--memories", "kde", "--methods", "modern=fixed_point", "--train-items", "0"], "modern"),
 ])
 def test_bad_command_lines_get_one_error_line(args, words, tmp_path, capsys) -> None:
     base = ["compare", "--dataset", "digits", "--sizes", "10", "--seeds", "0", "--queries", "2", "--no-progress",
@@ -229,3 +244,14 @@ def test_capacity_and_read_time_ticks_are_plain(tmp_path, monkeypatch) -> None:
     assert not any("10^" in label or "$" in label for label in y_labels)
     for fig in figures:
         plt.close(fig)
+
+
+def test_default_contenders_take_read_methods_from_each_class() -> None:
+    picked = {c.name: c.methods for c in default_contenders(64, methods={"kde": ["exact", "map"]})}
+    assert picked["kde"] == ("exact", "map")
+    with pytest.raises(ValueError, match="modern reads with"):
+        default_contenders(64, methods={"modern": ["async"]})
+    with pytest.raises(ValueError, match="not among the memories"):
+        default_contenders(64, methods={"hopfield": ["sync"]})
+    with pytest.raises(TypeError, match="must map"):
+        default_contenders(64, methods=["exact"])

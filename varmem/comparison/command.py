@@ -38,7 +38,7 @@ from ..validation import (
     check_positive_int,
 )
 from .figures import FIGURES, plot_all
-from .presets import FAMILIES, default_contenders
+from .presets import FAMILIES, check_methods, default_contenders
 from .run import ComparisonError, compare
 
 __all__ = ["CompareConfig", "run_compare", "format_summary", "DATASETS", "DEFAULT_CORRUPTIONS"]
@@ -55,6 +55,7 @@ class CompareConfig:
     Attributes:
         dataset: ``"mnist"`` or ``"digits"``.
         memories: names from :data:`varmem.comparison.FAMILIES`.
+        methods: ``{memory: [method, ...]}``: read methods replacing a memory's defaults.
         corruptions: corruption name → levels (:data:`varmem.corruptions.CORRUPTIONS`).
         sizes: memory sizes ``N``.
         seeds: one run per seed (its own items, cues and reads).
@@ -72,6 +73,7 @@ class CompareConfig:
 
     dataset: str = "mnist"
     memories: tuple[str, ...] = FAMILIES
+    methods: dict[str, tuple[str, ...]] = field(default_factory=dict)
     corruptions: dict[str, tuple[float, ...]] = field(default_factory=lambda: dict(DEFAULT_CORRUPTIONS))
     sizes: tuple[int, ...] = (10, 30, 100)
     seeds: tuple[int, ...] = (0, 1)
@@ -92,6 +94,7 @@ class CompareConfig:
         self.dataset = check_choice(self.dataset, "dataset", tuple(DATASETS))
         size, _ = DATASETS[self.dataset]
         self.memories = check_names(self.memories, FAMILIES, "memory")
+        self.methods = check_methods(self.methods, self.memories)
         if not isinstance(self.corruptions, Mapping) or not self.corruptions:
             raise ValueError("corruptions must map at least one corruption name to its levels")
         corruptions = {}
@@ -147,7 +150,7 @@ def run_compare(config: CompareConfig | None = None) -> dict[str, Any]:
     contenders = default_contenders(flat.shape[1], image_shape=data.image_shape,
                                     train=train if config.train_items else None,
                                     labels=data.labels[config.train_items:], quick=config.quick,
-                                    dtype=dtype, device=device, families=config.memories)
+                                    dtype=dtype, device=device, families=config.memories, methods=config.methods)
     output = Path(config.output)
     start = time.perf_counter()
     table = compare(contenders, pool.to(device), image_shape=data.image_shape, corruptions=config.corruptions,

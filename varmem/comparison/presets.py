@@ -74,17 +74,46 @@ from ..baselines import (
 from ..memories import BayesPCN, KernelDensityMemory, LatentMemory, NonparametricMemory, PredictiveCodingMemory
 from .run import Contender
 
-__all__ = ["default_contenders", "FAMILIES"]
+__all__ = ["default_contenders", "check_methods", "FAMILIES", "FAMILY_CLASSES"]
 
 FAMILIES = ("kde", "nonparametric", "latent", "gpcn", "bayespcn", "classical", "dense", "cdam", "modern",
             "random_features", "kernelized", "mixture", "memn2n", "ntm")
 """Names of the default contenders, in the order of the table and the figures."""
 
+FAMILY_CLASSES: dict[str, type] = {
+    "kde": KernelDensityMemory, "nonparametric": NonparametricMemory, "latent": LatentMemory,
+    "gpcn": PredictiveCodingMemory, "bayespcn": BayesPCN, "classical": ClassicalHopfield,
+    "dense": DenseAssociativeMemory, "cdam": CorrelatedDenseMemory, "modern": ModernHopfield,
+    "random_features": RandomFeatureMemory, "kernelized": KernelizedHopfield, "mixture": MixtureHopfieldMemory,
+    "memn2n": MemN2N, "ntm": NTM,
+}
+"""The memory class of each family (its ``methods`` are the read methods a family can be given)."""
+
+
+def check_methods(methods: Any, families: Any = FAMILIES) -> dict[str, tuple[str, ...]]:
+    """``{family: [method, ...]}`` checked against the families and each class's read methods;
+    returns it with tuples (``ValueError`` names a bad family or method)."""
+    if methods is None:
+        return {}
+    if not isinstance(methods, dict):
+        raise TypeError(f"methods must map memory names to read methods, got {type(methods).__name__}")
+    out = {}
+    for name, wanted in methods.items():
+        if name not in families:
+            raise ValueError(f"methods given for {name!r}, which is not among the memories {', '.join(families)}")
+        wanted = (wanted,) if isinstance(wanted, str) else tuple(wanted)
+        valid = FAMILY_CLASSES[name].methods
+        bad = [m for m in wanted if m not in valid]
+        if bad or not wanted:
+            raise ValueError(f"{name} reads with {', '.join(valid)}; got {', '.join(map(str, bad)) or 'no method'}")
+        out[name] = tuple(dict.fromkeys(wanted))
+    return out
+
 
 def default_contenders(
     dim: int, *, image_shape: tuple[int, int, int] | None = None, train: Tensor | None = None, quick: bool = True,
     labels: Tensor | None = None, seed: int = 0, dtype: torch.dtype | None = None, device: Any = None,
-    families: Any = None,
+    families: Any = None, methods: dict[str, Any] | None = None,
 ) -> list[Contender]:
     """The default comparison's memories (module docstring) for items of dimension ``dim``.
 
@@ -92,12 +121,14 @@ def default_contenders(
     memory's VAE and the attention readers; without it those three are left out.  ``labels``
     (``[M]`` integer classes of the rows of the data given to :func:`~varmem.compare`) define the
     correlated dense memory's graph; without them it is left out.  ``families`` picks a subset of
-    :data:`FAMILIES`.
+    :data:`FAMILIES`; ``methods`` (``{family: [method, ...]}``) replaces the read methods of some
+    (any of the class's ``methods``; default: the ones in the module docstring).
     """
     wanted = FAMILIES if families is None else tuple(families)
     unknown = sorted(set(wanted) - set(FAMILIES))
     if unknown:
         raise ValueError(f"unknown memories {unknown}; choose from {', '.join(FAMILIES)}")
+    chosen_methods = check_methods(methods)
     kw = {"dtype": dtype, "device": device}
     h = 256
     out: dict[str, Contender] = {}
@@ -132,7 +163,7 @@ def default_contenders(
         methods=("pc",), options={"pc": {"seed": seed}}, key=f"L4-h{h}-K1-T500",
         note=f"BayesPCN(L=4, h={h}, σ=0.01, K=1, T=500, rtol=1e-4)")
     spin_method = "sync" if quick else "async"
-    spin_options = {"sync": {"max_steps": 20}} if quick else {"async": {"max_steps": 20, "seed": seed}}
+    spin_options = {"sync": {"max_steps": 20}, "async": {"max_steps": 20, "seed": seed}}
     out["classical"] = Contender("classical", lambda d: ClassicalHopfield(d, rule="hebbian", **kw),
                                  methods=(spin_method,), options=spin_options, key=f"hebbian-{spin_method}",
                                  note=f"ClassicalHopfield(hebbian), {spin_method}, binarised items")
@@ -180,4 +211,7 @@ def default_contenders(
         out["ntm"] = Contender("ntm", reader(NTM, 1e-6), methods=("attention",),
                                key=f"epochs{epochs}-lr1e-6-seed{seed}-{len(train)}",
                                note=f"NTM(annabi), {epochs} epochs, lr 1e-6")
+    for name, read_methods in chosen_methods.items():
+        if name in out:
+            out[name].methods = read_methods
     return [out[name] for name in wanted if name in out]
