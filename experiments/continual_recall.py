@@ -184,7 +184,8 @@ def score(runner: Runner, items01: torch.Tensor, shape, corruptions: Sequence[st
         out[name] = {
             "mse": float(err.mean()), "acc": float((err < thr).double().mean()), "cue_mse": float(base.mean()),
             "per_item_mse": err.tolist(),
-            "examples": {"cue": cue[:keep].tolist(), "recall": pattern[:keep].tolist()} if keep else None,
+            "examples": {"cue": cue[:keep].tolist(), "mask": None if mask is None else mask[:keep].tolist(),
+                         "recall": pattern[:keep].tolist()} if keep else None,
         }
     return out
 
@@ -237,17 +238,19 @@ def run_forgetting(beta: float, data, args: argparse.Namespace, seed: int) -> di
     return score(runner, data.flat()[:n], data.image_shape, args.forget_corruptions, seed, args.threshold)
 
 
-def age_curve(per_item_mse: Sequence[float], thr: float, bin_size: int) -> dict[str, list[float]]:
-    """Accuracy by age bin (age = writes since the item was stored; the last item has age 0)."""
+def age_curve(per_item_mse: Sequence[float], thr: float, bin_size: int) -> dict[str, list[Any]]:
+    """Accuracy by age bin (age = writes since the item was stored; the last item has age 0): bin
+    ``k`` holds the ages ``age[k] .. age_last[k]`` (integers)."""
     err = torch.tensor(per_item_mse)
     ages = torch.arange(len(err) - 1, -1, -1)
-    centres, acc = [], []
+    first, last, acc = [], [], []
     for start in range(0, len(err), bin_size):
         sel = (ages >= start) & (ages < start + bin_size)
         if sel.any():
-            centres.append(start + (min(bin_size, int(sel.sum())) - 1) / 2)
+            first.append(start)
+            last.append(int(ages[sel].max()))
             acc.append(float((err[sel] < thr).double().mean()))
-    return {"age": centres, "acc": acc}
+    return {"age": first, "age_last": last, "acc": acc}
 
 
 # --- aggregation, claims, figures ---------------------------------------------------------------
@@ -352,47 +355,52 @@ def claims(results: dict[str, Any], forgetting: dict[str, Any], args: argparse.N
 
 
 def plot_all(result: dict[str, Any], raw_examples: dict[str, Any], data, out: Path) -> None:
+    """The three figures: accuracy and MSE against the number of stored items, example reads (unknown
+    cue entries in blue), and BayesPCN's accuracy against age under forgetting."""
+    from matplotlib.ticker import MaxNLocator
+
     corruptions = result["config"]["corruptions"]
     res = result["results"]
     fig, axes = experiment.subplots(2, len(corruptions), figsize=(3.6 * len(corruptions), 6.4), squeeze=False)
     for j, name in enumerate(corruptions):
+        ns: list[int] = []
         for model, per in res.items():
             ns = sorted(int(n) for n in per[name])
             for i, key in enumerate(("acc", "mse")):
                 mean = [per[name][str(n)][f"{key}_mean"] for n in ns]
                 std = [per[name][str(n)][f"{key}_std"] for n in ns]
                 axes[i][j].errorbar(ns, mean, yerr=std, marker="o", ms=3, capsize=2, label=model)
-        axes[0][j].set(title=name, xscale="log", ylim=(-0.05, 1.05), ylabel="accuracy (MSE < 0.01)")
-        axes[1][j].set(xscale="log", yscale="log", xlabel="N stored (all scored)", ylabel="MSE [-1, 1] units")
+        axes[0][j].set(title=name, ylim=(-0.05, 1.05), ylabel="accuracy (MSE < 0.01)")
+        axes[1][j].set(xlabel="N stored (all scored)", ylabel="MSE [-1, 1] units")
+        for i in (0, 1):
+            experiment.plain_log_axis(axes[i][j], "x", ns)
+            axes[i][j].grid(True, alpha=0.3)
+        experiment.plain_log_axis(axes[1][j], "y")
     axes[0][0].legend(fontsize=7)
     experiment.save_figure(fig, out / FIGURES[0], dpi=100)
 
-    c, h, w = data.image_shape
     models = list(raw_examples)
     k = result["config"]["examples"]
     cols = 2 + len(models)
     fig, axes = experiment.subplots(len(corruptions) * k, cols, figsize=(1.3 * cols, 1.3 * len(corruptions) * k),
-                             squeeze=False)
+                                    squeeze=False)
 
-    def show(ax, flat):
-        img = ((torch.tensor(flat).reshape(c, h, w) + 1) / 2).clamp(0, 1).permute(1, 2, 0).cpu().numpy()
-        ax.imshow(img.squeeze(-1) if c == 1 else img, cmap="gray" if c == 1 else None, vmin=0, vmax=1)
+    def show(ax, flat, mask=None):  # [-1, 1] values; mask: True where the cue shows the entry
+        image = ((np.asarray(flat, dtype=float) + 1) / 2).clip(0, 1)
+        experiment.show_image(ax, image, data.image_shape, None if mask is None else ~np.asarray(mask, dtype=bool))
 
     target = (data.flat()[:k] * 2 - 1).tolist()
     for ci, name in enumerate(corruptions):
+        ex = raw_examples[models[0]][name]
         for i in range(k):
             row = axes[ci * k + i]
             show(row[0], target[i])
-            ex = raw_examples[models[0]][name]
-            show(row[1], ex["cue"][i])
+            show(row[1], ex["cue"][i], None if ex.get("mask") is None else ex["mask"][i])
             for mi, model in enumerate(models):
                 show(row[2 + mi], raw_examples[model][name]["recall"][i])
             row[0].set_ylabel(name, fontsize=7)
-    for j, title in enumerate(["original", "cue"] + models):
+    for j, title in enumerate(["original", "cue (unknown: blue)"] + models):
         axes[0][j].set_title(title, fontsize=7)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
     experiment.save_figure(fig, out / FIGURES[1], dpi=100)
 
     forgetting = result["forgetting"]
@@ -400,9 +408,16 @@ def plot_all(result: dict[str, Any], raw_examples: dict[str, Any], data, out: Pa
     fig, axes = experiment.subplots(1, len(names), figsize=(4.2 * len(names), 3.4), squeeze=False)
     for j, name in enumerate(names):
         for beta, per in sorted(forgetting.items(), key=lambda kv: float(kv[0])):
-            axes[0][j].plot(per[name]["age"], per[name]["acc_mean"], marker="o", ms=3, label=f"β={beta}")
-        axes[0][j].set(title=f"BayesPCN K=1, {name}", xlabel="age (writes since stored)", ylabel="accuracy",
-                       ylim=(-0.05, 1.05))
+            ages, acc = per[name]["age"], per[name]["acc_mean"]
+            edges = [*ages, per[name].get("age_last", ages)[-1] + 1]  # each bin drawn over its ages
+            line, = axes[0][j].plot(edges, [*acc, acc[-1]], drawstyle="steps-post", label=f"β={beta}")
+            axes[0][j].plot(ages, acc, "o", ms=3, color=line.get_color())
+        axes[0][j].set(title=f"BayesPCN K=1, {name}", xlabel="age: writes since stored (bins start here)",
+                       ylabel="accuracy", ylim=(-0.05, 1.05))
+        last = max((max(per[name]["age_last"], default=0) for per in forgetting.values()), default=0)
+        axes[0][j].set_xlim(-0.5, last + 1.5)
+        axes[0][j].xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes[0][j].grid(True, alpha=0.3)
     axes[0][0].legend(fontsize=7)
     experiment.save_figure(fig, out / FIGURES[2], dpi=100)
 
@@ -483,7 +498,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             curves = [age_curve(s[name]["per_item_mse"], args.threshold, args.forget_every) for s in per_seed]
             accs = torch.tensor([c["acc"] for c in curves], dtype=torch.float64)
             entry[name] = {
-                "age": curves[0]["age"], "acc_mean": accs.mean(0).tolist(),
+                "age": curves[0]["age"], "age_last": curves[0]["age_last"], "acc_mean": accs.mean(0).tolist(),
                 "acc_std": accs.std(0, unbiased=False).tolist(),
                 "acc_all_mean": float(np.mean([s[name]["acc"] for s in per_seed])),
                 "oldest_bin_acc_mean": float(accs.mean(0)[-1]),

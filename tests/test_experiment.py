@@ -224,3 +224,33 @@ def test_plot_by_size_and_save_figure(tmp_path):
     import matplotlib.pyplot as plt
 
     assert not plt.fignum_exists(fig.number)  # closed
+
+
+def test_plain_log_axis_labels_are_numbers_within_the_limits() -> None:
+    """A narrow log range (0.728..0.746, inside one decade) gets at least two plain labels where
+    matplotlib's default labels minor ticks "7.3x10^-1"; a wide one gets the 1-2-5 values or the
+    powers of ten; ticks given (the sizes) are used as they are."""
+    import matplotlib.pyplot as plt
+
+    from varmem.experiment import plain_log_axis, subplots
+
+    fig, (narrow, wide, sizes) = subplots(1, 3)
+    narrow.plot([1, 2], [0.728, 0.746])
+    wide.plot([1, 2], [3e-5, 0.4])
+    sizes.plot([2, 16], [1, 2])
+    plain_log_axis(narrow, "y")
+    plain_log_axis(wide, "y")
+    plain_log_axis(sizes, "x", [2, 4, 8, 16])
+    fig.canvas.draw()
+
+    def shown(ax, axis):
+        labels = ax.get_yticklabels() if axis == "y" else ax.get_xticklabels()
+        low, high = ax.get_ylim() if axis == "y" else ax.get_xlim()
+        return [t.get_text() for t in labels if t.get_text() and low <= t.get_position()[axis == "y"] <= high]
+
+    assert len(shown(narrow, "y")) >= 2 and all(0.72 < float(t) < 0.75 for t in shown(narrow, "y"))
+    assert shown(wide, "y") == ["0.0001", "0.001", "0.01", "0.1"]
+    assert shown(sizes, "x") == ["2", "4", "8", "16"]
+    with pytest.raises(ValueError, match="axis"):
+        plain_log_axis(wide, "z")
+    plt.close(fig)

@@ -64,6 +64,10 @@ __all__ = [
     "subplots",
     "save_figure",
     "plot_by_size",
+    "plain_log_axis",
+    "format_seconds",
+    "show_image",
+    "UNKNOWN_COLOUR",
 ]
 
 CHECK_TOLERANCE = {torch.float64: 1e-9, torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 2e-2}
@@ -455,6 +459,75 @@ def save_figure(fig: Any, path: str | Path, dpi: int = 120) -> Path:
     fig.savefig(path, dpi=dpi, bbox_inches="tight")  # legends placed outside the axes stay in
     plt.close(fig)
     return path
+
+
+UNKNOWN_COLOUR = (0.25, 0.45, 0.9)
+"""The colour of unknown (hidden) cue entries in image figures: blue, never confused with a dark pixel."""
+
+
+def format_seconds(value: float, _position: Any = None) -> str:
+    """``2 s``, ``15.3 ms``, ``4 µs``: a time with its unit and no exponent (a matplotlib tick
+    formatter as well)."""
+    for unit, scale in (("s", 1.0), ("ms", 1e-3)):
+        if value >= scale:
+            return f"{value / scale:.3g} {unit}"
+    return f"{value / 1e-6:.3g} µs"
+
+
+def _nice_ticks(low: float, high: float) -> list[float]:
+    """Ticks for a log axis from ``low`` to ``high`` (both > 0): the 1-2-5 values of each decade in the
+    range, or, when fewer than two fall in it, three linearly spaced round values."""
+    from matplotlib.ticker import MaxNLocator
+
+    ticks = [m * 10.0**k for k in range(math.floor(math.log10(low)) - 1, math.ceil(math.log10(high)) + 1)
+             for m in (1, 2, 5)]
+    ticks = [t for t in ticks if low <= t * (1 + 1e-9) and t <= high * (1 + 1e-9)]
+    if len(ticks) > 8:  # many decades: the powers of ten only
+        ticks = [t for t in ticks if f"{t:.0e}".startswith("1")]
+    if len(ticks) < 2:
+        ticks = [float(t) for t in MaxNLocator(nbins=3).tick_values(low, high) if low <= t <= high and t > 0]
+    return ticks
+
+
+def plain_log_axis(ax: Any, axis: str = "x", ticks: Sequence[float] | None = None) -> None:
+    """Log-scale ``ax``'s ``axis`` (``"x"`` or ``"y"``) with plain tick labels (``10``, ``0.745``,
+    never ``2×10⁰``): ticks at ``ticks`` when given (e.g. the memory sizes), else round values within
+    the current limits (call it after plotting); no minor-tick labels."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, NullLocator
+
+    if axis not in ("x", "y"):
+        raise ValueError(f"axis must be 'x' or 'y', got {axis!r}")
+    getattr(ax, f"set_{axis}scale")("log")
+    which = ax.xaxis if axis == "x" else ax.yaxis
+    if ticks is None:
+        low, high = sorted(getattr(ax, f"get_{axis}lim")())
+        ticks = _nice_ticks(max(low, 1e-300), high)
+    which.set_major_locator(FixedLocator(sorted(set(float(t) for t in ticks))))
+    which.set_minor_locator(NullLocator())
+    which.set_major_formatter(FuncFormatter(lambda v, _p: f"{v:.3g}"))
+    which.set_minor_formatter(NullFormatter())
+
+
+def show_image(ax: Any, image: Any, shape: Sequence[int], hidden: Any = None) -> None:
+    """Draw one image (``C·H·W`` values in ``[0, 1]``, grey for ``C = 1``) on ``ax`` without ticks; the
+    entries where ``hidden`` (same size, bool) is true are drawn in :data:`UNKNOWN_COLOUR`."""
+    import matplotlib
+    import numpy as np
+
+    c, h, w = shape
+    img = np.clip(np.asarray(image, dtype=float).reshape(c, h, w), 0.0, 1.0)
+    mask = None if hidden is None else np.asarray(hidden, dtype=bool).reshape(c, h, w)
+    if c == 1:
+        grey = np.ma.masked_array(img[0], mask=None if mask is None else mask[0])
+        cmap = matplotlib.colormaps["gray"].with_extremes(bad=UNKNOWN_COLOUR)
+        ax.imshow(grey, cmap=cmap, vmin=0.0, vmax=1.0, interpolation="nearest")
+    else:
+        rgb = np.transpose(img, (1, 2, 0)).copy()
+        if mask is not None:
+            rgb[np.transpose(mask, (1, 2, 0)).any(-1)] = UNKNOWN_COLOUR
+        ax.imshow(rgb, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
 
 
 def plot_by_size(

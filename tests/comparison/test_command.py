@@ -17,7 +17,8 @@ import varmem
 from varmem.cli import main
 from varmem.comparison import FAMILIES, ComparisonError, default_contenders
 from varmem.comparison.command import CompareConfig, format_summary, run_compare
-from varmem.comparison.figures import _seconds, plot_capacity, plot_read_time
+from varmem.comparison.figures import plot_capacity, plot_read_time
+from varmem.experiment import format_seconds as _seconds
 
 SMALL = ["--dataset", "digits", "--sizes", "10", "20", "--seeds", "0", "--queries", "4", "--train-items", "300",
          "--examples", "2", "--no-progress", "--quiet"]
@@ -229,7 +230,7 @@ def test_capacity_and_read_time_ticks_are_plain(tmp_path, monkeypatch) -> None:
     import matplotlib.pyplot as plt
 
     figures = []
-    monkeypatch.setattr("varmem.experiment.save_figure", lambda fig, path: figures.append(fig) or Path(path))
+    monkeypatch.setattr("varmem.comparison.figures.save_figure", lambda fig, path: figures.append(fig) or Path(path))
     plot_capacity(_table(), tmp_path / "c.png")
     plot_read_time(_table(), tmp_path / "t.png")
     capacity, read_time = figures

@@ -51,7 +51,8 @@ def test_continual_smoke_writes_scores_claims_and_figures(continual, tmp_path):
     assert set(data["forgetting"]) == {"0.0", "0.5"}
     assert data["forgetting"]["0.0"]["white0.2"]["acc_all_mean"] == data["results"]["bayespcn_k1"]["white0.2"]["4"][
         "acc_mean"]
-    assert data["forgetting"]["0.5"]["white0.2"]["age"] == [0.5, 2.5]
+    assert data["forgetting"]["0.5"]["white0.2"]["age"] == [0, 2]
+    assert data["forgetting"]["0.5"]["white0.2"]["age_last"] == [1, 3]
     statuses = {row["status"].split(" (")[0] for row in data["claims"]}
     assert "not reachable" in statuses and statuses <= {
         "reproduced", "not reproduced", "not reachable", "not reached in this run",
@@ -67,11 +68,60 @@ def test_continual_corruption_names_and_age_curve(continual):
     assert continual.checkpoints(20) == [2, 4, 8, 16]
     # 6 items, bins of 2 by age: the newest two are recalled, the oldest two are not
     curve = continual.age_curve([1.0, 1.0, 0.0, 1.0, 0.0, 0.0], 0.01, 2)
-    assert curve == {"age": [0.5, 2.5, 4.5], "acc": [1.0, 0.5, 0.0]}
+    assert curve == {"age": [0, 2, 4], "age_last": [1, 3, 5], "acc": [1.0, 0.5, 0.0]}
+    # 5 items in bins of 2: the oldest bin holds age 4 alone
+    assert continual.age_curve([0.0] * 5, 0.01, 2)["age_last"] == [1, 3, 4]
     with pytest.raises(SystemExit):
         continual.parse_args(["--dataset", "cifar10"])  # needs --data-dir
     with pytest.raises(SystemExit):
         continual.parse_args(["--betas", "1.5"])
+
+
+def test_continual_figures_have_plain_ticks_integer_ages_and_blue_unknown_pixels(continual, tmp_path,
+                                                                                 monkeypatch):
+    """Ticks read as numbers ("2", "0.75", never "2x10^0"), ages are whole writes, and a dropped pixel
+    of the cue is drawn in the unknown colour, not black."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from varmem.experiment import UNKNOWN_COLOUR
+
+    data = varmem.datasets.load_digits().subset(4)
+    ns = [2, 4, 8, 16]
+    per = {"drop0.5": {str(n): {"acc_mean": 1.0 - n / 32, "acc_std": 0.0, "mse_mean": 0.74 + n / 1000,
+                                "mse_std": 0.001} for n in ns}}
+    result = {"config": {"corruptions": ["drop0.5"], "examples": 2, "forget_corruptions": ["drop0.5"]},
+              "results": {"kde": per},
+              "forgetting": {"0.5": {"drop0.5": {"age": [0, 3, 6], "age_last": [2, 5, 7], "acc_mean": [1, 0.5, 0]}}}}
+    cue = (data.flat()[:2] * 2 - 1)
+    mask = torch.ones_like(cue, dtype=torch.bool)
+    mask[:, :10] = False  # the first ten pixels are unknown; pixel 0 of a digit is dark (0 → -1)
+    cue[:, :10] = -1.0
+    raw = {"kde": {"drop0.5": {"cue": cue.tolist(), "mask": mask.tolist(), "recall": cue.tolist()}}}
+    figures = []
+    monkeypatch.setattr(continual.experiment, "save_figure", lambda fig, path, dpi=None: figures.append(fig))
+    continual.plot_all(result, raw, data, tmp_path)
+    curves, examples, forgetting = figures
+    for fig in figures:
+        fig.canvas.draw()
+    labels = [t.get_text() for ax in curves.axes for t in ax.get_xticklabels() + ax.get_yticklabels()]
+    assert not any("10^" in t or "times" in t or "$" in t for t in labels), labels
+    assert [t.get_text() for t in curves.axes[0].get_xticklabels()] == ["2", "4", "8", "16"]
+    mse_labels = [t.get_text() for t in curves.axes[1].get_yticklabels() if t.get_text()]
+    assert len(mse_labels) >= 2 and all(float(t) > 0 for t in mse_labels), mse_labels
+    ax = forgetting.axes[0]
+    ages = [float(t.get_text().replace("\N{MINUS SIGN}", "-")) for t in ax.get_xticklabels()
+            if t.get_text() and ax.get_xlim()[0] <= t.get_position()[0] <= ax.get_xlim()[1]]
+    assert ages and all(a.is_integer() and a >= 0 for a in ages), ages
+    cue_image = examples.axes[1].images[0]  # row 0, column "cue"
+    rgba = cue_image.to_rgba(cue_image.get_array())
+    np.testing.assert_allclose(rgba[0, 0, :3], UNKNOWN_COLOUR)   # hidden pixel: blue
+    np.testing.assert_allclose(rgba[1, 4, :3], (rgba[1, 4, 0],) * 3)  # pixel 12 is shown: grey
+    original = examples.axes[0].images[0]
+    assert not np.ma.is_masked(original.get_array())  # the original hides nothing: its dark pixel 0 is black
+    np.testing.assert_allclose(original.to_rgba(original.get_array())[0, 0, :3], (0.0, 0.0, 0.0))
+    for fig in figures:
+        plt.close(fig)
 
 
 def test_reference_energy_is_the_varmem_energy(bench):

@@ -26,6 +26,7 @@ from typing import Any, Mapping
 import torch
 
 from ..corruptions import CORRUPTIONS
+from ..experiment import format_seconds
 from ..provenance import environment
 from ..validation import (
     check_bool,
@@ -204,12 +205,5 @@ def format_summary(table: Any) -> str:
         name = f"{memory} ({method})"
         cells = "".join(f"{v:>11.2f}" for v in values.values)
         lines.append(f"{name:{width}s}{cells}{nearest[(memory, method)]:>12.2f}"
-                     f"{_short_time(time_per_cue[(memory, method)]):>10s}")
+                     f"{format_seconds(time_per_cue[(memory, method)]):>10s}")
     return "\n".join(lines)
-
-
-def _short_time(seconds: float) -> str:
-    """``27 ms``, ``35 µs``: a read time with its unit."""
-    from .figures import _seconds
-
-    return _seconds(seconds)

@@ -17,10 +17,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..experiment import format_seconds, plain_log_axis, save_figure, show_image, subplots
+
 __all__ = ["plot_capacity", "plot_recall_vs_level", "plot_examples", "plot_read_time", "plot_all", "FIGURES"]
 
 FIGURES = ("capacity.png", "recall_vs_level.png", "examples.png", "read_time.png")
-UNKNOWN_COLOUR = (0.25, 0.45, 0.9)  # the colour of unknown (hidden) cue entries
 _STYLES = ["-o", "-s", "-^", "-v", "-D", "-P", "-X", "-*", "--o", "--s", "--^", "--v", "--D", "--P"]
 
 
@@ -37,26 +38,6 @@ def _curves(table: Any) -> list[tuple[str, Any]]:
     return out
 
 
-def _seconds(value: float, _pos: Any = None) -> str:
-    """``1 µs``, ``10 ms``, ``2 s``: a time with its unit and no exponent."""
-    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
-        if value >= scale or unit == "µs":
-            number = value / scale
-            return f"{number:.3g} {unit}"
-    return f"{value:g} s"  # pragma: no cover
-
-
-def _plain_log_ticks(ax: Any, values: Sequence[float]) -> None:
-    """A log-scaled x axis with ticks exactly at ``values``, labelled as plain numbers."""
-    from matplotlib.ticker import FixedLocator, NullLocator
-
-    ticks = sorted(set(values))
-    ax.set_xscale("log")
-    ax.xaxis.set_major_locator(FixedLocator(ticks))
-    ax.xaxis.set_minor_locator(NullLocator())
-    ax.set_xticklabels([f"{t:g}" for t in ticks])
-
-
 def _legend(fig: Any, axes: Any) -> None:
     """One legend for all panels, right of them (each curve once)."""
     seen: dict[str, Any] = {}
@@ -69,8 +50,6 @@ def _legend(fig: Any, axes: Any) -> None:
 
 def _grid(count: int, width: float = 4.2, height: float = 3.6) -> tuple[Any, list[Any]]:
     """A figure with ``count`` panels in rows of at most three; the unused panels are hidden."""
-    from varmem.experiment import subplots
-
     cols = min(3, count)
     rows = math.ceil(count / cols)
     fig, axes = subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
@@ -91,8 +70,6 @@ def _colours(count: int) -> list[Any]:
 def plot_capacity(table: Any, path: str | Path) -> Path:
     """Accuracy against ``N`` per memory and corruption (mean over seeds, band min..max).  Curves are
     offset vertically by up to ±0.02 so that memories with equal accuracy stay visible."""
-    from varmem.experiment import save_figure
-
     panels = list(dict.fromkeys(zip(table["corruption"], table["level"], strict=True)))
     fig, axes = _grid(len(panels))
     sizes = sorted(table["N"].unique())
@@ -111,7 +88,7 @@ def plot_capacity(table: Any, path: str | Path) -> Path:
             if rows[0]["seed"].nunique() > 1:
                 ax.fill_between(sizes, stats["min"] + offsets[k], stats["max"] + offsets[k], color=colours[k],
                                 alpha=0.12, lw=0)
-        _plain_log_ticks(ax, sizes)
+        plain_log_axis(ax, "x", sizes)
         ax.set(ylim=(-0.05, 1.05), xlabel="stored items N", ylabel="recall accuracy", title=f"{corruption} {level:g}")
         ax.grid(True, alpha=0.3)
     _legend(fig, axes)
@@ -123,8 +100,6 @@ def plot_capacity(table: Any, path: str | Path) -> Path:
 def plot_recall_vs_level(table: Any, path: str | Path) -> Path:
     """Accuracy against the corruption level at the largest ``N`` (mean over seeds), one panel per
     corruption (offsets as in :func:`plot_capacity`)."""
-    from varmem.experiment import save_figure
-
     largest = table[table["N"] == table["N"].max()]
     names = list(dict.fromkeys(largest["corruption"]))
     fig, axes = _grid(len(names))
@@ -151,20 +126,15 @@ def plot_recall_vs_level(table: Any, path: str | Path) -> Path:
 
 def plot_read_time(table: Any, path: str | Path) -> Path:
     """Seconds per cue against ``N`` (mean over seeds and corruptions), log-log."""
-    from matplotlib.ticker import FuncFormatter
-
-    from varmem.experiment import save_figure, subplots
-
     fig, ax = subplots(figsize=(6.5, 4.2))
     sizes = sorted(table["N"].unique())
     curves = _curves(table)
     for k, ((label, rows), colour) in enumerate(zip(curves, _colours(len(curves)), strict=True)):
         stats = rows.groupby("N")["seconds_per_cue"].mean().reindex(sizes)
         ax.plot(sizes, stats.values, _STYLES[k % len(_STYLES)], color=colour, label=label, markersize=4)
-    _plain_log_ticks(ax, sizes)
-    ax.set_yscale("log")
-    ax.yaxis.set_major_formatter(FuncFormatter(_seconds))
-    ax.yaxis.set_minor_formatter(FuncFormatter(lambda *_: ""))
+    plain_log_axis(ax, "x", sizes)
+    plain_log_axis(ax, "y")
+    ax.yaxis.set_major_formatter(lambda v, _p: format_seconds(v))
     ax.set(xlabel="stored items N", ylabel="read time per cue", title="read time (mean over seeds and corruptions)")
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
@@ -175,10 +145,6 @@ def plot_examples(examples: dict[str, Any], image_shape: Sequence[int], path: st
                   corruption: str | None = None, count: int = 4) -> Path | None:
     """A grid, one row per example cue of one corruption (``"name|level"``): the cue (unknown entries
     in blue), each memory's read, and the original; ``None`` when there are no examples."""
-    import matplotlib
-
-    from varmem.experiment import save_figure, subplots
-
     if not examples:
         return None
     keys = list(examples)
@@ -193,25 +159,11 @@ def plot_examples(examples: dict[str, Any], image_shape: Sequence[int], path: st
     columns += [(k.split("|")[0] if memories.count(k.split("|")[0]) == 1 else "{}\n({})".format(*k.split("|")[:2]),
                  examples[k]["pattern"], None) for k in chosen]
     columns.append(("original", first["target"], None))
-    c, h, w = image_shape
-    cmap = matplotlib.colormaps["gray"].with_extremes(bad=UNKNOWN_COLOUR)
     fig, axes = subplots(n, len(columns), figsize=(0.95 * len(columns) + 0.4, 1.05 * n + 0.9), squeeze=False)
     for col, (label, images, mask) in enumerate(columns):
         for e in range(n):
-            img = np.asarray(images[e], dtype=float).reshape(c, h, w)
             ax = axes[e][col]
-            hidden = None if mask is None else ~np.asarray(mask[e], dtype=bool).reshape(c, h, w)
-            if hidden is not None:
-                img = np.where(hidden, np.nan, img)
-            if c == 1:
-                ax.imshow(np.ma.masked_invalid(img[0]), cmap=cmap, vmin=0.0, vmax=1.0, interpolation="nearest")
-            else:
-                rgb = np.clip(np.nan_to_num(np.transpose(img, (1, 2, 0)), nan=0.0), 0, 1)
-                if hidden is not None:
-                    rgb[np.transpose(hidden, (1, 2, 0)).any(-1)] = UNKNOWN_COLOUR
-                ax.imshow(rgb, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
+            show_image(ax, images[e], image_shape, None if mask is None else ~np.asarray(mask[e], dtype=bool))
             if e == 0:
                 ax.set_title(label, fontsize=7, rotation=45, ha="left", va="bottom", loc="left")
     name, level = corruption.split("|")
