@@ -254,3 +254,23 @@ def test_plain_log_axis_labels_are_numbers_within_the_limits() -> None:
     with pytest.raises(ValueError, match="axis"):
         plain_log_axis(wide, "z")
     plt.close(fig)
+
+
+def test_save_figure_gives_default_log_axes_plain_labels(tmp_path) -> None:
+    """A script that only says ``yscale="log"`` gets plain labels from save_figure, where matplotlib
+    alone writes mathtext ("$\\mathdefault{7.3\\times10^{-1}}$"); a formatter the script set is kept."""
+    from matplotlib.ticker import FuncFormatter
+
+    from varmem.experiment import save_figure, subplots
+
+    fig, (default, custom) = subplots(1, 2)
+    default.plot([1, 2], [0.728, 0.746])
+    default.set(xscale="log", yscale="log")
+    custom.plot([1, 2], [1, 10])
+    custom.set_yscale("log")
+    custom.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"<{v:g}>"))
+    save_figure(fig, tmp_path / "f.png")
+    labels = [t.get_text() for t in default.get_yticklabels() + default.get_xticklabels() if t.get_text()]
+    assert labels and not any("$" in t or "times" in t for t in labels), labels
+    assert {t.get_text() for t in custom.get_yticklabels() if t.get_text()} <= {"<1>", "<10>", "<0.1>", "<100>"}
+    assert (tmp_path / "f.png").stat().st_size > 0

@@ -65,6 +65,7 @@ __all__ = [
     "save_figure",
     "plot_by_size",
     "plain_log_axis",
+    "plain_number",
     "format_seconds",
     "show_image",
     "UNKNOWN_COLOUR",
@@ -450,11 +451,17 @@ def subplots(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
 
 
 def save_figure(fig: Any, path: str | Path, dpi: int = 120) -> Path:
-    """Lay ``fig`` out tightly, save it to ``path`` (creating the folder) and close it."""
+    """Lay ``fig`` out tightly, save it to ``path`` (creating the folder) and close it.  Log axes
+    still on matplotlib's default labels get plain ones (:func:`plain_log_axis`)."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import LogFormatterSciNotation
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for ax in fig.axes:  # log axes left to matplotlib's "2×10⁰" labels get plain ones
+        for name, which in (("x", ax.xaxis), ("y", ax.yaxis)):
+            if which.get_scale() == "log" and isinstance(which.get_major_formatter(), LogFormatterSciNotation):
+                plain_log_axis(ax, name)
     fig.tight_layout()
     fig.savefig(path, dpi=dpi, bbox_inches="tight")  # legends placed outside the axes stay in
     plt.close(fig)
@@ -489,6 +496,22 @@ def _nice_ticks(low: float, high: float) -> list[float]:
     return ticks
 
 
+_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def plain_number(value: float, _position: Any = None) -> str:
+    """A tick label without mathtext: ``0.745``, ``16``, ``25,000``; powers of ten beyond
+    ``[1e-4, 1e5]`` as ``10⁶`` / ``10⁻⁵`` (a matplotlib tick formatter as well)."""
+    if value == 0 or not math.isfinite(value):
+        return f"{value:g}"
+    exponent = math.log10(abs(value))
+    if abs(exponent - round(exponent)) < 1e-9 and not -4 <= round(exponent) <= 5:
+        return ("-" if value < 0 else "") + "10" + str(round(exponent)).translate(_SUPERSCRIPT)
+    if float(value).is_integer() and abs(value) < 1e15:
+        return f"{int(value):,}"
+    return f"{value:.3g}"
+
+
 def plain_log_axis(ax: Any, axis: str = "x", ticks: Sequence[float] | None = None) -> None:
     """Log-scale ``ax``'s ``axis`` (``"x"`` or ``"y"``) with plain tick labels (``10``, ``0.745``,
     never ``2×10⁰``): ticks at ``ticks`` when given (e.g. the memory sizes), else round values within
@@ -504,7 +527,7 @@ def plain_log_axis(ax: Any, axis: str = "x", ticks: Sequence[float] | None = Non
         ticks = _nice_ticks(max(low, 1e-300), high)
     which.set_major_locator(FixedLocator(sorted(set(float(t) for t in ticks))))
     which.set_minor_locator(NullLocator())
-    which.set_major_formatter(FuncFormatter(lambda v, _p: f"{v:.3g}"))
+    which.set_major_formatter(FuncFormatter(plain_number))
     which.set_minor_formatter(NullFormatter())
 
 
