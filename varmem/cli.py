@@ -93,12 +93,18 @@ class _NamedValues(argparse.Action):
         setattr(namespace, self.dest, current)
 
 
-class _LevelLists(argparse.Action):
-    """A repeatable ``NAME=LEVEL[,LEVEL...]`` option: the levels of one corruption (repeats add)."""
+class _KeyedLists(argparse.Action):
+    """A repeatable ``KEY=VALUE[,VALUE...]`` option (``KEY`` from ``valid``; repeats add values):
+    ``{key: (value, ...)}``.  Subclasses name the parts (``key``, ``value``) and parse one value."""
+
+    key, value = "NAME", "VALUE"
 
     def __init__(self, option_strings: Sequence[str], dest: str, valid: Sequence[str] = (), **kwargs: Any) -> None:
         self.valid = tuple(valid)
         super().__init__(option_strings, dest, **kwargs)
+
+    def parse(self, text: str) -> Any:
+        return text
 
     def __call__(
         self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
@@ -107,41 +113,36 @@ class _LevelLists(argparse.Action):
         current = dict(getattr(namespace, self.dest, None) or {})
         name, sep, text = str(values).partition("=")
         name = name.strip()
-        if not sep or name not in self.valid:
-            raise argparse.ArgumentError(
-                self, f"expected NAME=LEVEL[,LEVEL...] with NAME one of {', '.join(self.valid)}, got {values!r}"
-            )
-        levels = []
-        for part in (p.strip() for p in text.split(",")):
-            try:
-                levels.append(float(part))
-            except ValueError:
-                raise argparse.ArgumentError(self, f"{part!r} is not a number") from None
-        current[name] = tuple(dict.fromkeys([*current.get(name, ()), *levels]))
+        parts = [p.strip() for p in text.split(",")]
+        if not sep or name not in self.valid or not any(parts):
+            raise argparse.ArgumentError(self, f"expected {self.key}={self.value}[,{self.value}...] with {self.key} "
+                                               f"one of {', '.join(self.valid)}, got {values!r}")
+        parsed = [self.parse(p) for p in parts]
+        current[name] = tuple(dict.fromkeys([*current.get(name, ()), *parsed]))
         setattr(namespace, self.dest, current)
 
 
-class _MethodLists(argparse.Action):
-    """A repeatable ``MEMORY=METHOD[,METHOD...]`` option: the read methods of one memory (repeats add)."""
+class _LevelLists(_KeyedLists):
+    """``NAME=LEVEL[,LEVEL...]``: the levels of one corruption."""
 
-    def __init__(self, option_strings: Sequence[str], dest: str, valid: Sequence[str] = (), **kwargs: Any) -> None:
-        self.valid = tuple(valid)
-        super().__init__(option_strings, dest, **kwargs)
+    value = "LEVEL"
 
-    def __call__(
-        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
-        option_string: str | None = None,
-    ) -> None:
-        current = dict(getattr(namespace, self.dest, None) or {})
-        name, sep, text = str(values).partition("=")
-        name = name.strip()
-        methods = [p.strip() for p in text.split(",") if p.strip()]
-        if not sep or name not in self.valid or not methods:
-            raise argparse.ArgumentError(
-                self, f"expected MEMORY=METHOD[,METHOD...] with MEMORY one of {', '.join(self.valid)}, got {values!r}"
-            )
-        current[name] = tuple(dict.fromkeys([*current.get(name, ()), *methods]))
-        setattr(namespace, self.dest, current)
+    def parse(self, text: str) -> float:
+        try:
+            return float(text)
+        except ValueError:
+            raise argparse.ArgumentError(self, f"{text!r} is not a number") from None
+
+
+class _MethodLists(_KeyedLists):
+    """``MEMORY=METHOD[,METHOD...]``: the read methods of one memory."""
+
+    key, value = "MEMORY", "METHOD"
+
+    def parse(self, text: str) -> str:
+        if not text:
+            raise argparse.ArgumentError(self, "a method name is empty")
+        return text
 
 
 def _int_at_least(minimum: int):
