@@ -13,7 +13,19 @@ A memory is ``p(x, z | M) = p(z | M) p(x | z)``: writing changes the prior over 
   (``datasets``, ``corruptions``, ``metrics``).
 """
 
-from . import capabilities, corruptions, datasets, domains, engine, helpers, inference, metrics, models, validation
+from . import (
+    capabilities,
+    corruptions,
+    datasets,
+    domains,
+    engine,
+    evidence,
+    helpers,
+    inference,
+    metrics,
+    models,
+    validation,
+)
 from ._version import __version__
 from .analysis import to_inference_data
 from .baselines import (
@@ -32,6 +44,7 @@ from .baselines import (
 from .checkpoint import CheckpointError, load, register_checkpoint_class, save
 from .comparison import Contender, compare
 from .distributions import KernelDensity, Mixture
+from .evidence import Evidence
 from .memories import (
     BayesPCN,
     KernelDensityMemory,
@@ -54,6 +67,7 @@ __all__ = [
     "MixturePriorMemory",
     "GaussianMixtureMemory",
     "Retrieval",
+    "Evidence",
     "methods_table",
     # probabilistic memories
     "KernelDensityMemory",
@@ -97,6 +111,7 @@ __all__ = [
     "capabilities",
     "domains",
     "engine",
+    "evidence",
     "helpers",
     "validation",
 ]

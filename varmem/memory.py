@@ -29,9 +29,10 @@ from pyro.nn import PyroModule
 from torch import Tensor
 
 from . import capabilities
-from .capabilities import Step, missing_members
+from .capabilities import ClosedFormPosterior, Step, missing_members
 from .domains import UNIT, ValueDomain
 from .engine import Engine, get_engine
+from .evidence import Evidence
 from .helpers import clamp, masked_normal, start_state, want_weights
 from .kernels import Workspace
 from .retrieval import Retrieval
@@ -278,6 +279,37 @@ class Memory(PyroModule, metaclass=_MemoryMeta):
                 f"settings {self.config()} the read overflows {self.dtype}; moderate them (nothing was changed)"
             )
         return result
+
+    # --- evidence -----------------------------------------------------------------------------
+    def evidence(self, cue: Any, mask: Any = None, **options: Any) -> Evidence:
+        """The log evidence ``log p(x_b | M)`` of each cue's observed entries, as an
+        :class:`varmem.evidence.Evidence` (value ``[B]``, kind: exact / estimate / lower bound, and
+        a standard error).  Inputs are checked as in :meth:`retrieve`; ``options`` go to the
+        memory's :meth:`compute_evidence` (e.g. ``num_samples``, ``seed`` for an estimator).
+
+        Memories with a closed-form posterior give it exactly; others estimate it where they are
+        probabilistic models; memories that are not (energy-based networks) raise ``TypeError``."""
+        self._check_not_empty()
+        cue, mask = self.prepare_cue(cue, mask)
+        return self.compute_evidence(cue, mask, **options)
+
+    def log_evidence(self, cue: Any, mask: Any = None, **options: Any) -> Tensor:
+        """``[B]`` ``log p(x_b | M)``: the value of :meth:`evidence` (whose record also says whether
+        it is exact and gives the standard error of an estimate)."""
+        return self.evidence(cue, mask, **options).log_evidence
+
+    def compute_evidence(self, cue: Tensor, mask: Tensor | None, **options: Any) -> Evidence:
+        """:meth:`evidence` for validated inputs.  The default uses the closed-form posterior's
+        ``log_evidence`` where the memory has one; other memories override it or have none."""
+        if isinstance(self, ClosedFormPosterior):
+            if options:
+                raise TypeError(f"the exact evidence of {type(self).__name__} takes no options, got {sorted(options)}")
+            observed = cue.new_full(cue.shape[:1], cue.shape[1]) if mask is None else mask.expand_as(cue).sum(-1)
+            value = self.posterior(cue, mask, return_weights=False).log_evidence
+            return Evidence(log_evidence=value, kind="exact", method="closed_form", stderr=torch.zeros_like(value),
+                            n_observed=observed.to(cue.dtype))
+        raise TypeError(f"{type(self).__name__} has no evidence log p(x | M): it defines no normalised generative "
+                        "model of its cues (an energy-based network or a trained reader)")
 
     # --- state --------------------------------------------------------------------------------
     def check_state(self) -> None:
