@@ -129,7 +129,7 @@ def test_nuts_retrieval_per_draw_item_probabilities_and_cue_log_likelihood(memor
     cue = memory.items[[0, 3]] + 0.2
     mask = torch.tensor([[True, True, False], [True, False, True]])
     result = memory.retrieve(cue, mask, method="nuts", num_samples=40, warmup_steps=30, seed=0)
-    data = varmem.to_inference_data(retrieval=result, memory=memory, args=(cue, mask))
+    data = varmem.to_inference_data(retrieval=result, memory=memory, data=(cue, mask))
     z = data.posterior["z"]
     assert z.dims == ("chain", "draw", "query", "z_dim") and z.shape == (1, 40, 2, 3)
     np.testing.assert_array_equal(z.values[0], result.samples.numpy())
@@ -376,7 +376,7 @@ def test_bad_arguments_are_named_exactly(x):
         varmem.to_inference_data(Model(), (x,), guide=AutoNormal(Model()), samples={"mu": torch.zeros(3)})
     with pytest.raises(TypeError, match=r"^retrieval must be a varmem.Retrieval, got dict$"):
         varmem.to_inference_data(retrieval={"weights": torch.ones(1, 2)})
-    with pytest.raises(ValueError, match=r"^guide= needs the model \(and its args\) too$"):
+    with pytest.raises(ValueError, match=r"^guide= needs the model \(and its data\) too$"):
         varmem.to_inference_data(guide=AutoNormal(Model()))
     with pytest.raises(ValueError, match=r"^num_samples must"):
         varmem.to_inference_data(Model(), (x,), samples={"mu": torch.zeros(3)}, num_samples=0)
@@ -400,3 +400,71 @@ def test_shim_on_arviz_0_passes_coords_and_lets_other_warnings_through():
         _from_dict(fake, {"posterior": {"a": 1}}, {}, {"q": [0]}, None)
     assert calls["coords"] == {"q": [0]}
     assert not [w for w in record if issubclass(w.category, UserWarning)]  # the chain/draw notice is silenced
+
+
+# --------------------------------------------------------------------------- memory conventions
+def test_exact_read_exports_exact_draws_and_their_log_likelihood(memory):
+    """An exact read has no samples: the export draws z from the closed-form posterior (the item, then
+    its Gaussian); their mean is the posterior mean within Monte Carlo error, and the log-likelihood
+    is log N(x | z_s, σ²) per cue, computed here by hand."""
+    cue = memory.items[[1, 4]] + 0.3
+    result = memory.retrieve(cue, method="exact")
+    data = varmem.to_inference_data(retrieval=result, memory=memory, data=(cue,), num_samples=3000, seed=0)
+    z = data.posterior["z"]
+    assert z.dims == ("chain", "draw", "query", "z_dim") and z.shape == (1, 3000, 2, 3)
+    sd = np.sqrt(result.variance.numpy() / 3000)
+    assert (np.abs(z.values[0].mean(0) - result.pattern.numpy()) < 5 * sd).all()
+    ll = dist.Normal(torch.as_tensor(z.values[0]), 0.6).log_prob(cue).sum(-1)
+    assert data.log_likelihood["x"].dims == ("chain", "draw", "query")
+    np.testing.assert_allclose(data.log_likelihood["x"].values[0], ll.numpy(), rtol=1e-10, atol=1e-10)
+    # negative control: draws from the wrong cue's posterior miss its mean
+    assert (np.abs(z.values[0].mean(0)[::-1] - result.pattern.numpy()) > 5 * sd).any()
+
+
+def test_hidden_entries_are_nan_in_observed_and_predictive_data_and_absent_from_the_likelihood(memory):
+    cue = memory.items[[0, 3]] + 0.2
+    cue[0, 2] = 0.0  # a hidden entry, stored as 0 as a data loader would
+    mask = torch.tensor([[True, True, False], [True, False, True]])
+    result = memory.retrieve(cue, mask, method="exact")
+    data = varmem.to_inference_data(retrieval=result, memory=memory, data=(cue, mask), num_samples=200, seed=1)
+    observed = data.observed_data["x"]
+    assert observed.dims == ("query", "x_dim")
+    np.testing.assert_array_equal(np.isnan(observed.values), ~mask.numpy())
+    np.testing.assert_array_equal(observed.values[mask.numpy()], cue[mask].numpy())
+    np.testing.assert_array_equal(data.constant_data["observed"].values, mask.numpy())
+    predictive = data.posterior_predictive["x"].values
+    assert predictive.shape == (1, 200, 2, 3)
+    np.testing.assert_array_equal(np.isnan(predictive[0]), np.broadcast_to(~mask.numpy(), (200, 2, 3)))
+    z = torch.as_tensor(data.posterior["z"].values[0])
+    by_hand = (dist.Normal(z, 0.6).log_prob(cue) * mask).sum(-1)  # observed entries only
+    np.testing.assert_allclose(data.log_likelihood["x"].values[0], by_hand.numpy(), rtol=1e-10, atol=1e-10)
+
+
+def test_every_path_names_a_memorys_dims_alike(memory):
+    """MCMC on memory.model, a NUTS read and an exact read give the same dims (query, z_dim, x_dim)."""
+    from pyro.infer import MCMC, NUTS
+
+    cue = memory.items[[2]] + 0.1
+    mcmc = MCMC(NUTS(memory.model), num_samples=5, warmup_steps=5, disable_progbar=True)
+    pyro.set_rng_seed(0)
+    mcmc.run(cue)
+    paths = {
+        "mcmc": varmem.to_inference_data(mcmc=mcmc),
+        "nuts": varmem.to_inference_data(retrieval=memory.retrieve(cue, method="nuts", num_samples=5,
+                                                                   warmup_steps=5, seed=0), memory=memory, data=cue),
+        "exact": varmem.to_inference_data(retrieval=memory.retrieve(cue), memory=memory, data=cue, num_samples=5),
+    }
+    for name, data in paths.items():
+        assert data.posterior["z"].dims == ("chain", "draw", "query", "z_dim"), name
+        assert data.observed_data["x"].dims == ("query", "x_dim"), name
+        assert data.log_likelihood["x"].dims == ("chain", "draw", "query"), name
+
+
+def test_data_is_the_argument_of_fit_and_args_its_deprecated_name(x):
+    draws = {"mu": torch.tensor([1.0, 1.5])}
+    new = varmem.to_inference_data(Model(), (x,), samples=draws)
+    with pytest.warns(DeprecationWarning, match="pass data="):
+        old = varmem.to_inference_data(Model(), args=(x,), samples=draws)
+    np.testing.assert_array_equal(new.log_likelihood["x"].values, old.log_likelihood["x"].values)
+    with pytest.raises(ValueError, match="not both"):
+        varmem.to_inference_data(Model(), (x,), args=(x,), samples=draws)

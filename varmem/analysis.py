@@ -16,11 +16,22 @@ Groups (each present when its ingredients are):
 ``log_likelihood``          ``log p(x_obs | draw)`` per observation: the observed site's
                             ``log_prob`` (batch shape, event dims summed), ``[chain, draw, *batch]``
 ``observed_data``           the observed values
+``constant_data``           ``observed`` (``[query, x_dim]``, bool): which entries of each cue
+                            were observed, for a memory read with a mask
 ``prior``, ``prior_predictive``  draws of the model with nothing observed
 ``sample_stats``            ``diverging`` for NUTS/HMC runs
 ``item_posterior``          a retrieval's ``prob`` (``[query, item]``, ``p(i | x, M)``) and
                             ``index`` (``[query]``, the most probable item)
 ==========================  ==================================================================
+
+For a memory (``memory=``, or a model that is a memory's bound ``model``) the dimensions have one
+naming on every path: ``query`` for the cues, ``z_dim`` for the latent's entries (``<site>_dim``),
+``x_dim`` for the data entries, ``item`` for the stored items; the log-likelihood is one value per
+cue (``[chain, draw, query]``, so that each cue is one observation for LOO).  Hidden entries of a
+masked cue are ``NaN`` in ``observed_data`` and ``posterior_predictive`` (they were never
+observed; ``constant_data.observed`` says which) and contribute nothing to the log-likelihood.
+An exact read (no samples) of a memory with a closed-form posterior exports ``num_samples`` exact
+draws of ``z`` (the item, then the Gaussian within it) and their log-likelihood.
 
 The log-likelihood is computed by us, one model trace per draw: each posterior draw of the latent
 sites is substituted (``poutine.condition``), observed sites are turned back into samples
@@ -41,7 +52,8 @@ from pyro import poutine
 from pyro.poutine.subsample_messenger import _Subsample
 from torch import Tensor
 
-from .capabilities import ItemWeights
+from .capabilities import ClosedFormPosterior, ItemWeights
+from .memory import Memory
 from .retrieval import Retrieval
 from .validation import check_int, check_positive_int
 
@@ -231,9 +243,40 @@ def _retrieval_groups(
     return posterior, item_posterior
 
 
+def _with_exact_draws(retrieval: Retrieval, memory: Any, args: tuple, num_samples: int) -> Retrieval:
+    """The retrieval with ``num_samples`` exact posterior draws ``[S, B, L]`` of the closed-form
+    posterior (the item ``i ~ p(i | x)``, then ``z`` from its Gaussian), drawn from torch's RNG."""
+    from dataclasses import replace
+
+    cue, mask = memory.prepare_cue(args[0], args[1] if len(args) > 1 else None)
+    with torch.no_grad():
+        draws = memory.posterior(cue, mask, return_weights=False).sample(num_samples)
+    return replace(retrieval, samples=draws)
+
+
+def _memory_conventions(memory: Any, args: tuple, groups: dict[str, dict[str, Any]], dims: dict) -> None:
+    """One naming of dims for a memory's sites (``query``, ``<site>_dim``) and hidden cue entries
+    as NaN in ``observed_data`` / ``posterior_predictive``, recorded in ``constant_data.observed``."""
+    latent, observed = memory.latent_site, getattr(memory, "observed_site", "x")
+    dims.setdefault(latent, ["query", f"{latent}_dim"])
+    dims.setdefault(observed, ["query", f"{observed}_dim"])  # the log-likelihood [query] keeps the first
+    dims.setdefault("observed", ["query", f"{observed}_dim"])
+    mask = args[1] if len(args) > 1 and torch.is_tensor(args[1]) else None
+    cue = groups.get("observed_data", {}).get(observed)
+    if mask is None or cue is None:
+        return
+    shown = mask.to(torch.bool).expand_as(cue)
+    groups["observed_data"][observed] = torch.where(shown, cue, torch.full_like(cue, float("nan")))
+    predictive = groups.get("posterior_predictive", {})
+    if observed in predictive:
+        predictive[observed] = torch.where(shown, predictive[observed], torch.full_like(predictive[observed],
+                                                                                         float("nan")))
+    groups["constant_data"] = {"observed": shown}
+
+
 def to_inference_data(
     model: Callable | None = None,
-    args: tuple = (),
+    data: Any = (),
     kwargs: dict[str, Any] | None = None,
     *,
     mcmc: Any = None,
@@ -248,6 +291,7 @@ def to_inference_data(
     coords: dict[str, Any] | None = None,
     dims: dict[str, list[str]] | None = None,
     seed: int | None = 0,
+    args: Any = None,
 ) -> Any:
     """ArviZ data (``InferenceData`` for ArviZ < 1, ``xarray.DataTree`` for ArviZ ≥ 1).
 
@@ -261,13 +305,17 @@ def to_inference_data(
     * ``samples``: ``{site: [S, ...]}`` posterior draws (one chain).
     * ``retrieval``: a :class:`varmem.Retrieval`; its ``samples`` ``[S, B, L]`` become the latent
       site (``memory.latent_site``, default ``"z"``), its ``weights`` the ``item_posterior`` group
-      and ``recalled`` draws (see the module docstring).  With ``memory`` (and ``args=(cue, mask)``)
-      the model defaults to ``memory.model`` and the log-likelihood of the cue is included.
+      and ``recalled`` draws (see the module docstring).  With ``memory`` (and ``data=(cue, mask)``)
+      the model defaults to ``memory.model`` and the log-likelihood of the cue is included; an
+      exact read (no samples) of a memory with a closed-form posterior gets ``num_samples`` exact
+      draws of ``z``.
 
     Args:
-        model, args, kwargs: the Pyro model and the arguments it was conditioned on (observed
-            sites hold the data); needed for ``posterior_predictive``, ``log_likelihood``,
-            ``observed_data`` and the prior.
+        model, data, kwargs: the Pyro model and what it was conditioned on, as in
+            :func:`varmem.fit`: ``data`` a tensor or a tuple of tensors passed positionally
+            (for a memory ``(cue, mask)``), ``kwargs`` keyword arguments; needed for
+            ``posterior_predictive``, ``log_likelihood``, ``observed_data`` and the prior.
+            ``args=`` is the old name of ``data`` (deprecated).
         num_samples: guide draws (``guide``), or ``recalled`` draws for a retrieval without samples.
         num_prior_samples: draws of the prior and prior predictive (0 = no prior groups).
         posterior_predictive, log_likelihood: include these groups (need ``model``).
@@ -276,6 +324,13 @@ def to_inference_data(
         seed: makes the draws reproducible without touching the global RNG (``None``: use it).
     """
     kwargs = dict(kwargs or {})
+    if args is not None:
+        if data != ():
+            raise ValueError("give data= (args= is its deprecated name), not both")
+        warnings.warn("to_inference_data(args=...) is deprecated: pass data=, as for varmem.fit", DeprecationWarning,
+                      stacklevel=2)
+        data = args
+    args = data if isinstance(data, tuple) else (() if data is None else (data,))
     sources = [s for s in (mcmc, guide, samples, retrieval) if s is not None]
     if len(sources) > 1:
         raise ValueError("give at most one of mcmc=, guide=, samples=, retrieval=")
@@ -285,15 +340,15 @@ def to_inference_data(
         model = model or mcmc.kernel.model
         args = args or tuple(getattr(mcmc, "_args", ()) or ())
         kwargs = kwargs or dict(getattr(mcmc, "_kwargs", {}) or {})
+    if memory is None and isinstance(getattr(model, "__self__", None), Memory):
+        memory = model.__self__  # memory.model: the memory's dims and mask apply
     if retrieval is not None:
         if not isinstance(retrieval, Retrieval):
             raise TypeError(f"retrieval must be a varmem.Retrieval, got {type(retrieval).__name__}")
         if model is None and memory is not None and args:
             model = memory.model
     if guide is not None and model is None:
-        raise ValueError("guide= needs the model (and its args) too")
-    if not isinstance(args, tuple):
-        args = (args,)
+        raise ValueError("guide= needs the model (and its data) too")
 
     device = next((a.device for a in args if torch.is_tensor(a)), torch.device("cpu"))
     rng = nullcontext()
@@ -314,6 +369,8 @@ def to_inference_data(
             draws = {k: torch.as_tensor(v)[None] for k, v in samples.items()}
         elif retrieval is not None:
             site = getattr(memory, "latent_site", "z")
+            if retrieval.samples is None and isinstance(memory, ClosedFormPosterior) and args:
+                retrieval = _with_exact_draws(retrieval, memory, args, num_samples)
             posterior, item_posterior = _retrieval_groups(retrieval, memory, num_samples, site)
             draws = {site: posterior.pop(site)} if site in posterior else {}
             groups["posterior"] = posterior
@@ -340,6 +397,8 @@ def to_inference_data(
                 prior, prior_pred = _prior(model, args, kwargs, num_prior_samples)
                 groups["prior"], groups["prior_predictive"] = prior, prior_pred
         groups["posterior"] = {**draws, **groups.get("posterior", {})}
+    if memory is not None and hasattr(memory, "latent_site"):
+        _memory_conventions(memory, args, groups, dims)
 
     if mcmc is not None and draws:
         chains, num = next(iter(draws.values())).shape[:2]
