@@ -41,6 +41,7 @@ sites is substituted (``poutine.condition``), observed sites are turned back int
 
 from __future__ import annotations
 
+import math
 import warnings
 from contextlib import nullcontext
 from typing import Any, Callable
@@ -53,11 +54,12 @@ from pyro.poutine.subsample_messenger import _Subsample
 from torch import Tensor
 
 from .capabilities import ClosedFormPosterior, ItemWeights
+from .evidence import Evidence
 from .memory import Memory
 from .retrieval import Retrieval
 from .validation import check_int, check_positive_int
 
-__all__ = ["to_inference_data", "arviz_major_version"]
+__all__ = ["to_inference_data", "arviz_major_version", "evidence_elpd", "compare_evidence", "evidence_grid"]
 
 RETRIEVAL_DIMS = {
     "recalled": ["query"],
@@ -417,3 +419,99 @@ def to_inference_data(
             coords={k: v for k, v in (coords or {}).items() if k in ("query", "item")},
         )
     return _from_dict(az, arrays, datasets, coords, dims or None)
+
+
+# --------------------------------------------------------------------------- model comparison
+def evidence_elpd(evidence: Evidence, *, log_likelihood: Any = None, dim: str = "query") -> Any:
+    """ArviZ's ``ELPDData`` (``az.loo``'s result, ``pointwise=True``) holding the exact
+    leave-one-out predictive of each cue: its log evidence.
+
+    A memory does not learn from its cues, and each cue has its own latent ``z_b``, so the
+    leave-one-out predictive density of cue ``b`` is ``p(x_b | x_{-b}, M) = p(x_b | M)``, the
+    evidence: ``elpd_loo = Σ_b log p(x_b | M)`` exactly, with ``se = √(B · Var_b log p(x_b | M))``
+    (ArviZ's formula).  PSIS-LOO on posterior draws instead reweights ``p(z_b | x_b)`` towards
+    ``p(z_b)``, the whole prior over stored items, which importance sampling cannot reach (large
+    Pareto k): it reports tens of nats off.  ``log_likelihood`` (``[S, B]`` values
+    ``log p(x_b | z_s)`` at posterior draws, e.g. ``data.log_likelihood["x"]``) gives ``p_loo =
+    lppd - elpd_loo``; without it ``p_loo`` is NaN.  ``pareto_k`` is 0 for an exact evidence and
+    NaN for an estimate (no Pareto smoothing was done); ``warning`` is set when an estimate's
+    total standard error exceeds 0.5 nat.  Use it with ``az.compare({name: evidence_elpd(...)})``
+    (:func:`compare_evidence`).  ArviZ < 1 (``arviz.stats.ELPDData``).
+    """
+    az = _arviz()
+    if not isinstance(evidence, Evidence):
+        raise TypeError(f"evidence must be a varmem.Evidence (memory.evidence(cue, mask)), got "
+                        f"{type(evidence).__name__}")
+    if arviz_major_version(az) >= 1:
+        raise NotImplementedError(f"evidence_elpd builds ArviZ 0.x's ELPDData; ArviZ {az.__version__} keeps it in "
+                                  "arviz_stats with another layout, which varmem does not build yet")
+    import xarray as xr
+    from arviz.stats.stats_utils import ELPDData
+
+    values = evidence.log_evidence.detach().to("cpu", torch.float64).numpy()
+    n = values.shape[0]
+    elpd = float(values.sum())
+    se = float((n * values.var()) ** 0.5)
+    p_loo = math.nan
+    n_samples = evidence.num_samples or 0
+    if log_likelihood is not None:
+        ll = np.asarray(getattr(log_likelihood, "values", log_likelihood), dtype=float)
+        ll = ll.reshape(-1, ll.shape[-1])
+        if ll.shape[-1] != n:
+            raise ValueError(f"log_likelihood must be [S, {n}] (one column per cue), got {tuple(ll.shape)}")
+        lppd = float((np.logaddexp.reduce(ll, axis=0) - math.log(ll.shape[0])).sum())
+        p_loo, n_samples = lppd - elpd, ll.shape[0]
+    exact = evidence.kind == "exact"
+    _, total_se = evidence.total()
+    pointwise = xr.DataArray(values, dims=[dim], name="loo_i")
+    pareto_k = xr.DataArray(np.zeros(n) if exact else np.full(n, np.nan), dims=[dim], name="pareto_shape")
+    return ELPDData(
+        data=[elpd, se, p_loo, n_samples, n, bool(total_se > 0.5), pointwise, pareto_k, "log", 0.7],
+        index=["elpd_loo", "se", "p_loo", "n_samples", "n_data_points", "warning", "loo_i", "pareto_k", "scale",
+               "good_k"],
+    )
+
+
+def compare_evidence(evidences: dict[str, Evidence], *, method: str = "stacking", **kwargs: Any) -> Any:
+    """``az.compare`` of memories by the exact leave-one-out predictive of their cues (their log
+    evidence, :func:`evidence_elpd`): one row per memory, ranked by ``elpd_loo``, with ArviZ's
+    ``se``, ``elpd_diff``, ``dse`` and weights (``method``: ``"stacking"``, ``"BB-pseudo-BMA"``,
+    ``"pseudo-BMA"``).  Every memory must have been given the same cues (same count)."""
+    if not isinstance(evidences, dict) or len(evidences) < 2:
+        raise ValueError("compare_evidence needs a dict of at least two {name: Evidence}")
+    counts = {name: int(e.log_evidence.shape[0]) for name, e in evidences.items() if isinstance(e, Evidence)}
+    if len(counts) != len(evidences):
+        bad = [n for n, e in evidences.items() if not isinstance(e, Evidence)]
+        raise TypeError(f"values must be varmem.Evidence (memory.evidence(cue, mask)); not: {bad}")
+    if len(set(counts.values())) != 1:
+        raise ValueError(f"every memory must be scored on the same cues; cue counts differ: {counts}")
+    az = _arviz()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.filterwarnings("ignore", message="The inplace keyword")  # ArviZ 0.x's sort, pandas >= 3
+        return az.compare({name: evidence_elpd(e) for name, e in evidences.items()}, ic="loo", method=method,
+                          **kwargs)
+
+
+def evidence_grid(build: Callable[[Any], Any], values: Any, cues: Tensor, mask: Tensor | None = None,
+                  **options: Any) -> Any:
+    """Empirical Bayes over one hyper-parameter: ``build(value)`` returns a memory (with its items
+    written) for each of ``values``; each is scored by the log evidence of held-out ``cues``
+    (never stored).  Returns a ``pandas.DataFrame`` with ``value``, ``log_evidence`` (the sum over
+    cues), ``stderr`` (0 when exact), ``per_cue`` (the mean) and ``best`` (the maximiser), the
+    type-II maximum-likelihood choice ``argmax_value Σ_b log p(x_b | M_value)``.
+    ``options`` go to ``memory.evidence``."""
+    import pandas as pd
+
+    rows = []
+    for value in values:
+        memory = build(value)
+        evidence = memory.evidence(cues, mask, **options)
+        total, err = evidence.total()
+        rows.append({"value": value, "log_evidence": total, "stderr": err,
+                     "per_cue": total / evidence.log_evidence.shape[0], "kind": evidence.kind})
+    if not rows:
+        raise ValueError("evidence_grid needs at least one value")
+    table = pd.DataFrame(rows)
+    table["best"] = table["log_evidence"] == table["log_evidence"].max()
+    return table
