@@ -70,7 +70,8 @@ def _batch():
 
 
 @pytest.mark.parametrize("method,options", [
-    ("iterative", {}),                                   # BP-GMM from the mean of the stored codes
+    ("iterative", {}),                                   # BP-GMM to the mode, from the (untrained) encoder
+    ("iterative", {"init": "prior_mean"}),               # the same from the mean of the stored codes
     ("hybrid", {}),                                      # encoder start (untrained encoder: any start)
     ("map", {}),
 ])
@@ -84,10 +85,9 @@ def test_iterative_and_hybrid_find_the_closed_form_mode(method, options):
 
 def test_predictive_coding_relaxation_reaches_the_mode_and_never_increases_the_free_energy():
     memory, cue, mask = _batch()
-    # stable Euler step: α s² λ_max(P) < 2 for every cue; take α = 1 / (s² λ_max)
-    lam = max(torch.linalg.eigvalsh(torch.linalg.inv(_posterior(x, m)[2])).max().item()
-              for x, m in zip(CUES, MASKS, strict=True))
-    alpha = 1.0 / (S**2 * lam)
+    # one decoder stage: ρ_z = 1/(1/s² + ‖W_o‖²/σ²) = 1/λ_max(P), the exact Hessian bound of each
+    # cue's quadratic energy, so the stable Euler steps are α < 2; take α = 1 (the default)
+    alpha = 1.0
     for method in ("iterative", "hybrid"):
         result = memory.retrieve(cue, mask, method=method, scheme="pc", lr=alpha, max_steps=3000, tol=1e-10)
         modes = torch.stack([_mode(x, m) for x, m in zip(CUES, MASKS, strict=True)])
@@ -99,12 +99,12 @@ def test_predictive_coding_relaxation_reaches_the_mode_and_never_increases_the_f
 
 
 def test_predictive_coding_step_too_large_for_plain_descent_backtracks_to_the_mode():
-    """With α s² λ_max = 8 (> 2) plain Euler steps on the quadratic energy diverge; the relaxation
+    """With α = 8 (α ρ_z λ_max = 8 > 2) plain Euler steps on the quadratic energy diverge; the relaxation
     undoes every step that raises F and halves that cue's step, so it still reaches the mode."""
     memory, cue, mask = _batch()
-    lam = max(torch.linalg.eigvalsh(torch.linalg.inv(_posterior(x, m)[2])).max().item()
-              for x, m in zip(CUES, MASKS, strict=True))
-    alpha = 8.0 / (S**2 * lam)
+    lams = torch.tensor([torch.linalg.eigvalsh(torch.linalg.inv(_posterior(x, m)[2])).max().item()
+                         for x, m in zip(CUES, MASKS, strict=True)])
+    alpha = 8.0
     result = memory.retrieve(cue, mask, method="iterative", scheme="pc", lr=alpha, max_steps=3000, tol=1e-10)
     modes = torch.stack([_mode(x, m) for x, m in zip(CUES, MASKS, strict=True)])
     torch.testing.assert_close(result.code, modes, rtol=0, atol=1e-6)
@@ -116,26 +116,46 @@ def test_predictive_coding_step_too_large_for_plain_descent_backtracks_to_the_mo
         z = z.detach().requires_grad_(True)
         # compute_energy: the unchecked energy (energy() refuses the diverging states, |z| > 1e6)
         (g,) = torch.autograd.grad(memory.compute_energy(z, cue, mask).sum(), z)
-        z = z - alpha * S**2 * g
+        z = z - alpha / lams[:, None] * g
     assert not bool(torch.isfinite(z).all()) or (z - modes).abs().max() > 1e3
 
 
 def test_predictive_coding_update_is_local_the_data_reaches_the_top_one_stage_per_step():
     """Two-stage decoder: the hidden node starts at its feed-forward value (zero error), so the
-    first step of the top node z sees only the memory prior, ``z_1 = z_0 - α s² ∇E_prior(z_0)``
-    (the pixel error has not yet propagated); the second step does feel the cue."""
-    from varmem.memories.latent.iterative import relax_pc
+    first step of the top node z sees only the memory prior, ``z_1 = z_0 - α ρ_z ∇E_prior(z_0)``
+    (the pixel error has not yet propagated); the second step does feel the cue.  The per-node
+    step ``ρ_z = 1 / (1/s² + ‖J_1‖²/τ²)`` uses the spectral norm of the first stage's Jacobian,
+    computed here with ``torch.linalg.matrix_norm(ord=2)`` of the full Jacobian."""
+    from varmem.memories.latent.iterative import pc_step_sizes, relax_pc
 
+    torch.manual_seed(0)
     memory = varmem.LatentMemory(4, 2, architecture="dense", hidden=(3,), output="identity", bandwidth=0.7,
-                                 noise_scale=0.5)
-    memory.append_rows("codes", torch.randn(5, 2))
-    cue = torch.randn(2, 4)
-    z0 = torch.randn(2, 2)
+                                 noise_scale=0.5, dtype=torch.float64)
+    memory.append_rows("codes", torch.randn(5, 2, dtype=torch.float64))
+    cue = torch.randn(2, 4, dtype=torch.float64)
+    z0 = torch.randn(2, 2, dtype=torch.float64)
+    f1, f2 = memory.decoder_stages()
+    gains = []
+    for b in range(2):
+        j1 = torch.autograd.functional.jacobian(f1, z0[b])                   # [3, 2]
+        j2 = torch.autograd.functional.jacobian(f2, f1(z0[b]).detach())      # [4, 3]
+        gains.append((torch.linalg.matrix_norm(j1, ord=2) ** 2, torch.linalg.matrix_norm(j2, ord=2) ** 2))
+    rho_z = torch.stack([1 / (1 / 0.7**2 + g1 / 0.5**2) for g1, _ in gains])
+    rho_h = torch.stack([1 / (1 / 0.5**2 + g2 / 0.5**2) for _, g2 in gains])
+    with torch.no_grad():
+        nodes = [z0, f1(z0)]
+    ours = pc_step_sizes(memory, nodes, torch.ones_like(cue), 0.5**2)
+    torch.testing.assert_close(ours[0], rho_z, rtol=1e-6, atol=0)
+    torch.testing.assert_close(ours[1], rho_h, rtol=1e-6, atol=0)
+
     z1, trace, steps, _ = relax_pc(memory, z0, cue, None, lr=0.1, max_steps=1, tol=0.0)
     prior_grad = torch.autograd.functional.jacobian(lambda z: memory.latent_energy(z).sum(), z0)
-    torch.testing.assert_close(z1, z0 - 0.1 * 0.7**2 * prior_grad)
+    torch.testing.assert_close(z1, z0 - 0.1 * rho_z[:, None] * prior_grad)
     torch.testing.assert_close(trace[0], memory.energy(z0, cue))  # zero hidden errors: F = E(z; x)
     assert steps == 1
+    # the previous scheme, one shared scale per node type: ρ_z = s²
+    z1_shared, *_ = relax_pc(memory, z0, cue, None, lr=0.1, max_steps=1, tol=0.0, step_sizes="shared")
+    torch.testing.assert_close(z1_shared, z0 - 0.1 * 0.7**2 * prior_grad)
     z2, *_ = relax_pc(memory, z0, cue, None, lr=0.1, max_steps=2, tol=0.0)
     z2_other_cue, *_ = relax_pc(memory, z0, cue + 1.0, None, lr=0.1, max_steps=2, tol=0.0)
     assert (z2 - z2_other_cue).abs().max() > 1e-4

@@ -2,8 +2,10 @@
 
 The encoder (or the trained retrieval guide) gives ``z_0`` in one forward pass; the
 ``"iterative"`` engine then climbs ``log p(x, z | M)`` from there, by gradient steps through the
-decoder (``scheme="map"``, BP-GMM) or by a predictive-coding relaxation (``scheme="pc"``,
-VAE-PC-GMM).  The encoder supplies the basin, the iterations use the memory prior and the exact
+decoder (``scheme="map"``: VAE-BP-GMM on the posterior energy; ``"bp"``: VAE-BP-GMM as released)
+or by a predictive-coding relaxation (``scheme="pc"``, VAE-PC-GMM).  With ``start="encoder"`` it
+is ``"iterative"`` with its default start; ``start="guide"`` starts at the trained retrieval guide.
+The encoder supplies the basin, the iterations use the memory prior and the exact
 masked likelihood, which the encoder never saw.
 
 Needs a :class:`~varmem.memories.latent.protocol.CodeSpace` memory (``init_latent`` with
@@ -48,7 +50,7 @@ def retrieve_hybrid(
             ``"iterative"``.
     """
     check_choice(start, "option start", ("encoder", "guide"))
-    check_choice(scheme, "option scheme", ("map", "pc"))
+    check_choice(scheme, "option scheme", ("map", "bp", "pc"))
     z0 = memory.init_latent(cue, mask, start).detach()
     result = retrieve_iterative(memory, cue, mask, scheme=scheme, init=z0, optimizer=optimizer, lr=lr,
                                 max_steps=max_steps, tol=tol, hidden_scale=hidden_scale,
