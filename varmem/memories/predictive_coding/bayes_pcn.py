@@ -40,6 +40,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ...evidence import Evidence
 from ...helpers import make_generator, match_rows
 from ...validation import (
     check_bool,
@@ -215,6 +216,30 @@ class BayesPCN(PCNetwork):
 
     def particle_log_weights(self, dtype: torch.dtype) -> Tensor:
         return self.log_w.to(dtype)
+
+    # --- evidence ------------------------------------------------------------------------------
+    def compute_evidence(self, cue: Tensor, mask: Tensor | None, **options: Any) -> Evidence:
+        """``log p(x_obs | M) = log Σ_k w_k ∫ p_k(x_obs, a_1, …, a_{L-1}) da`` under the memory's
+        weight posterior: ``K`` particles of weight ``w_k``, each with independent matrix-normal
+        layers ``W_l ~ MN(R_l,k, U_l,k, I)``.
+
+        Marginalised exactly: the weights of every layer (for one cue each ``W_l`` enters one
+        Gaussian factor, and integrating it gives the ``p_pred`` layer ``N(f(a_{l+1}) R_l,
+        (σ_l² + f U_l fᵀ) I)``, so with ``log_prob="p_pred"`` the cue's weight uncertainty is
+        integrated; with ``log_prob="map"`` the weights are fixed at the posterior means
+        ``R_l,k`` instead); the particle index (a sum over ``k``); the unobserved sensory entries.
+        Approximated: the integral over the hidden activities, per particle, by importance sampling
+        (kind ``"estimate"``, with its standard error) around that particle's relaxed and
+        Newton-refined mode with its Laplace covariance, mixed with 10 % draws of the particle's
+        prior ``p_k(a_1, …)`` (``defensive``: the ``p_pred`` posterior has the prior's tails, wider
+        than the Laplace Gaussian); or with ``estimator="elbo"`` a lower bound (kind
+        ``"lower_bound"``).  Not a marginal over the write: ``M`` is the posterior the writes
+        left (its Dirac-proposal particle weights and the conjugate updates at the MAP activities
+        are BayesPCN's approximations, taken as given); each cue's weights are integrated on its
+        own, so the evidence of several cues is the sum of their single-cue evidences, not the
+        joint ``p(x_1, x_2 | M)`` (which would couple them through the shared weights).
+        Options: :func:`varmem.memories.predictive_coding.evidence.pc_evidence`."""
+        return super().compute_evidence(cue, mask, **options)
 
     # --- write ---------------------------------------------------------------------------------
     def write(self, items: Any, *, seed: int | None = None, progress: bool = False) -> "BayesPCN":

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ...evidence import Evidence
 from ...validation import check_bool, check_choice, check_positive, check_positive_int, check_values
 from .network import PCNetwork
 
@@ -122,6 +123,22 @@ class PredictiveCodingMemory(PCNetwork):
         const = sum(0.5 * d_out * torch.log(torch.tensor(2 * torch.pi * self.layer_sigma2(i), dtype=torch.float64))
                     for i, (_, d_out) in enumerate(self.layer_dims()))
         return self.energy(z, cue, mask) - float(const)
+
+    # --- evidence ------------------------------------------------------------------------------
+    def compute_evidence(self, cue: Tensor, mask: Tensor | None, **options: Any) -> Evidence:
+        """``log p(x_obs | W) = log ∫ p(x_obs | a_1, W_0) p(a_1, …, a_{L-1} | W) da`` with the
+        weights ``W`` the learned point values (no uncertainty about them is modelled).
+
+        Exact parts: the unobserved sensory entries are integrated out in closed form (they never
+        enter).  Approximated: the integral over the ``(L-1)·h`` hidden activities, by importance
+        sampling (kind ``"estimate"``, with its standard error) with a Gaussian centred at the
+        relaxed (then Newton-refined) mode with the Laplace covariance (the inverse Hessian of the
+        energy), mixed with 10 % prior draws so the weights stay bounded (``defensive``); or, with
+        ``estimator="elbo"``, the negative free energy of that Gaussian, kind ``"lower_bound"``.
+        For ``activation="linear"`` the model is linear-Gaussian, the Laplace Gaussian is the exact
+        posterior and both are exact up to Monte Carlo noise (``defensive=0``: to rounding).
+        Options: :func:`varmem.memories.predictive_coding.evidence.pc_evidence`."""
+        return super().compute_evidence(cue, mask, **options)
 
     # --- learning ------------------------------------------------------------------------------
     def _train_step(self, x: Tensor, generator: torch.Generator) -> None:

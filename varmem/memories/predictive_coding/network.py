@@ -41,6 +41,7 @@ from pyro.distributions import constraints
 from torch import Tensor
 
 from ...domains import SIGNED
+from ...evidence import Evidence
 from ...memory import Memory
 from ...validation import (
     as_state,
@@ -52,6 +53,7 @@ from ...validation import (
     check_representable,
     check_seed,
 )
+from .evidence import pc_evidence
 from .readers import retrieve_pc, retrieve_pc_pyro
 
 __all__ = ["ACTIVATIONS", "PCNetwork", "Adam", "FusedEnergy"]
@@ -310,10 +312,15 @@ class PCNetwork(Memory):
         top = acts[-1].new_ones((*acts[-1].shape[:-1], 1))
         return [self._f(acts[i + 1]) for i in range(L - 1)] + [top]
 
-    def particle_energies(self, acts: list[Tensor], layers: list | None = None,
-                          with_grad: bool = False) -> tuple[Tensor, list[Tensor] | None]:
+    def particle_energies(self, acts: list[Tensor], layers: list | None = None, with_grad: bool = False,
+                          sensory_mask: Tensor | None = None) -> tuple[Tensor, list[Tensor] | None]:
         """``E_k(a)`` as ``[K, B]`` for activities ``a_l`` of shape ``[P, B, d_l]`` (``P ∈ {1, K}``);
-        with ``with_grad`` also ``∂E_k/∂a_l`` as ``[K, B, d_l]`` (hand-written, see module doc)."""
+        with ``with_grad`` also ``∂E_k/∂a_l`` as ``[K, B, d_l]`` (hand-written, see module doc).
+
+        ``sensory_mask`` (bool ``[B, D]`` or ``[D]``, ``True`` = observed): only the observed sensory
+        entries enter (``d_0`` becomes their number), so ``E_k = −log p_k(x_obs, a_1, …, a_{L-1})``
+        with the unobserved entries integrated out, exactly: given ``a_1`` the sensory entries are
+        independent Gaussians.  All ``False``: ``E_k = −log p_k(a_1, …, a_{L-1})``."""
         layers = layers if layers is not None else self.layer_stats(acts[0].dtype)
         inputs = self._inputs(acts)
         total = 0
@@ -321,6 +328,9 @@ class PCNetwork(Memory):
         for i, ((R, U), inp) in enumerate(zip(layers, inputs, strict=True)):
             d = R.shape[-1]
             eps = acts[i] - inp @ R  # [K, B, d]
+            if i == 0 and sensory_mask is not None:
+                eps = torch.where(sensory_mask, eps, torch.zeros((), dtype=eps.dtype, device=eps.device))
+                d = sensory_mask.sum(-1).to(eps.dtype)  # [B] (or a scalar for a [D] mask)
             s2 = self.layer_sigma2(i)
             q = None
             if U is not None:
@@ -401,6 +411,15 @@ class PCNetwork(Memory):
                 free[..., : self.dim] = ~mask
             g = torch.where(free, g, torch.zeros((), dtype=g.dtype, device=g.device))
         return g
+
+    # --- evidence ------------------------------------------------------------------------------
+    def compute_evidence(self, cue: Tensor, mask: Tensor | None, **options: Any) -> Evidence:
+        """``log p(x_obs | M)``: the particle index summed, the unobserved sensory entries
+        integrated out exactly, the hidden activities by importance sampling around each particle's
+        relaxed mode (kind ``"estimate"``) or, with ``estimator="elbo"``, the negative free energy
+        of that Gaussian (kind ``"lower_bound"``); see
+        :func:`varmem.memories.predictive_coding.evidence.pc_evidence` for the options."""
+        return pc_evidence(self, cue, mask, **options)
 
     # --- relaxation ----------------------------------------------------------------------------
     def init_hidden(self, batch: int, particles: int, generator: torch.Generator | None,

@@ -1,0 +1,248 @@
+"""The log evidence ``log p(x_obs | M)`` of a cue under a predictive-coding network.
+
+The network is a hierarchical Gaussian model of the activities ``a = (x, h)``, ``x = a_0`` sensory,
+``h = (a_1, …, a_{L-1})`` hidden, with ``K`` particles of log-weight ``log w_k`` (``K = 1`` for GPCN)
+and per-particle density ``p_k(x, h) = exp(−E_k)`` (:meth:`PCNetwork.particle_energies`, all
+Gaussian constants kept)::
+
+    p(x_obs | M) = Σ_k w_k ∫ p_k(x_obs, h) dh,     p_k(x_obs, h) = ∫ p_k(x, h) dx_hidden
+
+* the **unobserved sensory entries** are integrated out exactly: given ``a_1`` the sensory entries
+  are independent Gaussians, so they are simply left out of the sensory layer's term;
+* the **particle index** is summed exactly (every particle is integrated on its own);
+* the **hidden activities** ``h`` (``(L-1)·h_dim`` numbers) are integrated by importance sampling
+  with a proposal ``q_k(h)`` per particle and cue::
+
+      p̂(x_obs | M) = (1/S) Σ_s Σ_k w_k p_k(x_obs, h_ks) / q_k(h_ks),   h_ks ~ q_k   (independent over k)
+
+  (the ``s``-th draws of all particles form one weight, so the weights are i.i.d. over ``s`` and
+  :func:`varmem.evidence.importance_sampling` gives the estimate and its delta-method standard
+  error).  Its expectation is ``p(x_obs | M)``; the log of it is biased low by about ``stderr²/2``.
+
+  Proposals (option ``proposal``):
+
+  - ``"laplace"`` (default): ``N(ĥ_k, scale² · H_k⁻¹)`` with ``ĥ_k`` the mode of ``p_k(x_obs, h)``
+    (the read's Adam relaxation from a random start, with the unknown sensory entries free, then
+    ``newton_steps`` damped Newton steps on the marginal energy ``E_k(x_obs, h)``) and ``H_k`` its
+    Hessian there (autograd; eigenvalues replaced by their absolute values, floored at ``1e-10``
+    times the largest, so the covariance is positive definite).  Where ``p_k(x_obs, h)`` is
+    Gaussian in ``h`` (linear activation, point weights) this is the exact posterior: with
+    ``defensive=0`` every weight equals the evidence and ``stderr ≈ 0``.
+  - ``"isotropic"``: ``N(ĥ_k, (scale · σ_obs)² I)`` around the relaxed state (no Hessian; for
+    networks too wide for one).
+  - ``"prior"``: ancestral samples of ``p_k(h)`` (weight ``p_k(x_obs | a_1)``): a poor proposal
+    whose standard error shows it, kept as the negative control.
+
+  ``defensive = α`` (default 0.1 for the estimate) draws from ``(1 − α) q_k + α p_k(h)`` (Hesterberg's
+  defensive mixture): the weights are then at most ``p_k(x_obs | a_1) / α``.  Without it the
+  weights of a saturating activation (tanh, and the ``p_pred`` layers) are heavy-tailed, since the
+  posterior keeps the prior's tails, wider than the Laplace Gaussian: measured on a 1-D tanh
+  BayesPCN, pure Laplace gave errors of −3.5 and −3.8 reported standard errors (S = 1000, 20000),
+  the mixture within ±2.1 (4 seeds × 3 cues).  The reported standard error is still only the
+  delta method's estimate from the draws; in wide networks the proposal can miss mass unseen.
+
+With ``estimator="elbo"`` the same draws give the negative variational free energy of the proposal
+(``q(k) ∝ w_k exp(ELBO_k)``, the best particle distribution for the ``q_k``)::
+
+    log p(x_obs | M) ≥ log Σ_k w_k exp(E_{q_k}[log p_k(x_obs, h) − log q_k(h)])
+
+reported as ``kind="lower_bound"`` (each ``E_{q_k}`` is a Monte Carlo mean with its standard error);
+it is tight exactly when ``q_k`` is the posterior.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ...evidence import Evidence, importance_sampling
+from ...helpers import make_generator
+from ...validation import check_choice, check_int, check_number, check_positive, check_positive_int, check_seed
+
+__all__ = ["pc_evidence", "PROPOSALS"]
+
+PROPOSALS = ("laplace", "isotropic", "prior")
+ESTIMATORS = ("importance", "elbo")
+_BUDGET = 1 << 22  # numbers per [K, S·B, max(D, H)] block of samples evaluated at once
+
+
+def pc_evidence(
+    net: Any,
+    cue: Tensor,
+    mask: Tensor | None,
+    *,
+    num_samples: int = 1000,
+    seed: int | None = None,
+    proposal: str = "laplace",
+    proposal_scale: float = 1.0,
+    defensive: float | None = None,
+    estimator: str = "importance",
+    newton_steps: int = 3,
+    max_steps: int | None = None,
+    lr: float | None = None,
+) -> Evidence:
+    """``log p(x_obs | M)`` of every cue of a :class:`PCNetwork` (module docstring), in float64.
+
+    Options:
+        num_samples: draws per cue and particle (``≥ 2``).
+        seed: seeds the relaxation's random start and the draws (``None``: the global RNG).
+        proposal: ``"laplace"``, ``"isotropic"`` or ``"prior"``.
+        proposal_scale: multiplies the proposal's standard deviations (Laplace: of ``H⁻¹``;
+            isotropic: of ``σ_obs``); ignored by ``"prior"``.
+        defensive: ``α ∈ [0, 1)``, the weight of the prior in the proposal mixture
+            ``(1 − α) q_k + α p_k(h)`` (default 0.1 for ``estimator="importance"``, 0 for ``"elbo"``).
+        estimator: ``"importance"`` (kind ``"estimate"``) or ``"elbo"`` (kind ``"lower_bound"``).
+        newton_steps: damped Newton steps that refine the mode of the Laplace proposal.
+        max_steps, lr: the Adam relaxation to the mode (default: the read's, ``T_infer`` and
+            ``activation_lr``).
+    """
+    num_samples = check_int(num_samples, "option num_samples", minimum=2)
+    seed = check_seed(seed, "option seed", allow_none=True)
+    check_choice(proposal, "option proposal", PROPOSALS)
+    scale = check_positive(proposal_scale, "option proposal_scale")
+    check_choice(estimator, "option estimator", ESTIMATORS)
+    alpha = (0.1 if estimator == "importance" else 0.0) if defensive is None else check_number(
+        defensive, "option defensive")
+    if not 0.0 <= alpha < 1.0:
+        raise ValueError(f"option defensive must lie in [0, 1), got {defensive!r}")
+    alpha = 1.0 if proposal == "prior" else alpha
+    newton_steps = check_int(newton_steps, "option newton_steps", minimum=0)
+    defaults = net.default_options("pc")
+    steps = check_positive_int(defaults["max_steps"] if max_steps is None else max_steps, "option max_steps")
+    lr = check_positive(defaults["lr"] if lr is None else lr, "option lr")
+    stop = {"tol": defaults["tol"], "rtol": defaults.get("rtol", 0.0)}
+
+    f64 = torch.float64
+    generator = make_generator(seed, cue.device)
+    layers = net.layer_stats(f64)
+    log_w = net.particle_log_weights(f64)
+    K, (B, D) = log_w.shape[0], cue.shape
+    H, h = (net.n_layers - 1) * net.h_dim, net.h_dim
+    x = cue.to(f64)
+    m = None if mask is None else mask.expand(B, D)
+    n_obs = x.new_full((B,), float(D)) if m is None else m.sum(-1).to(f64)
+
+    def energy(hidden: Tensor, xs: Tensor, ms: Tensor | None) -> Tensor:
+        """``E_k(x_obs, h)`` ``[K, N]`` for ``hidden [K, N, H]``, ``xs [N, D]``."""
+        acts = [xs.unsqueeze(0)] + list(hidden.split(h, -1))
+        return net.particle_energies(acts, layers, sensory_mask=ms)[0]
+
+    centre = V = None
+    if proposal != "prior":
+        centre = _relaxed_mode(net, x, m, layers, K, generator, steps=steps, lr=lr, **stop)  # [K, B, H]
+    if proposal == "laplace":
+        for _ in range(newton_steps):
+            centre = _newton_step(energy, centre, x, m, _hessian(energy, centre, x, m))
+        lam, V = _hessian(energy, centre, x, m)[1:]
+        std = scale * lam.rsqrt()  # [K, B, H]; covariance V diag(std²) Vᵀ
+    elif proposal == "isotropic":
+        std = torch.full_like(centre, scale * net.sigma_obs)
+
+    chunk = max(1, min(num_samples, _BUDGET // max(1, K * B * max(D, H))))
+    log_weights = []  # [s, K, B] blocks
+    with torch.no_grad():
+        for start in range(0, num_samples, chunk):
+            s = min(chunk, num_samples - start)
+            xs, ms = x.repeat(s, 1), None if m is None else m.repeat(s, 1)
+            draws = []
+            if alpha > 0:  # ancestral draws of p_k(h), [s, K, B, H]
+                draws.append(_sample_prior(net, layers, s * B, generator).reshape(K, s, B, H).transpose(0, 1))
+            if alpha < 1:  # Gaussian draws around the mode
+                eps = torch.randn(s, K, B, H, generator=generator, dtype=f64, device=x.device) * std
+                draws.append(centre + (eps if V is None else torch.einsum("kbij,skbj->skbi", V, eps)))
+            hid = draws[0]
+            if len(draws) == 2:
+                pick = torch.rand(s, K, B, 1, generator=generator, dtype=f64, device=x.device) < alpha
+                hid = torch.where(pick, draws[0], draws[1])
+            hidden = hid.transpose(0, 1).reshape(K, s * B, H)
+            log_q = None
+            if alpha > 0:  # log p_k(h): the energy with no sensory entry observed
+                log_q = -energy(hidden, xs, torch.zeros_like(xs, dtype=torch.bool)).reshape(K, s, B).transpose(0, 1)
+                log_q = log_q + math.log(alpha)
+            if alpha < 1:
+                y = hid - centre if V is None else torch.einsum("kbji,skbj->skbi", V, hid - centre)
+                log_g = -0.5 * (y / std).pow(2).sum(-1) - std.log().sum(-1) - 0.5 * H * math.log(2 * math.pi)
+                log_g = log_g + math.log1p(-alpha)
+                log_q = log_g if log_q is None else torch.logaddexp(log_q, log_g)
+            e = energy(hidden, xs, ms).reshape(K, s, B).transpose(0, 1)
+            log_weights.append(-e - log_q)
+    lw = torch.cat(log_weights)  # [S, K, B]
+    method = f"{estimator}[{proposal}" + (f", defensive={alpha:g}]" if 0 < alpha < 1 else "]")
+    if estimator == "importance":
+        combined = (log_w.view(1, K, 1) + lw).logsumexp(1)  # [S, B]: Σ_k w_k p_k / q_k per draw
+        return importance_sampling(combined, n_obs, method=method, kind="estimate")
+    elbo_k, se_k = lw.mean(0), lw.std(0) / math.sqrt(num_samples)  # [K, B]
+    joint = log_w.unsqueeze(-1) + elbo_k
+    value = joint.logsumexp(0)
+    rho = (joint - value).exp()  # ∂ value / ∂ ELBO_k (delta method for the standard error)
+    return Evidence(log_evidence=value, kind="lower_bound", method=method,
+                    stderr=(rho.pow(2) * se_k.pow(2)).sum(0).sqrt(), n_observed=n_obs, num_samples=num_samples)
+
+
+def _relaxed_mode(net: Any, x: Tensor, m: Tensor | None, layers: list, K: int, generator: Any,
+                  **relax: Any) -> Tensor:
+    """Per particle the relaxed hidden state ``[K, B, H]``: the read's Adam relaxation of
+    ``E_k`` from a random start, the unknown sensory entries free (its hidden part is the mode of
+    ``p_k(x_obs, h)`` for point weights; a good start otherwise)."""
+    B = x.shape[0]
+    acts = [x.unsqueeze(0).expand(K, *x.shape).clone()] + net.init_hidden(B, K, generator, x.dtype)
+    with torch.no_grad():
+        acts, _, _, _ = net.relax(acts, None if m is None else ~m, individual=True, layers=layers, **relax)
+    return torch.cat(acts[1:], -1)
+
+
+def _hessian(energy: Any, hid: Tensor, x: Tensor, m: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    """``(∇E [K, B, H], eigenvalues [K, B, H], eigenvectors [K, B, H, H])`` of every ``E_k(x_b, ·)`` at
+    ``hid`` (autograd; one Hessian-vector product per direction, applied to all blocks at once as
+    the blocks are independent); the eigenvalues made positive (module docstring)."""
+    K, B, H = hid.shape
+
+    def total(t: Tensor) -> Tensor:
+        return energy(t.reshape(K, B, H), x, m).sum()
+
+    grad = torch.func.grad(total)
+    flat = hid.reshape(K, B, H)
+
+    def column(v: Tensor) -> Tensor:
+        return torch.func.jvp(grad, (flat,), (v.expand_as(flat),))[1]
+
+    chunk = max(1, min(H, _BUDGET // max(1, K * B * max(x.shape[1], H))))
+    cols = torch.func.vmap(column, chunk_size=chunk)(torch.eye(H, dtype=hid.dtype, device=hid.device))
+    hess = cols.permute(1, 2, 3, 0)  # [K, B, H, H]
+    lam, V = torch.linalg.eigh(0.5 * (hess + hess.transpose(-1, -2)))
+    lam = lam.abs()
+    lam = lam.clamp_min(1e-10 * lam.amax(-1, keepdim=True).clamp_min(1e-300))
+    return grad(flat).detach(), lam.detach(), V.detach()
+
+
+def _newton_step(energy: Any, hid: Tensor, x: Tensor, m: Tensor | None, parts: tuple) -> Tensor:
+    """One damped Newton step per ``(k, b)``: of the step sizes ``1, ½, …, 2⁻¹⁰`` and 0, the one
+    with the lowest energy (the energy never increases)."""
+    g, lam, V = parts
+    step = -(V @ ((V.transpose(-1, -2) @ g.unsqueeze(-1)) / lam.unsqueeze(-1))).squeeze(-1)
+    with torch.no_grad():
+        sizes = [0.0] + [0.5**i for i in range(11)]
+        e = torch.stack([energy(hid + t * step, x, m) for t in sizes])  # [T, K, B]
+        e = torch.where(torch.isfinite(e), e, torch.full_like(e, math.inf))
+        best = torch.tensor(sizes, dtype=hid.dtype, device=hid.device)[e.argmin(0)]  # [K, B]
+    return hid + best.unsqueeze(-1) * step
+
+
+def _sample_prior(net: Any, layers: list, n: int, generator: Any) -> Tensor:
+    """``n`` ancestral draws of the hidden activities per particle, ``[K, n, H]`` (top layer first)."""
+    R_top, U_top = layers[-1]
+    K = R_top.shape[0]
+    a = None
+    out = []
+    for i in range(net.n_layers - 1, 0, -1):
+        R, U = layers[i]
+        inp = torch.ones(K, n, 1, dtype=R.dtype, device=R.device) if a is None else net._f(a)
+        mean = inp @ R
+        var = net.layer_sigma2(i) + (0.0 if U is None else ((inp @ U) * inp).sum(-1, keepdim=True))
+        noise = torch.randn(mean.shape, generator=generator, dtype=R.dtype, device=R.device)
+        a = mean + noise * torch.as_tensor(var, dtype=R.dtype, device=R.device).sqrt()
+        out.append(a)
+    return torch.cat(out[::-1], -1)
