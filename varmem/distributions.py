@@ -11,7 +11,7 @@ from torch import Size, Tensor
 
 from .kernels import kernel_log_sum_exp
 
-__all__ = ["KernelDensity", "Mixture"]
+__all__ = ["KernelDensity", "Mixture", "SelectedComponent", "select_component"]
 
 
 class KernelDensity(dist.TorchDistribution):
@@ -114,3 +114,61 @@ class Mixture(dist.MixtureSameFamily):
     @constraints.dependent_property
     def support(self):  # type: ignore[override]
         return self._component_distribution.support
+
+
+class SelectedComponent(dist.TorchDistribution):
+    """Component ``index`` of a batch of ``N`` components: ``p(z) = p_{index}(z)``.
+
+    ``components`` has batch shape ``[N]`` and event shape ``[L]``; ``index`` is an integer tensor
+    of any shape (e.g. ``[B]``, or ``[N, 1]`` when Pyro enumerates the item).  ``log_prob(z)``
+    evaluates every component at ``z`` and gathers ``log p_{index}(z)`` (``O(N)`` per value: fine
+    for the few items of a mixture model read by enumeration; Gaussian components are indexed
+    directly by :func:`select_component`).
+    """
+
+    arg_constraints: dict = {}
+    has_rsample = False
+
+    def __init__(self, components: dist.TorchDistribution, index: Tensor, *, validate_args: bool | None = None) -> None:
+        if len(components.batch_shape) != 1:
+            raise ValueError(f"components must have batch shape [N], got {tuple(components.batch_shape)}")
+        self.components, self.index = components, index
+        super().__init__(batch_shape=index.shape, event_shape=components.event_shape, validate_args=validate_args)
+
+    @constraints.dependent_property
+    def support(self):  # type: ignore[override]
+        return self.components.support
+
+    def expand(self, batch_shape: Size, _instance: object = None) -> "SelectedComponent":
+        return SelectedComponent(self.components, self.index.expand(batch_shape))
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        """``log p_{index}(value)``: ``[...]`` for ``value [..., L]``, broadcast with ``index``."""
+        event = len(self.event_shape)
+        every = self.components.log_prob(value.unsqueeze(-1 - event))  # [..., N]
+        shape = torch.broadcast_shapes(every.shape[:-1], self.index.shape)
+        every = every.expand(*shape, every.shape[-1])
+        return every.gather(-1, self.index.expand(shape).unsqueeze(-1)).squeeze(-1)
+
+    def sample(self, sample_shape: Size = Size()) -> Tensor:  # noqa: B008 (torch's signature)
+        with torch.no_grad():
+            every = self.components.sample(Size(sample_shape) + self.index.shape)  # [..., *index, N, L]
+            event = len(self.event_shape)
+            index = self.index.expand(Size(sample_shape) + self.index.shape)
+            index = index.reshape(*index.shape, 1, *([1] * event)).expand(*index.shape, 1, *self.event_shape)
+            return every.gather(-1 - event, index).squeeze(-1 - event)
+
+
+def select_component(components: dist.TorchDistribution, index: Tensor) -> dist.TorchDistribution:
+    """The distribution of component ``index`` (an integer tensor of any shape) of ``components``
+    (batch ``[N]``, event ``[L]``), batch shape ``index.shape``.
+
+    Diagonal Gaussian components (``Normal(loc, scale).to_event(1)``) are indexed by their
+    parameters, ``N(loc[index], diag scale[index]²)``; any other family is wrapped in
+    :class:`SelectedComponent`.
+    """
+    base = components.base_dist if isinstance(components, dist.Independent) else None
+    if isinstance(base, torch.distributions.Normal) and components.reinterpreted_batch_ndims == 1:
+        loc, scale = torch.broadcast_tensors(base.loc, base.scale)
+        return dist.Normal(loc[index], scale[index]).to_event(1)
+    return SelectedComponent(components, index)

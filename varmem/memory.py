@@ -19,6 +19,8 @@ lists in ``methods``; ``energy`` is a documented negative log-density.
 from __future__ import annotations
 
 import inspect
+import sys
+import warnings
 from abc import ABCMeta, abstractmethod
 from typing import Any, ClassVar
 
@@ -30,6 +32,7 @@ from torch import Tensor
 
 from . import capabilities
 from .capabilities import ClosedFormPosterior, Step, missing_members
+from .distributions import select_component
 from .domains import UNIT, ValueDomain
 from .engine import Engine, get_engine
 from .evidence import Evidence
@@ -57,6 +60,7 @@ __all__ = [
     "memory_class",
     "registered_memories",
     "methods_table",
+    "MultimodalPosteriorWarning",
 ]
 
 _MEMORY_CLASSES: dict[str, type["Memory"]] = {}
@@ -474,13 +478,72 @@ class PriorLikelihoodMemory(Memory):
         """``z ~ p(z | M)``; ``x ~ p(x | z)`` observed at ``cue`` (sampled when ``cue`` is None).
 
         Sites ``"z"`` and ``"x"`` (``[B, ·]``) under the plate ``"cues"`` (``dim=-1``).
+
+        When the prior is a mixture over the stored items the posterior has one mode per item:
+        Pyro's HMC / NUTS on this model stays in the mode it starts in, and a unimodal guide
+        (``AutoNormal``, ``AutoMultivariateNormal``, ...) fits one mode, so both get the mode
+        weights wrong.  The first time this model is traced by one of them a
+        :class:`MultimodalPosteriorWarning` says so (once per memory); :meth:`mixture_model` and
+        ``guides/bayesian_reading.md`` give what works.
         """
         self._check_not_empty()
         size = cue.shape[0] if cue is not None else num_cues
+        prior = self.prior()
+        if cue is not None and not self.__dict__.get("_multimodal_warned"):
+            self._warn_if_multimodal(prior)
         with pyro.plate("cues", size, dim=-1):
-            z = pyro.sample(self.latent_site, self.prior())
+            z = pyro.sample(self.latent_site, prior)
             pyro.sample(self.observed_site, self.likelihood(z, mask), obs=cue)
         return z
+
+    # --- the mixture over stored items --------------------------------------------------------
+    item_site: ClassVar[str] = "item"
+
+    def mixture_size(self) -> int | None:
+        """``J``, the number of components of :meth:`prior` when it is a mixture (it has
+        ``mixture_distribution`` and ``component_distribution``), else None."""
+        mix = getattr(self.prior(), "mixture_distribution", None)
+        return None if mix is None else int(mix.logits.shape[-1])
+
+    def mixture_model(self, cue: Tensor | None = None, mask: Tensor | None = None, num_cues: int = 1) -> Tensor:
+        """:meth:`model` with the mixture component as a discrete site:
+        ``i ~ Categorical(π)`` (site ``item_site``), ``z ~ p_i(z)``, ``x ~ p(x | z)``.
+
+        Summing out ``i`` gives :meth:`model`'s density, ``Σ_i π_i p_i(z) p(x | z)``.  Pyro can
+        enumerate ``i`` (``config_enumerate`` / ``TraceEnum_ELBO`` / ``infer_discrete``), and
+        ``pyro.condition(memory.mixture_model, data={"item": i})`` is the posterior restricted to
+        component ``i``, ``p(z | x, i) ∝ p_i(z) p(x | z)`` (unimodal for Gaussian components),
+        which NUTS samples well.  ``TypeError`` if the prior is not a mixture.
+        """
+        self._check_not_empty()
+        prior = self.prior()
+        if not hasattr(prior, "mixture_distribution") or not hasattr(prior, "component_distribution"):
+            raise TypeError(f"{type(self).__name__}.prior() is not a mixture (no mixture_distribution / "
+                            "component_distribution): it has no item site to condition on")
+        size = cue.shape[0] if cue is not None else num_cues
+        with pyro.plate("cues", size, dim=-1):
+            i = pyro.sample(self.item_site, prior.mixture_distribution)
+            z = pyro.sample(self.latent_site, select_component(prior.component_distribution, i))
+            pyro.sample(self.observed_site, self.likelihood(z, mask), obs=cue)
+        return z
+
+    def _warn_if_multimodal(self, prior: Any) -> None:
+        """Warn (once per memory) when :meth:`model` of a multi-item mixture is being traced by an
+        inference that finds one mode: Pyro's HMC / NUTS or a Gaussian / unimodal autoguide
+        (recognised from the calling frames)."""
+        mix = getattr(prior, "mixture_distribution", None)
+        if mix is None or mix.logits.shape[-1] < 2:
+            return
+        culprit = _unimodal_inference()
+        if culprit is None:
+            return
+        self.__dict__["_multimodal_warned"] = True
+        warnings.warn(MultimodalPosteriorWarning(
+            f"{culprit} on {type(self).__name__}.model: the posterior p(z | x, M) has one mode per stored item "
+            f"({mix.logits.shape[-1]} components) and {culprit} explores only the mode it starts in (or fits one "
+            "mode), so the mode weights p(i | x) come out wrong.  Read with method='nuts' (mode-split chains), "
+            "method='exact' (closed form, with num_samples), or use memory.mixture_model with the recipe in "
+            "guides/bayesian_reading.md"), stacklevel=_caller_level())
 
     def prior_mean_batch(self, batch: int) -> Tensor:
         """``[batch, L]`` copies of the prior mean ``E[z | M]`` (the start ``"prior_mean"``)."""
@@ -494,6 +557,48 @@ class PriorLikelihoodMemory(Memory):
 
         starts = {"cue": cue_start, "prior_mean": lambda: self.prior_mean_batch(cue.shape[0])}
         return start_state(init, cue, starts, self, shape=(cue.shape[0], self.latent_dim))
+
+
+class MultimodalPosteriorWarning(UserWarning):
+    """Plain NUTS or a unimodal guide on a memory's multimodal ``model`` (one mode per stored
+    item) gets the posterior's mode weights wrong (see :meth:`PriorLikelihoodMemory.model`)."""
+
+
+_UNIMODAL_GUIDES = frozenset({
+    "AutoNormal", "AutoDiagonalNormal", "AutoMultivariateNormal", "AutoLowRankMultivariateNormal",
+    "AutoLaplaceApproximation", "AutoStructured", "AutoGaussian", "AutoIAFNormal", "AutoNormalizingFlow",
+})
+
+
+def _unimodal_inference() -> str | None:
+    """The name of the Pyro inference on the call stack that explores one mode only (``"NUTS"`` /
+    ``"HMC"`` from ``pyro.infer.mcmc``, or an autoguide in :data:`_UNIMODAL_GUIDES`), else None."""
+    frame, mcmc = sys._getframe(2), False
+    while frame is not None:
+        module = frame.f_globals.get("__name__", "")
+        if module.startswith("pyro.infer.mcmc"):
+            mcmc = True
+            name = type(frame.f_locals.get("self")).__name__
+            if name in ("NUTS", "HMC"):
+                return name
+        elif module.startswith("pyro.infer.autoguide") and not mcmc:
+            guide = type(frame.f_locals.get("self")).__name__
+            if guide in _UNIMODAL_GUIDES:
+                return guide
+        frame = frame.f_back
+    return "HMC / NUTS" if mcmc else None
+
+
+def _caller_level() -> int:
+    """The ``stacklevel`` of the first frame outside varmem.memory, pyro and torch (the user's call
+    that started the inference), for warnings raised from inside a Pyro trace."""
+    frame, level = sys._getframe(2), 2
+    while frame is not None:
+        module = frame.f_globals.get("__name__", "")
+        if not (module == __name__ or module.split(".")[0] in ("pyro", "torch")):
+            return level
+        frame, level = frame.f_back, level + 1
+    return 2
 
 
 class MixturePriorMemory(PriorLikelihoodMemory):
