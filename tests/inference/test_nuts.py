@@ -20,7 +20,7 @@ S, SIGMA = 0.1, 0.5
 # p(i | x) = (0.683, 0.317) for the first cue, (1 - 4.5e-6, 4.5e-6) for the second; the modes are
 # 20 posterior standard deviations apart, so no NUTS chain crosses between them
 CUES = torch.tensor([[0.95, 0.95], [0.3, 0.1]])
-FAST = {"num_samples": 100, "warmup_steps": 100, "num_chains": 2}
+FAST = {"num_samples": 200, "warmup_steps": 100, "num_chains": 2}
 
 
 def _memory(s=S, sigma=SIGMA, items=ITEMS):

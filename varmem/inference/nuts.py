@@ -125,9 +125,9 @@ def retrieve_nuts(
     cue: Tensor,
     mask: Tensor | None,
     *,
-    num_samples: int = 250,
-    warmup_steps: int = 250,
-    num_chains: int = 4,
+    num_samples: int = 500,
+    warmup_steps: int = 300,
+    num_chains: int = 2,
     modes: str = "auto",
     max_modes: int = 32,
     importance_samples: int = 1000,
@@ -142,28 +142,32 @@ def retrieve_nuts(
     within it (module docstring); all cues and modes jointly (their posteriors are independent,
     so one state vector holds them all), ``num_chains`` chains one after another.
 
-    ``samples`` is ``[C·S, B, L]``: for each cue, ``C·S`` items drawn from ``p(i | x)`` and for each
-    a distinct within-mode draw (from the ``C·S`` draws of that mode's chains); so the fraction of
-    draws in mode ``i`` is a multinomial estimate of ``p(i | x)``.  ``pattern`` is the decoded
+    ``samples`` is ``[S, B, L]``: for each cue, ``S`` items drawn from ``p(i | x)`` and for each a
+    distinct within-mode draw (from the ``C·⌈S/C⌉`` draws of that mode's chains); so the fraction
+    of draws in mode ``i`` is a multinomial estimate of ``p(i | x)``.  ``pattern`` is the decoded
     sample mean; ``variance`` the sample variance; ``weights`` the responsibilities averaged over
     samples, ``E[p(i | z, M) | x]`` (``weights_at = "samples"``).  ``converged`` is None.
 
     ``info``: ``"modes"`` the strategy used; ``"mode_weights"`` ``[B, J]`` the ``p(i | x)`` the items
     were drawn from (exact or estimated); ``"pairs"`` ``[P, 2]`` the (cue, item) pairs sampled;
-    ``"chains"`` ``[C, S, P, L]`` their chains; ``"mode_r_hat"`` / ``"mode_ess"`` ``[P, L]`` split
+    ``"chains"`` ``[C, ⌈S/C⌉, P, L]`` their chains; ``"mode_r_hat"`` / ``"mode_ess"`` ``[P, L]`` split
     r_hat and effective sample size of each mode's chains; ``"r_hat"`` ``[B, L]`` the worst
     (largest) over a cue's modes; ``"ess"`` ``[B, L]`` the effective sample size of the pooled mean,
-    ``Var[z] / Var[mean]`` with ``Var[mean] = Var_i[μ_i]/n + Σ_i w_i σ_i² / ESS_i``;
+    ``Var[z] / Var[mean]`` with ``Var[mean] = Var[z]/S + Σ_i w_i² σ_i² (1/ESS_i - 1/(C⌈S/C⌉))`` (the
+    items drawn independently, each mode's draws a random subset of its chains);
     ``"dropped_mass"`` ``[B]`` the weight of modes left out by ``max_modes``; ``"log_mass"`` and
     ``"log_mass_se"`` ``[B, J]`` (``"importance"``) the log mode masses ``log Ẑ_i`` and their
     standard errors; ``"mcmc"`` the ``MCMC`` objects (for ArviZ).  With ``modes="none"`` the
-    chains are ``[C, S, B, L]`` and r_hat / ESS are per cue directly.
+    chains are ``[C, ⌈S/C⌉, B, L]``, ``samples`` their first ``S`` draws, and r_hat / ESS are per
+    cue directly.
 
     Options:
-        num_samples, warmup_steps: draws kept per chain (at least 2; r_hat needs 4) and adaptation
-            steps.
-        num_chains: chains per mode, ``C ≥ 1``; each starts at a draw from the mode's prior
-            component (over-dispersed, as r_hat wants).
+        num_samples: draws returned, ``S ≥ 2`` in all (each chain keeps ``max(2, ⌈S/C⌉)``; r_hat
+            needs 4 per chain and is NaN below).
+        warmup_steps: adaptation steps of each chain.
+        num_chains: chains per mode, ``C ≥ 1`` (4 makes r_hat more telling, at twice the warm-up
+            cost of the default 2); each starts at a draw from the mode's prior component
+            (over-dispersed, as r_hat wants).
         modes: ``"auto"`` (``"exact"`` with a closed-form posterior, ``"importance"`` for another
             mixture prior, ``"none"`` without one), ``"exact"``, ``"importance"`` or ``"none"``.
         max_modes: at most this many modes per cue: the most probable (``"exact"``), or the most
@@ -205,7 +209,8 @@ def retrieve_nuts(
         raise ValueError(f"option modes='exact' needs a closed-form posterior; {type(memory).__name__} has none: "
                          "use modes='importance'")
 
-    settings = dict(num_samples=num_samples, warmup_steps=warmup_steps, accept=accept, max_tree_depth=max_tree_depth,
+    per_chain = max(2, -(-num_samples // num_chains))  # the ESS needs two draws per chain
+    settings = dict(num_samples=per_chain, warmup_steps=warmup_steps, accept=accept, max_tree_depth=max_tree_depth,
                     progress=progress)
     rng = nullcontext()
     if seed is not None:
@@ -216,12 +221,12 @@ def retrieve_nuts(
             torch.manual_seed(seed)
         if modes == "none":
             chains, runs = _run_chains(memory.model, (cue, mask), site, [z0] * num_chains, **settings)
-            samples = chains.reshape(-1, *chains.shape[2:])
+            samples = chains.reshape(-1, *chains.shape[2:])[:num_samples]
             r_hat, ess = _diagnostics(chains)
             info: dict[str, Any] = {"modes": "none", "chains": chains, "r_hat": r_hat, "ess": ess, "mcmc": runs}
         else:
-            samples, info = _mode_split(memory, cue, mask, z0, modes, J, num_chains, max_modes, importance_samples,
-                                        settings)
+            samples, info = _mode_split(memory, cue, mask, z0, modes, J, num_chains, num_samples, max_modes,
+                                        importance_samples, settings)
 
     weights = index = None
     if return_weights is not False and isinstance(memory, ItemWeights):
@@ -243,18 +248,18 @@ def retrieve_nuts(
         index=index,
         variance=samples.var(0),
         samples=samples,
-        steps=num_chains * (num_samples + warmup_steps),
+        steps=num_chains * (per_chain + warmup_steps),
         info=info,
     )
 
 
 def _mode_split(
-    memory: Any, cue: Tensor, mask: Tensor | None, z0: Tensor, modes: str, J: int, C: int, max_modes: int,
+    memory: Any, cue: Tensor, mask: Tensor | None, z0: Tensor, modes: str, J: int, C: int, n: int, max_modes: int,
     importance_samples: int, settings: dict[str, Any],
 ) -> tuple[Tensor, dict[str, Any]]:
-    """Pooled draws ``[C·S, B, L]`` and the info of a mode-split read (see :func:`retrieve_nuts`)."""
+    """Pooled draws ``[n, B, L]`` and the info of a mode-split read (see :func:`retrieve_nuts`)."""
     site, B = memory.latent_site, cue.shape[0]
-    n = C * settings["num_samples"]
+    drawn = C * settings["num_samples"]  # within-mode draws per mode, at least n
     k = min(max_modes, J)
     info: dict[str, Any] = {"modes": modes}
     if modes == "exact":
@@ -287,7 +292,7 @@ def _mode_split(
     starts = [poutine.trace(model).get_trace(cue_p, mask_p).nodes[site]["value"].detach() for _ in range(C)]
     chains, runs = _run_chains(model, (cue_p, mask_p), site, starts, **settings)  # [C, S, P, L]
     P, L = pairs.shape[0], chains.shape[-1]
-    flat = chains.reshape(n, P, L)
+    flat = chains.reshape(drawn, P, L)
 
     if modes == "importance":
         loc, scale = flat.mean(0), flat.std(0).clamp_min(1e-12) * IMPORTANCE_WIDENING
@@ -309,18 +314,21 @@ def _mode_split(
     for p in range(P):
         b, i = int(rows[p]), int(items[p])
         where = (labels[:, b] == i).nonzero().squeeze(-1)
-        samples[where, b] = flat[torch.randperm(n, device=cue.device)[: where.numel()], p]
+        samples[where, b] = flat[torch.randperm(drawn, device=cue.device)[: where.numel()], p]
 
     mode_r_hat, mode_ess = _diagnostics(chains)  # [P, L]
     r_hat = cue.new_full((B, L), -math.inf).scatter_reduce(0, rows.unsqueeze(-1).expand(-1, L), mode_r_hat, "amax")
-    # ESS of the pooled mean: Var[z] / (Var_i[μ_i] / n + Σ_i w_i σ_i² / ESS_i), w over the modes run
+    # ESS of the pooled mean, Var[z] / Var[mean]: the items are drawn independently (Var_i[μ_i] / n) and
+    # the n_i ≈ n w_i draws of mode i are a random subset of its `drawn` chain draws of effective size
+    # ESS_i, so their mean has variance σ_i² (1/ESS_i + 1/n_i - 1/drawn); w over the modes run
     w = info["mode_weights"][rows, items].unsqueeze(-1)  # [P, 1]
     w = w / torch.zeros(B, 1, dtype=w.dtype, device=w.device).index_add(0, rows, w)[rows]
     mu, var = flat.mean(0), flat.var(0)
     mean = torch.zeros(B, L, dtype=mu.dtype, device=mu.device).index_add(0, rows, w * mu)
     between = torch.zeros_like(mean).index_add(0, rows, w * (mu - mean[rows]) ** 2)
     within = torch.zeros_like(mean).index_add(0, rows, w * var)
-    error = between / n + torch.zeros_like(mean).index_add(0, rows, w * var / mode_ess)
+    chain_part = (1 / mode_ess - 1 / drawn).clamp_min(0)
+    error = (between + within) / n + torch.zeros_like(mean).index_add(0, rows, w**2 * var * chain_part)
     info.update(pairs=pairs, chains=chains, mode_r_hat=mode_r_hat, mode_ess=mode_ess, r_hat=r_hat,
                 ess=(between + within) / error, mcmc=runs)
     info.setdefault("dropped_mass", None)
