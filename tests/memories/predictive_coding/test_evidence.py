@@ -69,8 +69,8 @@ def test_linear_gpcn_evidence_is_the_gaussian_marginal_and_its_laplace_bound_is_
     mean, cov = _linear_gaussian(m)
     exact = MultivariateNormal(mean, cov).log_prob(CUES)
     # the Laplace Gaussian is the exact posterior of the hidden layers: every weight is the evidence
-    pure = m.evidence(CUES, num_samples=200, seed=0, defensive=0.0)
-    assert pure.kind == "estimate" and pure.method == "importance[laplace]"
+    pure = m.evidence(CUES, num_samples=200, seed=0, defensive=0.0, proposal_scale=1.0)
+    assert pure.kind == "estimate" and pure.method == "importance[laplace, scale=1]"
     torch.testing.assert_close(pure.log_evidence, exact, atol=1e-9, rtol=0)
     assert float(pure.stderr.max()) < 1e-9
     # the default mixes in 10 % prior draws: unbiased, with a (small) standard error
@@ -79,9 +79,13 @@ def test_linear_gpcn_evidence_is_the_gaussian_marginal_and_its_laplace_bound_is_
     assert bool(((ev.log_evidence - exact).abs() <= 4 * ev.stderr).all()), (ev.log_evidence - exact, ev.stderr)
     assert float(ev.stderr.max()) < 0.02
     # the free energy of the Laplace Gaussian: a bound, tight because the posterior is Gaussian
-    bound = m.evidence(CUES, num_samples=200, seed=0, estimator="elbo")
+    bound = m.evidence(CUES, num_samples=200, seed=0, estimator="elbo", proposal_scale=1.0)
     assert bound.kind == "lower_bound"
     torch.testing.assert_close(bound.log_evidence, exact, atol=1e-9, rtol=0)
+    # the pilot of proposal_scale="auto" (the default) finds that width 1 is best
+    auto = m.evidence(CUES, num_samples=200, seed=0, estimator="elbo")
+    assert auto.method == "elbo[laplace, scale=auto]"
+    torch.testing.assert_close(auto.log_evidence, exact, atol=1e-9, rtol=0)
     torch.testing.assert_close(ev.n_observed, torch.full((3,), 3.0, dtype=F64))
 
 
@@ -92,7 +96,7 @@ def test_linear_gpcn_masked_evidence_is_the_marginal_of_the_observed_entries():
     cue = torch.where(mask, CUES, torch.nan)  # hidden entries are never read
     exact = torch.stack([MultivariateNormal(mean[row], cov[row][:, row]).log_prob(c[row])
                          for c, row in zip(CUES, mask, strict=True)])
-    ev = m.evidence(cue, mask, num_samples=200, seed=0, defensive=0.0)
+    ev = m.evidence(cue, mask, num_samples=200, seed=0, defensive=0.0, proposal_scale=1.0)
     torch.testing.assert_close(ev.log_evidence, exact, atol=1e-9, rtol=0)
     torch.testing.assert_close(ev.n_observed, torch.full((3,), 2.0, dtype=F64))
     full = MultivariateNormal(mean, cov).log_prob(CUES)
@@ -115,6 +119,9 @@ def test_tanh_evidence_matches_quadrature_within_its_standard_error(kind, K):
     assert bool((bound.log_evidence > ref - 0.3).all()), (bound.log_evidence - ref)
     if kind == "bayes":
         assert bool((bound.log_evidence + 3 * bound.stderr < ref).all()), (bound.log_evidence - ref)
+    # the pilot-chosen width is no worse than the plain Laplace width
+    plain = m.evidence(cue, num_samples=4000, seed=0, estimator="elbo", proposal_scale=1.0)
+    assert bool((bound.log_evidence >= plain.log_evidence - 3 * (bound.stderr + plain.stderr)).all())
     # a hidden entry: the marginal of the observed one
     mask = torch.tensor([True, False])
     ref_m = torch.stack([_quadrature(m, c, mask) for c in cue])

@@ -229,15 +229,18 @@ class BayesPCN(PCNetwork):
         integrated; with ``log_prob="map"`` the weights are fixed at the posterior means
         ``R_l,k`` instead); the particle index (a sum over ``k``); the unobserved sensory entries.
         Approximated: the integral over the hidden activities, per particle, by importance sampling
-        (kind ``"estimate"``, with its standard error) around that particle's relaxed and
-        Newton-refined mode with its Laplace covariance, mixed with 10 % draws of the particle's
-        prior ``p_k(a_1, …)`` (``defensive``: the ``p_pred`` posterior has the prior's tails, wider
-        than the Laplace Gaussian); or with ``estimator="elbo"`` a lower bound (kind
-        ``"lower_bound"``).  Not a marginal over the write: ``M`` is the posterior the writes
-        left (its Dirac-proposal particle weights and the conjugate updates at the MAP activities
-        are BayesPCN's approximations, taken as given); each cue's weights are integrated on its
-        own, so the evidence of several cues is the sum of their single-cue evidences, not the
-        joint ``p(x_1, x_2 | M)`` (which would couple them through the shared weights).
+        (kind ``"estimate"``, with its standard error) from a Gaussian at that particle's relaxed and
+        Newton-refined mode with its Laplace covariance (widened per cue where a pilot run shows it
+        helps: the ``p_pred`` variance grows with the activities, so the posterior is heavier-tailed
+        than the curvature says), mixed with 10 % draws of the particle's prior ``p_k(a_1, …)``
+        (``defensive``: bounded weights); or with ``estimator="elbo"`` the negative free energy of
+        that Gaussian, a lower bound (kind ``"lower_bound"``), never tight here.
+
+        Not a marginal over the writes: ``M`` is the posterior the writes left (its Dirac-proposal
+        particle weights and the conjugate updates at the MAP activities are BayesPCN's
+        approximations, taken as given).  Each cue's weights are integrated on their own, so the
+        evidence of several cues is the sum of their single-cue evidences, not the joint
+        ``p(x_1, x_2 | M)`` (which would couple them through the shared weights).
         Options: :func:`varmem.memories.predictive_coding.evidence.pc_evidence`."""
         return super().compute_evidence(cue, mask, **options)
 

@@ -133,10 +133,12 @@ class PredictiveCodingMemory(PCNetwork):
         enter).  Approximated: the integral over the ``(L-1)·h`` hidden activities, by importance
         sampling (kind ``"estimate"``, with its standard error) with a Gaussian centred at the
         relaxed (then Newton-refined) mode with the Laplace covariance (the inverse Hessian of the
-        energy), mixed with 10 % prior draws so the weights stay bounded (``defensive``); or, with
-        ``estimator="elbo"``, the negative free energy of that Gaussian, kind ``"lower_bound"``.
+        energy, widened per cue where a pilot run shows it helps), mixed with 10 % prior draws so
+        the weights stay bounded (``defensive``); or, with ``estimator="elbo"``, the negative free
+        energy of that Gaussian, kind ``"lower_bound"``.
         For ``activation="linear"`` the model is linear-Gaussian, the Laplace Gaussian is the exact
-        posterior and both are exact up to Monte Carlo noise (``defensive=0``: to rounding).
+        posterior and both are exact up to Monte Carlo noise (``defensive=0``: to rounding).  For
+        ``relu`` the Hessian is that of the linear piece the mode lies on.
         Options: :func:`varmem.memories.predictive_coding.evidence.pc_evidence`."""
         return super().compute_evidence(cue, mask, **options)
 
