@@ -6,9 +6,14 @@ Protocol (reference ``predictive-coding.md`` §3.3)
 * ``--memories`` memories of ``N = 100`` held-out items each (one-shot ``write`` of the encoder
   means ``m_i = μ_enc(x_i)``); ``10`` queries per memory (``--queries``), each a corrupted stored item.
 * Corruptions (``[0, 1]`` pixels): **noise** = additive Gaussian, std ``--noise`` (0.2), clipped
-  to ``[0, 1]``; **square** = one grey (0.5) square of side ``H/2`` at a uniform position (the
-  latent methods are told which pixels it hides, through ``mask``; the baselines get the grey
-  square as Annabi's do); **color** = channel rotation R←G, G←B, B←R (colour data only).
+  to ``[0, 1]``; **square** = one grey (0.5) square of side ``H/2`` at a uniform position;
+  **color** = channel rotation R←G, G←B, B←R (colour data only).
+* Cue information (``--cue-info``), the same for every method: ``fill`` (default, Annabi's
+  protocol) = the cue with the grey square fed whole, no mask (the grey pixels enter the
+  likelihood of the iterative reads, as in the released code); ``mask`` = hidden pixels set to 0
+  and the mask given to every method (the latent reads leave them out of the likelihood; the
+  baselines, which cannot, see the zeros).  The retrieval guide and GMM* are trained on cues made
+  the same way.
 * Metrics per query: **rate** = ``‖z_retrieved − m_correct‖₂ < threshold`` (Annabi's retrieval rate
   by latent distance; they use 5 for a 64-d β-VAE code; here ``--threshold`` or, by default, half the
   median nearest-neighbour distance between the stored codes of that memory, recorded in the JSON,
@@ -24,15 +29,24 @@ Methods (all on one trained LatentMemory per seed)
 =================  ==============================================================================
 encoder            ``"amortized"``, guide="encoder": ``z = μ_enc(x̃)``
 retrieval guide    ``"amortized"``, guide="retrieval": a guide ``q_φ(z | x̃, m)`` fitted by SVI on
-                   corrupted cues of this memory, per memory and corruption (``--guide-steps``)
+                   corrupted cues of what this memory holds (its decoded codes ``g(m_i)``), per
+                   memory and corruption (``--guide-steps``)
 VAE-GMM            ``"fixed_point"``: encoder mean, then 10 mean-shift (GMM) steps, ``s = 0.1``
-BP-GMM             ``"iterative"``, scheme="map": MAP of ``log p(x̃, z | M)`` through the decoder,
-                   started at the mean of the stored codes (no encoder)
-PC-GMM             ``"iterative"``, scheme="pc": predictive-coding relaxation, same start
-hybrid             ``"hybrid"`` (map): encoder start, MAP refinement (Annabi's BP-GMM as released)
-hybrid (pc)        ``"hybrid"``, scheme="pc": encoder start, PC relaxation (VAE-PC-GMM)
-GMM*               ``"learned_precision"``: diagonal precision fitted per memory and corruption
-                   (1 step, 20 epochs, Adam 0.01), 10 steps at reading
+BP-GMM             ``"iterative"``, scheme="bp": Annabi's VAE-BP-GMM as released, Adam (lr 0.5) on
+                   ``mean (x̃ - g(z))² + 0.005·(-logsumexp_i(-‖z - m_i‖²/2s²))`` from the encoder
+                   mean (prior weight ``λ = γ n_obs/2σ²`` relative to the posterior energy: 49 for
+                   MNIST at σ = 0.2)
+MAP                ``"iterative"``, scheme="map": the same backpropagation through the decoder from
+                   the encoder mean, on the posterior energy (prior weight 1; L-BFGS): the effect of
+                   the prior weight is BP-GMM minus this row
+PC-GMM             ``"iterative"``, scheme="pc": VAE-PC-GMM, predictive-coding relaxation from the
+                   encoder mean (per-node step sizes)
+hybrid             ``"hybrid"``, start="guide": the retrieval guide's mean, then MAP refinement
+MAP (prior mean)   ``"iterative"``, scheme="map", init="prior_mean": MAP from the mean of the stored
+                   codes (no encoder), the former default start, as a control
+GMM*               ``"learned_precision"``: diagonal precision fitted per seed and corruption on a
+                   separate memory of ``N`` training items (1 step, 20 epochs, Adam 0.01), 10 steps
+                   at reading on the test memories
 MCHN code / pixel  :class:`varmem.ModernHopfield`, dot product, β = 100, 10 updates
 MemN2N code/pixel  :class:`varmem.MemN2N` (1 hop, identity-initialised, α = 100), trained on clean
                    queries of the training items (``--reader-epochs``, reference 20)
@@ -44,8 +58,8 @@ Bandwidth: with the reference's ``s = 0.1`` the code prior is so peaked (nearest
 between stored codes ≈ 4) that every encoder-started method ends at the stored code nearest to the
 encoder mean (reference §3.4: "VAE-GMM ≈ 1-nearest-neighbour in encoder space"), so the masked
 likelihood that the iterative methods add cannot change the answer; ``--bandwidth 0.5`` lets it
-choose between basins (the PC step on ``z`` is scaled by ``s²``; where a step would raise the free
-energy the relaxation undoes it and halves that cue's step, so a large ``s`` no longer diverges).
+choose between basins (each PC node steps by the inverse of its own curvature; where a step would
+raise the free energy the relaxation undoes it and halves that cue's step).
 
 Data: ``mnist`` (:func:`varmem.datasets.load_mnist`, 5000 digits, 1×28×28) and ``photos``: seeded
 random ``--patch``×``--patch`` (default 16) colour patches cut from scikit-learn's two sample photographs
@@ -81,10 +95,11 @@ from varmem import experiment
 JSON_NAME = "latent_recall.json"
 DATASETS = ("mnist", "photos")
 METHODS = (
-    "encoder", "retrieval guide", "VAE-GMM", "BP-GMM", "PC-GMM", "hybrid", "hybrid (pc)", "GMM*",
+    "encoder", "retrieval guide", "VAE-GMM", "BP-GMM", "MAP", "PC-GMM", "hybrid", "MAP (prior mean)", "GMM*",
     "MCHN code", "MCHN pixel", "MemN2N code", "MemN2N pixel", "NTM code", "NTM pixel", "random item",
 )
-LATENT_METHODS = METHODS[:8]
+LATENT_METHODS = METHODS[:9]
+CUE_INFO = ("fill", "mask")
 CONTROL = "random item"
 METRICS = ("rate", "nn", "mse", "rate_ref")
 MASKED = "square"
@@ -155,6 +170,39 @@ def corruptions_for(shape: tuple[int, ...], args: argparse.Namespace) -> dict[st
     return out
 
 
+def present(cue: torch.Tensor, mask: torch.Tensor, cue_info: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """What every method is given: ``fill`` = the cue as corrupted (grey square included) and no
+    mask; ``mask`` = hidden pixels set to 0 and the mask."""
+    if cue_info == "fill":
+        return cue, None
+    return torch.where(mask, cue, torch.zeros((), dtype=cue.dtype)), mask
+
+
+def as_presented(corruption: Callable, cue_info: str) -> Callable:
+    """The corruption as the training of the guide and of GMM* sees it: the same presentation as
+    the queries (``fill``: an all-True mask)."""
+
+    def corrupted(x: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        cue, mask = present(*corruption(x, g), cue_info)
+        return cue, torch.ones_like(cue, dtype=torch.bool) if mask is None else mask
+
+    return corrupted
+
+
+def fit_gmm_star(lm: varmem.LatentMemory, held_out: torch.Tensor, corruption: Callable, args: argparse.Namespace,
+                 seed: int) -> torch.Tensor:
+    """The GMM* precision for one corruption, fitted on a memory of ``held_out`` training items
+    (never queried); the latent memory is emptied and its precision reset afterwards."""
+    if len(lm):
+        lm.forget(range(len(lm)))
+    lm.write(held_out)
+    fit = lm.fit_precision(held_out, corruption=as_presented(corruption, args.cue_info), copies=args.guide_copies,
+                           seed=seed)
+    lm.forget(range(len(lm)))
+    lm.log_precision.zero_()
+    return fit.precision.clone()
+
+
 # --- one seed of one data set -----------------------------------------------------------------
 def build_memory(shape: tuple[int, ...], args: argparse.Namespace) -> varmem.LatentMemory:
     code_dim = args.code_dim or (16 if shape[0] == 1 else 32)
@@ -175,11 +223,13 @@ def train_readers(lm: varmem.LatentMemory, train: torch.Tensor, args: argparse.N
 
 
 def run_methods(
-    lm: varmem.LatentMemory, readers: dict, items: torch.Tensor, cue: torch.Tensor, mask: torch.Tensor,
-    corruption: Callable, args: argparse.Namespace, seed: int, seconds: dict[str, float],
+    lm: varmem.LatentMemory, readers: dict, items: torch.Tensor, cue: torch.Tensor, mask: torch.Tensor | None,
+    corruption: Callable, precision: torch.Tensor, args: argparse.Namespace, seed: int, seconds: dict[str, float],
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """``{method: (code [Q, L], pattern [Q, D])}`` for the queries ``cue`` of the memory holding ``items``;
-    adds the seconds spent per latent method (fits of the guide / precision included) to ``seconds``."""
+    """``{method: (code [Q, L], pattern [Q, D])}`` for the queries ``(cue, mask)`` (as :func:`present`
+    gives them, the same for every method) of the memory holding ``items``; ``precision`` is the
+    GMM* precision fitted elsewhere; adds the seconds spent per latent method (the fit of the
+    guide included) to ``seconds``."""
     steps = args.iter_steps
     out: dict[str, Any] = {}
 
@@ -191,19 +241,18 @@ def run_methods(
 
     latent("encoder", method="amortized")
     t0 = time.perf_counter()
-    lm.fit_retrieval_guide(items, corruption=corruption, copies=args.guide_copies, num_steps=args.guide_steps,
-                           batch_size=100, seed=seed)
+    # on cues of what the memory holds (its decoded codes), never the clean queried items
+    lm.fit_retrieval_guide(None, corruption=as_presented(corruption, args.cue_info), copies=args.guide_copies,
+                           num_steps=args.guide_steps, batch_size=100, seed=seed)
     seconds["retrieval guide"] = seconds.get("retrieval guide", 0.0) + time.perf_counter() - t0
     latent("retrieval guide", method="amortized", guide="retrieval")
     latent("VAE-GMM", method="fixed_point", max_steps=10, trace=False)
-    latent("BP-GMM", method="iterative", scheme="map", max_steps=steps)
+    latent("BP-GMM", method="iterative", scheme="bp", max_steps=steps)
+    latent("MAP", method="iterative", scheme="map", max_steps=steps)
     latent("PC-GMM", method="iterative", scheme="pc", max_steps=steps, lr=args.pc_lr)
-    latent("hybrid", method="hybrid", max_steps=steps)
-    latent("hybrid (pc)", method="hybrid", scheme="pc", max_steps=steps, lr=args.pc_lr)
-    t0 = time.perf_counter()
-    lm.fit_precision(items, corruption=corruption, copies=args.guide_copies, seed=seed)
-    seconds["GMM*"] = seconds.get("GMM*", 0.0) + time.perf_counter() - t0
-    latent("GMM*", method="learned_precision", max_steps=10)
+    latent("hybrid", method="hybrid", start="guide", max_steps=steps)
+    latent("MAP (prior mean)", method="iterative", scheme="map", init="prior_mean", max_steps=steps)
+    latent("GMM*", method="learned_precision", max_steps=10, precision=precision)
 
     codes = lm.codes
     cue_codes = varmem.encode_codes(lm, cue)
@@ -212,12 +261,12 @@ def run_methods(
         z = hop.retrieve(cue_codes, return_weights=False, trace=False).pattern
         out["MCHN code"] = (z, lm.decode(z))
         hop = varmem.ModernHopfield(lm.dim, beta=100.0, update_steps_max=9, dtype=args.torch_dtype).write(items)
-        x = hop.retrieve(cue, return_weights=False, trace=False).pattern
+        x = hop.retrieve(cue, mask, return_weights=False, trace=False).pattern
         out["MCHN pixel"] = (varmem.encode_codes(lm, x), x)
     for name, reader in readers.items():
         space = name.split()[-1]
         reader.write(codes if space == "code" else items)
-        r = reader.retrieve(cue_codes if space == "code" else cue)
+        r = reader.retrieve(cue_codes) if space == "code" else reader.retrieve(cue, mask)
         p = r.pattern.detach()
         out[name] = (p, lm.decode(p).detach()) if space == "code" else (varmem.encode_codes(lm, p), p)
     pick = torch.randint(len(items), (len(cue),), generator=torch.Generator().manual_seed(seed + 7919 * len(cue)))
@@ -246,6 +295,11 @@ def run_dataset(dataset: str, args: argparse.Namespace, seed: int, bar: Any) -> 
     readers = train_readers(lm, train, args, seed)
     info["reader_seconds"] = time.perf_counter() - t0
     corruptions = corruptions_for(shape, args)
+    t0 = time.perf_counter()
+    held_out = train[-args.items:]  # GMM* is fitted on a memory of these, never on a queried memory
+    precisions = {c: fit_gmm_star(lm, held_out, f, args, seed) for c, f in corruptions.items()}
+    info["gmm_star_seconds"] = time.perf_counter() - t0
+    info["cue_info"] = args.cue_info
     sums: dict[str, dict[str, dict[str, list[float]]]] = {
         c: {m: {k: [] for k in METRICS} for m in METHODS} for c in corruptions
     }
@@ -266,8 +320,8 @@ def run_dataset(dataset: str, args: argparse.Namespace, seed: int, bar: Any) -> 
         gen = torch.Generator().manual_seed(1000 * seed + k)
         target = torch.randperm(args.items, generator=gen)[: args.queries]
         for c_name, corruption in corruptions.items():
-            cue, mask = corruption(items[target], gen)
-            results = run_methods(lm, readers, items, cue, mask, corruption, args, seed, seconds)
+            cue, mask = present(*corruption(items[target], gen), args.cue_info)
+            results = run_methods(lm, readers, items, cue, mask, corruption, precisions[c_name], args, seed, seconds)
             for reader in readers.values():
                 clear(reader)
             for m_name, (z, x) in results.items():
@@ -383,10 +437,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate of the VAE (default 2e-3)")
     parser.add_argument("--guide-steps", type=int, default=200, help="SVI steps of each retrieval guide")
     parser.add_argument("--guide-copies", type=int, default=5, help="corrupted copies per item (guide, GMM*)")
-    parser.add_argument("--iter-steps", type=int, default=100, help="max iterations of BP/PC/hybrid (default 100)")
+    parser.add_argument("--iter-steps", type=int, default=100,
+                        help="max iterations of BP/MAP/PC/hybrid (default 100, BP-GMM's)")
     parser.add_argument("--pc-lr", type=float, default=None,
-                        help="inference rate of the PC relaxation (default: the engine's 0.1; halved per cue "
-                             "where a step would raise the free energy)")
+                        help="inference rate α of the PC relaxation, in units of each node's inverse curvature "
+                             "(default: the engine's 1; halved per cue where a step would raise the free energy)")
+    parser.add_argument("--cue-info", choices=CUE_INFO, default="fill",
+                        help="what every method gets of a square-masked cue: 'fill' = the grey square, no mask "
+                             "(Annabi's protocol, default); 'mask' = hidden pixels 0 and the mask")
     parser.add_argument("--reader-epochs", type=int, default=20, help="MemN2N/NTM training epochs (reference 20)")
     parser.add_argument("--reader-items", type=int, default=1000, help="MemN2N/NTM training items (default 1000)")
     parser.add_argument("--no-progress", action="store_true", help="hide the tqdm bar")

@@ -4,7 +4,10 @@ The smoke run is tiny (a 4-d code trained for a few hundred steps on 200 items, 
 items, 10 queries), so its numbers are checked for sanity, not against the paper: rates in
 ``[0, 1]``, every method and corruption present, the encoder-started methods at least at the chance
 level on a mild corruption, and a negative control (a memory whose stored codes belong to other
-items recalls nothing).
+items recalls nothing).  The protocol is checked by recording every ``retrieve`` and
+``fit_precision`` call of the smoke run: each row runs the algorithm it is named after, every
+method gets the same cue and the same mask (none, by default), and GMM* is fitted on items that
+are never queried.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import pytest
 import torch
 from _scripts import load_experiment
 
+import varmem
+
 
 @pytest.fixture(scope="module")
 def script():
@@ -23,7 +28,34 @@ def script():
 
 
 @pytest.fixture(scope="module")
-def smoke(script, tmp_path_factory):
+def recorded():
+    """Every ``Memory.retrieve`` and ``LatentMemory.fit_precision`` call made while it is active."""
+    calls: dict[str, list] = {"retrieve": [], "fit_precision": [], "write": []}
+    retrieve = varmem.Memory.retrieve
+    fit_precision, write = varmem.LatentMemory.fit_precision, varmem.LatentMemory.write
+
+    def spy_retrieve(self, cue, mask=None, method=None, **options):
+        calls["retrieve"].append((type(self).__name__, cue.detach().clone(), None if mask is None else mask.clone(),
+                                  method, dict(options)))
+        return retrieve(self, cue, mask, method, **options)
+
+    def spy_fit_precision(self, items=None, **options):
+        calls["fit_precision"].append((items.clone(), self.codes.clone(), dict(options)))
+        return fit_precision(self, items, **options)
+
+    def spy_write(self, items):
+        calls["write"].append(items.clone())
+        return write(self, items)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(varmem.Memory, "retrieve", spy_retrieve)
+        mp.setattr(varmem.LatentMemory, "fit_precision", spy_fit_precision)
+        mp.setattr(varmem.LatentMemory, "write", spy_write)
+        yield calls
+
+
+@pytest.fixture(scope="module")
+def smoke(script, tmp_path_factory, recorded):
     out = tmp_path_factory.mktemp("latent_recall")
     threads = torch.get_num_threads()
     try:
@@ -120,3 +152,66 @@ def test_bad_arguments_are_refused(script):
         script.parse_args(["--queries", "20", "--items", "10"])
     with pytest.raises(SystemExit):
         script.parse_args(["--memories", "0"])
+
+
+def test_rows_run_the_algorithms_they_are_named_after_on_the_same_cues(smoke, recorded):
+    """Latent rows: BP-GMM = scheme "bp" (the released objective), MAP = "map", PC-GMM = "pc", all
+    from the encoder (the engine default; no init given), MAP (prior mean) the only prior-mean
+    start, hybrid from the retrieval guide.  Every pixel-space read of a batch of queries gets the
+    same cue values and no mask (the default ``--cue-info fill``)."""
+    latent = [c for c in recorded["retrieve"] if c[0] == "LatentMemory"]
+    iterative = [(c[4].get("scheme"), c[4].get("init")) for c in latent if c[3] == "iterative"]
+    assert set(iterative) == {("bp", None), ("map", None), ("pc", None), ("map", "prior_mean")}
+    assert {c[4].get("start") for c in latent if c[3] == "hybrid"} == {"guide"}
+    assert {c[3] for c in latent} == {"amortized", "fixed_point", "iterative", "hybrid", "learned_precision"}
+    assert all(c[4]["precision"] is not None for c in latent if c[3] == "learned_precision")
+    # 2 + 3 corruptions x (1 memory): one batch of queries each; every call in a batch sees one cue
+    pixel = [c for c in recorded["retrieve"] if c[1].shape[-1] in (64, 784, 192)]
+    assert all(c[2] is None for c in recorded["retrieve"])  # fill: nobody gets a mask
+    batches: list[torch.Tensor] = []
+    for c in pixel:
+        if not any(b.shape == c[1].shape and torch.equal(b, c[1]) for b in batches):
+            batches.append(c[1])
+    assert len(batches) == 5, len(batches)
+    readers = {c[0] for c in pixel}
+    assert {"LatentMemory", "ModernHopfield", "MemN2N", "NTM"} <= readers
+
+
+def test_gmm_star_is_fitted_on_a_memory_of_items_that_are_never_queried(smoke, recorded):
+    """One fit per corruption and data set (5), each on a memory holding exactly the items it is
+    fitted on, none of which is ever written to a queried memory."""
+    fits = recorded["fit_precision"]
+    assert len(fits) == 5
+    fitted_sets = [items for items, _, _ in fits]
+    queried = [w for w in recorded["write"] if not any(w.shape == f.shape and torch.equal(w, f) for f in fitted_sets)]
+    assert queried  # the test memories
+    for items, codes, options in fits:
+        assert codes.shape[0] == items.shape[0]  # the memory holds the items it is fitted on
+        assert callable(options["corruption"])
+        for stored in queried:
+            if stored.shape[-1] == items.shape[-1]:
+                assert not (torch.cdist(items, stored) < 1e-9).any()
+
+
+def test_every_method_gets_the_same_cue_information(script):
+    """``fill``: the corrupted cue whole and no mask; ``mask``: hidden pixels 0 and the mask; the
+    training corruption of the guide and GMM* presents cues the same way (``fill``: all observed)."""
+    x = torch.rand(3, 64, generator=torch.Generator().manual_seed(0))
+    cue, mask = varmem.corruptions.corrupt(x, "square", 4, image_shape=(1, 8, 8),
+                                           generator=torch.Generator().manual_seed(1))
+    filled, none = script.present(cue, mask, "fill")
+    assert none is None and torch.equal(filled, cue) and bool((filled[~mask] == 0.5).all())
+    zeroed, same = script.present(cue, mask, "mask")
+    assert torch.equal(same, mask) and bool((zeroed[~mask] == 0).all()) and torch.equal(zeroed[mask], cue[mask])
+
+    def square(v, g):
+        return varmem.corruptions.corrupt(v, "square", 4, image_shape=(1, 8, 8), generator=g)
+
+    c, m = script.as_presented(square, "fill")(x, torch.Generator().manual_seed(1))
+    assert bool(m.all()) and torch.equal(c, cue)
+    c, m = script.as_presented(square, "mask")(x, torch.Generator().manual_seed(1))
+    assert torch.equal(m, mask) and bool((c[~m] == 0).all())
+    args = script.parse_args(["--smoke", "--cue-info", "mask"])
+    assert args.cue_info == "mask"
+    with pytest.raises(SystemExit):
+        script.parse_args(["--cue-info", "grey"])
