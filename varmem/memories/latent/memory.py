@@ -32,7 +32,8 @@ decoder to the posterior mode (``scheme="map"``) or on the released objective (`
 VAE-PC-GMM, a predictive-coding relaxation (``"pc"``); ``init="prior_mean"`` is an explicit other
 start), ``"hybrid"`` (the same from the encoder or the trained retrieval guide),
 ``"learned_precision"`` (GMM*), ``"map"`` and ``"nuts"``.  :meth:`LatentMemory.evidence` estimates
-``log p(x_obs | M)`` by importance sampling with the encoder as proposal.
+``log p(x_obs | M)`` by importance sampling (proposal: half the amortized encoder, half the
+stored codes' kernels weighted by the likelihood at their centres, plus a defensive prior share).
 """
 
 from __future__ import annotations
@@ -366,23 +367,32 @@ class LatentMemory(PriorLikelihoodMemory):
         *,
         num_samples: int = 256,
         seed: int = 0,
-        proposal: str = "encoder",
+        proposal: str = "mixture",
         scale: float = 1.0,
         defensive: float = 0.1,
     ) -> Tensor:
         """``[S, B]`` importance log-weights ``log p(z_s | M) + log p(x_obs | z_s) - log q(z_s)``
         with ``z_s ~ q`` for the cues ``[B, D]`` (checked by ``prepare_cue``; hidden entries never read).
 
-        The proposal is the defensive mixture ``q = (1 - ε) N(μ, diag (c·σ)²) + ε p(z | M)``
-        (``ε = defensive``, ``c = scale``) with ``(μ, σ)`` the amortized encoder's ``q(z | x_obs)``
-        (``proposal="encoder"``) or the trained retrieval guide's (``"guide"``); ``"prior"``
-        samples the memory prior ``p(z | M)`` alone.  ``round(ε S)`` draws come from the prior and
-        the rest from the Gaussian; ``log q`` is the mixture density (deterministic mixture
-        sampling, unbiased).  With ``ε > 0`` every weight is at most ``p(x_obs | z) / ε``.
+        The proposal is ``q = (1 - ε) q_0 + ε p(z | M)`` (``ε = defensive``: the memory prior as a
+        defensive share, so every weight is at most ``p(x_obs | z) / ε``), with ``q_0``:
+
+        * ``"encoder"``: the amortized encoder ``N(μ(x_obs), diag (c·σ(x_obs))²)`` (``c = scale``);
+        * ``"guide"``: the same with the trained retrieval guide's ``(μ, σ)``;
+        * ``"codes"``: the stored-code kernels weighted by the likelihood at their centres,
+          ``Σ_i π_i N(z; m_i, (c·s)² I)`` with ``π_i ∝ p(x_obs | z = m_i)``: the item posterior
+          for narrow kernels, where an encoder-wide Gaussian wastes most draws;
+        * ``"encoder_codes"``: the same kernels weighted by the encoder,
+          ``π_i ∝ N(μ; m_i, diag(σ² + s²))``;
+        * ``"mixture"`` (default): ``½ "encoder" + ½ "codes"``, good wherever either one is;
+        * ``"prior"``: ``p(z | M)`` alone (``ε`` unused).
+
+        The draws are allocated deterministically to the components (``round(share·S)`` each) and
+        ``log q`` is the mixture density with those shares (the balance heuristic: unbiased).
         """
         self._check_not_empty()
         cue, mask = self.prepare_cue(cue, mask)
-        check_choice(proposal, "option proposal", ("encoder", "guide", "prior"))
+        check_choice(proposal, "option proposal", ("mixture", "encoder", "codes", "encoder_codes", "guide", "prior"))
         s_total = check_int(num_samples, "option num_samples", minimum=2)
         seed = check_seed(seed, "option seed")
         scale = check_positive(scale, "option scale")
@@ -392,30 +402,58 @@ class LatentMemory(PriorLikelihoodMemory):
         gen = torch.Generator(device=self.device).manual_seed(seed)
         B, L, N = cue.shape[0], self.code_dim, len(self)
         m = torch.ones_like(cue) if mask is None else mask.expand_as(cue).to(cue.dtype)
-        prior = self.prior()
-        n2 = self.noise_scale**2
+        n2, s2 = self.noise_scale**2, self.bandwidth**2
+
+        def randn(n: int) -> Tensor:
+            return torch.randn(n, B, L, generator=gen, device=self.device, dtype=self.dtype)
+
+        def kernels(log_pi: Tensor, width: float) -> tuple[Callable[[int], Tensor], Callable[[Tensor], Tensor]]:
+            """Sampler and log-density of ``Σ_i π_bi N(z; m_i, width² I)`` (``log_pi [B, N]``)."""
+
+            def draw(n: int) -> Tensor:
+                item = torch.multinomial(log_pi.exp(), n, replacement=True, generator=gen).T  # [n, B]
+                return self.codes[item] + width * randn(n)
+
+            def log_density(v: Tensor) -> Tensor:
+                sq = torch.cdist(v.reshape(-1, L), self.codes).pow(2).reshape(*v.shape[:2], N)  # [S, B, N]
+                return (log_pi[None] - sq / (2 * width**2)).logsumexp(-1) - 0.5 * L * math.log(2 * math.pi * width**2)
+
+            return draw, log_density
+
+        def gaussian(loc: Tensor, sd: Tensor) -> tuple[Callable[[int], Tensor], Callable[[Tensor], Tensor]]:
+            normal = torch.distributions.Normal(loc, sd)
+            return (lambda n: loc + sd * randn(n)), (lambda v: normal.log_prob(v).sum(-1))
+
         with torch.no_grad():
-            if proposal == "prior":
-                n_prior, loc, sd = s_total, None, None
-            else:
-                loc, sd = self.encode(cue * m) if proposal == "encoder" else self.guide_encode(cue, mask)
-                sd = sd * scale
-                n_prior = round(eps * s_total) if eps > 0 else 0
-            pick = torch.randint(N, (n_prior, B), generator=gen, device=self.device)
-            z_prior = self.codes[pick] + self.bandwidth * torch.randn(n_prior, B, L, generator=gen,
-                                                                      device=self.device, dtype=self.dtype)
-            if loc is None:
-                z = z_prior
-            else:
-                noise = torch.randn(s_total - n_prior, B, L, generator=gen, device=self.device, dtype=self.dtype)
-                z = torch.cat([z_prior, loc + sd * noise], 0)
-            log_prior = prior.log_prob(z)  # [S, B]
-            if loc is None:
-                log_q = log_prior
-            else:
-                log_gauss = torch.distributions.Normal(loc, sd).log_prob(z).sum(-1)
-                log_q = log_gauss if eps == 0 else torch.logaddexp(log_gauss + math.log1p(-eps),
-                                                                   log_prior + math.log(eps))
+            uniform = cue.new_full((B, N), -math.log(N))
+            components: list[tuple[float, tuple[Callable[[int], Tensor], Callable[[Tensor], Tensor]]]] = []
+            main = {"mixture": ("encoder", "codes")}.get(proposal, (proposal,))
+            share = 1.0 if proposal == "prior" else eps
+            if share > 0:  # the prior: the stored-code kernels with uniform weights, width s
+                components.append((share, kernels(uniform, self.bandwidth)))
+            for name in () if proposal == "prior" else main:
+                if name in ("encoder", "guide"):
+                    loc, sd = self.encode(cue * m) if name == "encoder" else self.guide_encode(cue, mask)
+                    component = gaussian(loc, sd * scale)
+                elif name == "encoder_codes":
+                    loc, sd = self.encode(cue * m)
+                    var = sd.pow(2) + s2                                                   # [B, L]
+                    diff = loc[:, None, :] - self.codes[None]                              # [B, N, L]
+                    log_pi = (-0.5 * (diff.pow(2) / var[:, None] + var[:, None].log())).sum(-1).log_softmax(-1)
+                    component = kernels(log_pi, scale * self.bandwidth)
+                else:  # "codes": p(x_obs | z = m_i) at every stored code
+                    centres = self.decode(self.codes)                                      # [N, D]
+                    sq = (m @ centres.pow(2).T - 2 * (cue * m) @ centres.T
+                          + (cue * m).pow(2).sum(-1, keepdim=True))                         # [B, N]
+                    component = kernels((-0.5 * sq / n2).log_softmax(-1), scale * self.bandwidth)
+                components.append(((1 - share) / len(main), component))
+            counts = [round(w * s_total) for w, _ in components]
+            counts[-1] = s_total - sum(counts[:-1])
+            z = torch.cat([draw(n) for n, (_, (draw, _)) in zip(counts, components, strict=True)], 0)
+            log_q = torch.stack([math.log(n / s_total) + log_density(z)
+                                 for n, (_, (_, log_density)) in zip(counts, components, strict=True) if n > 0]
+                                ).logsumexp(0)
+            log_prior = self.prior().log_prob(z)  # [S, B]
             log_lik = torch.empty_like(log_prior)
             chunk = max(1, (1 << 21) // max(1, B * self.dim))  # samples per decoder call
             const = 0.5 * m.sum(-1) * math.log(2 * math.pi * n2)
@@ -429,7 +467,9 @@ class LatentMemory(PriorLikelihoodMemory):
         (kind ``"estimate"``, with the delta-method standard error), observed entries only.
 
         Options (see :meth:`importance_log_weights`): ``num_samples`` (256), ``seed`` (0),
-        ``proposal`` (``"encoder"``: the amortized ``q(z | x_obs)``; ``"guide"``; ``"prior"``),
+        ``proposal`` (``"mixture"``: half the amortized encoder ``q(z | x_obs)``, half the stored
+        codes' kernels weighted by the likelihood at their centres; ``"encoder"``, ``"codes"``,
+        ``"encoder_codes"``, ``"guide"``, ``"prior"``),
         ``scale`` (1: widen or narrow the Gaussian proposal) and ``defensive`` (0.1, the prior's
         share of the proposal).  The estimate is biased low by about ``var(w)/(2 S mean(w)²)``
         (Jensen); the stderr understates the error when the effective sample size is small.
