@@ -172,8 +172,9 @@ def corruptions_for(shape: tuple[int, ...], args: argparse.Namespace) -> dict[st
 
 def present(cue: torch.Tensor, mask: torch.Tensor, cue_info: str) -> tuple[torch.Tensor, torch.Tensor | None]:
     """What every method is given: ``fill`` = the cue as corrupted (grey square included) and no
-    mask; ``mask`` = hidden pixels set to 0 and the mask."""
-    if cue_info == "fill":
+    mask; ``mask`` = hidden pixels set to 0 and the mask (None when nothing is hidden: some readers,
+    e.g. the modern Hopfield engine, clamp the entries a mask marks observed)."""
+    if cue_info == "fill" or bool(mask.all()):
         return cue, None
     return torch.where(mask, cue, torch.zeros((), dtype=cue.dtype)), mask
 

@@ -203,6 +203,8 @@ def test_every_method_gets_the_same_cue_information(script):
     assert none is None and torch.equal(filled, cue) and bool((filled[~mask] == 0.5).all())
     zeroed, same = script.present(cue, mask, "mask")
     assert torch.equal(same, mask) and bool((zeroed[~mask] == 0).all()) and torch.equal(zeroed[mask], cue[mask])
+    noisy, nothing_hidden = script.present(x + 0.1, torch.ones_like(mask), "mask")
+    assert nothing_hidden is None and torch.equal(noisy, x + 0.1)
 
     def square(v, g):
         return varmem.corruptions.corrupt(v, "square", 4, image_shape=(1, 8, 8), generator=g)
