@@ -57,7 +57,7 @@ def test_pc_from_a_far_start_reaches_the_map_energy_within_one_percent_in_500_st
     """At s = 1 (a broad prior), from a start 3 bandwidths away from the encoder-started MAP, the
     relaxation with per-node step sizes brings the free energy F within 1 % of the MAP energy
     ``E(z*; x)`` (z* = L-BFGS on E from the same start: the mode a descent reaches from there) in at
-    most 500 steps for every cue (measured: 100 to 370 steps).  The previous step sizes (one
+    most 500 steps for every cue (measured: 101 to 320 steps).  The previous step sizes (one
     scale per node type, ρ_z = s², ρ_h = τ², α = 0.1) are the negative control: still above after
     500 steps.  F(z, h) ≤ E(z) at the feed-forward h, so F may end below the MAP energy; the top
     node itself is the mode of a model with hidden noise τ = σ and ends within a few percent of
