@@ -14,7 +14,7 @@ site conditioned (a unimodal target for Gaussian components).  The weights are
   (:class:`~varmem.capabilities.ClosedFormPosterior`);
 * ``modes="importance"``: estimated per mode, ``p(i | x) ∝ Ẑ_i`` with
   ``Ẑ_i = (1/K) Σ_k p(x, z_k, i) / q_i(z_k)``, ``z_k ~ q_i``, ``q_i`` a diagonal Gaussian fitted to
-  the NUTS draws of mode ``i`` with its scale widened by 1.2 (unbiased for each ``Z_i``; its
+  the NUTS draws of mode ``i`` with its scale widened by 1.1 (unbiased for each ``Z_i``; its
   standard error is reported);
 * ``modes="none"``: plain NUTS on ``memory.model`` from ``init`` (correct only for a unimodal
   posterior: the negative control, and the read of memories without a mixture prior).
@@ -46,7 +46,7 @@ __all__ = ["retrieve_nuts", "ItemMixtureModel", "MODES", "IMPORTANCE_WIDENING"]
 MODES = ("auto", "exact", "importance", "none")
 """Values of the ``modes`` option (module docstring)."""
 
-IMPORTANCE_WIDENING = 1.2
+IMPORTANCE_WIDENING = 1.1
 """Scale factor of the importance proposal over the NUTS draws' standard deviation."""
 
 
@@ -119,6 +119,20 @@ def _log_joint(memory: ItemMixtureModel, site: str, cue: Tensor, mask: Tensor | 
     return total.reshape(K, P)
 
 
+def _screen(memory: Any, site: str, cue: Tensor, mask: Tensor | None, z0: Tensor, B: int, J: int) -> Tensor:
+    """``[B, J]`` a cheap score of each mode: the log joint ``log p(x, z = c_i, i)`` at the centre ``c_i``
+    (mean) of component ``i``, i.e. how well item ``i`` itself explains the cue; where the components
+    have no finite mean, the log responsibilities ``log π_i p_i(z0)`` at the start state."""
+    prior = memory.prior()
+    centres = prior.component_distribution.mean  # [J, L]
+    if not bool(torch.isfinite(centres).all()):
+        return prior.mixture_distribution.logits + prior.component_distribution.log_prob(z0.unsqueeze(-2))
+    rows = torch.arange(B, device=cue.device).repeat_interleave(J)
+    items = torch.arange(J, device=cue.device).repeat(B)
+    z = centres[items].unsqueeze(0)  # [1, B·J, L]
+    return _log_joint(memory, site, cue[rows], _pair_rows(mask, cue, rows), items, z).reshape(B, J)
+
+
 @engine("nuts", requires=(PyroModel,))
 def retrieve_nuts(
     memory: PyroModel,
@@ -170,13 +184,14 @@ def retrieve_nuts(
             (over-dispersed, as r_hat wants).
         modes: ``"auto"`` (``"exact"`` with a closed-form posterior, ``"importance"`` for another
             mixture prior, ``"none"`` without one), ``"exact"``, ``"importance"`` or ``"none"``.
-        max_modes: at most this many modes per cue: the most probable (``"exact"``), or the most
-            responsible at the ``init`` state (``"importance"``, which runs chains in all of them);
-            the weight of the rest is reported as ``dropped_mass`` (``"exact"``; a warning above
-            1e-3) or not estimated (``"importance"``).
+        max_modes: at most this many modes per cue: the most probable (``"exact"``), or those whose
+            component centres ``c_i`` explain the cue best, by ``log p(x, z = c_i, i)``
+            (``"importance"``, which runs chains in all of them); the weight of the rest is
+            reported as ``dropped_mass`` (``"exact"``; a warning above 1e-3) or taken as 0, not
+            estimated (``"importance"``).
         importance_samples: proposal draws per mode for ``"importance"``.
         init: start of ``modes="none"`` (``"cue"``, ``"prior_mean"``, ... or a ``[B, L]`` tensor);
-            ranks the modes of ``"importance"``.
+            the mode-split reads start each chain in its mode instead.
         target_accept_prob, max_tree_depth: NUTS settings.
         seed: if given, the run is reproducible and leaves the global RNG state untouched.
         return_weights: keep the ``[B, N]`` averaged responsibilities (None = if small).
@@ -281,11 +296,12 @@ def _mode_split(
         hit = torch.zeros(B, J, dtype=torch.bool, device=cue.device)
         hit.scatter_(1, labels.T, True)
         pairs = pairs[hit.reshape(-1)]
-    else:  # importance: chains in the k modes most responsible at the start state, then their masses
-        prior = memory.prior()
-        resp = prior.mixture_distribution.logits + prior.component_distribution.log_prob(z0.unsqueeze(-2))
-        ranked = resp.topk(k, dim=-1).indices  # [B, k]
-        pairs = torch.stack([torch.arange(B, device=cue.device).repeat_interleave(k), ranked.reshape(-1)], -1)
+    else:  # importance: chains in the k modes whose centres explain the cue best, then their masses
+        pairs = torch.stack(torch.meshgrid(torch.arange(B, device=cue.device), torch.arange(J, device=cue.device),
+                                           indexing="ij"), -1).reshape(-1, 2)
+        if k < J:
+            ranked = _screen(memory, site, cue, mask, z0, B, J).topk(k, dim=-1).indices  # [B, k]
+            pairs = torch.stack([torch.arange(B, device=cue.device).repeat_interleave(k), ranked.reshape(-1)], -1)
     rows, items = pairs[:, 0], pairs[:, 1]
     cue_p, mask_p = cue[rows], _pair_rows(mask, cue, rows)
     model = poutine.condition(memory.mixture_model, data={memory.item_site: items})
