@@ -9,7 +9,7 @@ same check; both are warned about (``MultimodalPosteriorWarning``, once per memo
 
 Tolerances: a fraction of n independent draws is within 4 binomial standard errors
 sqrt(p(1 - p) / n) (plus 1/n) of p; the SVI weights within 0.02 of the exact ones (the optimum of
-this guide family is the exact posterior; 0.02 covers the optimiser's noise: measured 0.005).
+this guide family is the exact posterior; 0.02 covers the optimiser's noise: measured 0.004).
 """
 
 import warnings
@@ -124,16 +124,21 @@ def test_a_memory_without_a_mixture_prior_has_no_item_site():
 def test_selected_components_are_the_components_they_name():
     comps = dist.StudentT(3.0, torch.randn(4, 2), torch.rand(4, 2) + 0.5).to_event(1)
     index = torch.tensor([[0], [1], [3]])  # as Pyro enumerates an item: [J, 1]
-    chosen = select_component(comps, index)
-    assert isinstance(chosen, SelectedComponent) and chosen.batch_shape == (3, 1)
     z = torch.randn(5, 2)
     by_hand = torch.stack([dist.StudentT(3.0, comps.base_dist.loc[i], comps.base_dist.scale[i]).to_event(1).log_prob(z)
                            for i in (0, 1, 3)])
-    torch.testing.assert_close(chosen.log_prob(z), by_hand)
-    draws = select_component(comps, torch.tensor([3])).sample((4000,)).squeeze(1)
+    rebuilt, gathered = select_component(comps, index), SelectedComponent(comps, index)
+    assert isinstance(rebuilt.base_dist, dist.StudentT) and rebuilt.batch_shape == gathered.batch_shape == (3, 1)
+    torch.testing.assert_close(rebuilt.log_prob(z), by_hand)
+    torch.testing.assert_close(gathered.log_prob(z), by_hand)
+    assert not torch.allclose(gathered.log_prob(z)[0], by_hand[1])
+    draws = SelectedComponent(comps, torch.tensor([3])).sample((4000,)).squeeze(1)
     assert (draws.median(0).values - comps.base_dist.loc[3]).abs().max() < 0.1  # from component 3
     gaussian = select_component(dist.Normal(torch.randn(4, 2), 0.3).to_event(1), torch.tensor([2, 0]))
     assert isinstance(gaussian.base_dist, dist.Normal) and gaussian.batch_shape == (2,)
+    full = dist.MultivariateNormal(torch.randn(4, 2), scale_tril=torch.eye(2).expand(4, 2, 2))
+    assert isinstance(select_component(full, torch.tensor([1])), SelectedComponent)  # the generic fallback
+    torch.testing.assert_close(select_component(full, torch.tensor([1])).log_prob(z[:1]), full.log_prob(z[:1])[1:2])
 
 
 def test_infer_discrete_gives_the_responsibilities_at_a_state():
@@ -174,9 +179,9 @@ def test_the_plain_pyro_recipe_recovers_the_exact_mode_weights_and_one_wrong_cha
         warnings.simplefilter("error", MultimodalPosteriorWarning)  # the recipe is not warned about
         # 1. the mode weights: TraceEnum_ELBO with a mixture guide on memory.mixture_model
         guide = mixture_guide(memory)
-        elbo = TraceEnum_ELBO(max_plate_nesting=1, num_particles=8, vectorize_particles=True)
-        svi = SVI(memory.mixture_model, guide, ClippedAdam({"lr": 0.05, "lrd": 0.995}), elbo)
-        for _ in range(800):
+        elbo = TraceEnum_ELBO(max_plate_nesting=1, num_particles=4, vectorize_particles=True)
+        svi = SVI(memory.mixture_model, guide, ClippedAdam({"lr": 0.05, "lrd": 0.99}), elbo)
+        for _ in range(400):
             svi.step(CUES)
         q = pyro.param("item_logits").detach().softmax(-1)
         assert (q - exact).abs().max() <= 0.02

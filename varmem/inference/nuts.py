@@ -49,6 +49,10 @@ MODES = ("auto", "exact", "importance", "none")
 IMPORTANCE_WIDENING = 1.1
 """Scale factor of the importance proposal over the NUTS draws' standard deviation."""
 
+SCREEN_NATS = 30.0
+"""``"importance"`` runs chains only in modes whose screening score is within this many nats of the
+cue's best (a weight ratio below ``e^-30 ≈ 1e-13`` on the score; see :func:`_screen`)."""
+
 
 @runtime_checkable
 class ItemMixtureModel(Protocol):
@@ -186,9 +190,10 @@ def retrieve_nuts(
             mixture prior, ``"none"`` without one), ``"exact"``, ``"importance"`` or ``"none"``.
         max_modes: at most this many modes per cue: the most probable (``"exact"``), or those whose
             component centres ``c_i`` explain the cue best, by ``log p(x, z = c_i, i)``
-            (``"importance"``, which runs chains in all of them); the weight of the rest is
-            reported as ``dropped_mass`` (``"exact"``; a warning above 1e-3) or taken as 0, not
-            estimated (``"importance"``).
+            and are within :data:`SCREEN_NATS` of the best (``"importance"``, which runs chains in
+            all of them); the weight of the rest is reported as ``dropped_mass`` (``"exact"``; a
+            warning above 1e-3) or taken as 0, not estimated (``"importance"``: the score ignores
+            each mode's width, so this is a heuristic for components of similar spread).
         importance_samples: proposal draws per mode for ``"importance"``.
         init: start of ``modes="none"`` (``"cue"``, ``"prior_mean"``, ... or a ``[B, L]`` tensor);
             the mode-split reads start each chain in its mode instead.
@@ -297,11 +302,11 @@ def _mode_split(
         hit.scatter_(1, labels.T, True)
         pairs = pairs[hit.reshape(-1)]
     else:  # importance: chains in the k modes whose centres explain the cue best, then their masses
-        pairs = torch.stack(torch.meshgrid(torch.arange(B, device=cue.device), torch.arange(J, device=cue.device),
-                                           indexing="ij"), -1).reshape(-1, 2)
-        if k < J:
-            ranked = _screen(memory, site, cue, mask, z0, B, J).topk(k, dim=-1).indices  # [B, k]
-            pairs = torch.stack([torch.arange(B, device=cue.device).repeat_interleave(k), ranked.reshape(-1)], -1)
+        score = _screen(memory, site, cue, mask, z0, B, J)
+        top, ranked = score.topk(k, dim=-1)  # [B, k]
+        keep = top >= top[:, :1] - SCREEN_NATS
+        rows_k = torch.arange(B, device=cue.device).unsqueeze(-1).expand(B, k)
+        pairs = torch.stack([rows_k[keep], ranked[keep]], -1)
     rows, items = pairs[:, 0], pairs[:, 1]
     cue_p, mask_p = cue[rows], _pair_rows(mask, cue, rows)
     model = poutine.condition(memory.mixture_model, data={memory.item_site: items})
