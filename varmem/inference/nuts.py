@@ -41,7 +41,7 @@ from ..helpers import WEIGHTS_LIMIT
 from ..retrieval import Retrieval
 from ..validation import check_bool, check_choice, check_int, check_number, check_positive_int, check_seed
 
-__all__ = ["retrieve_nuts", "ItemMixtureModel", "MODES", "IMPORTANCE_WIDENING"]
+__all__ = ["retrieve_nuts", "ItemMixtureModel", "MODES", "IMPORTANCE_WIDENING", "SCREEN_NATS"]
 
 MODES = ("auto", "exact", "importance", "none")
 """Values of the ``modes`` option (module docstring)."""
