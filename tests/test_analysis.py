@@ -447,7 +447,8 @@ def test_every_path_names_a_memorys_dims_alike(memory):
     cue = memory.items[[2]] + 0.1
     mcmc = MCMC(NUTS(memory.model), num_samples=5, warmup_steps=5, disable_progbar=True)
     pyro.set_rng_seed(0)
-    mcmc.run(cue)
+    with pytest.warns(varmem.MultimodalPosteriorWarning, match="one mode per stored item"):
+        mcmc.run(cue)
     paths = {
         "mcmc": varmem.to_inference_data(mcmc=mcmc),
         "nuts": varmem.to_inference_data(retrieval=memory.retrieve(cue, method="nuts", num_samples=5,
@@ -468,3 +469,29 @@ def test_data_is_the_argument_of_fit_and_args_its_deprecated_name(x):
     np.testing.assert_array_equal(new.log_likelihood["x"].values, old.log_likelihood["x"].values)
     with pytest.raises(ValueError, match="not both"):
         varmem.to_inference_data(Model(), (x,), args=(x,), samples=draws)
+
+
+def test_nuts_reads_export_their_chains_for_r_hat(memory):
+    """A mode-split read's pooled draws are one chain (a mixture, not chains); its chains within
+    each (cue, item) mode are in mode_chains, where ArviZ's R-hat is finite; a modes='none' read's
+    chains are the posterior itself."""
+    from varmem.analysis import _arviz
+
+    az = _arviz()
+    cue = memory.items[[1]] + 0.05
+    split = memory.retrieve(cue, method="nuts", num_samples=40, warmup_steps=20, num_chains=4, seed=0)
+    data = varmem.to_inference_data(retrieval=split, memory=memory, data=cue)
+    chains = data.mode_chains["z"]
+    assert chains.dims == ("chain", "draw", "mode", "z_dim") and chains.shape[:2] == (4, 10)
+    np.testing.assert_array_equal(chains.values, split.info["chains"].numpy())
+    pairs = np.stack([data.mode_chains["mode_query"].values, data.mode_chains["mode_item"].values], -1)
+    np.testing.assert_array_equal(pairs, split.info["pairs"].numpy())
+    r_hat = az.rhat(data.mode_chains)["z"].values
+    assert np.isfinite(r_hat).all()
+    assert data.posterior["z"].shape == (1, 40, 1, 3)  # pooled
+    with pytest.warns(varmem.MultimodalPosteriorWarning):  # modes="none" is plain NUTS on memory.model
+        plain = memory.retrieve(cue, method="nuts", num_samples=40, warmup_steps=20, num_chains=4, seed=0,
+                                modes="none")
+    data = varmem.to_inference_data(retrieval=plain, memory=memory, data=cue)
+    assert data.posterior["z"].shape == (4, 10, 1, 3) and "mode_chains" not in data.groups()
+    assert np.isfinite(az.rhat(data)["z"].values).all()

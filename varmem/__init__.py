@@ -54,7 +54,14 @@ from .memories import (
     NonparametricPosterior,
     PredictiveCodingMemory,
 )
-from .memory import GaussianMixtureMemory, Memory, MixturePriorMemory, PriorLikelihoodMemory, methods_table
+from .memory import (
+    GaussianMixtureMemory,
+    Memory,
+    MixturePriorMemory,
+    MultimodalPosteriorWarning,
+    PriorLikelihoodMemory,
+    methods_table,
+)
 from .models import VAE
 from .retrieval import Retrieval
 from .training import FitResult, fit
@@ -68,6 +75,7 @@ __all__ = [
     "GaussianMixtureMemory",
     "Retrieval",
     "Evidence",
+    "MultimodalPosteriorWarning",
     "methods_table",
     # probabilistic memories
     "KernelDensityMemory",

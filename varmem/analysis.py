@@ -22,6 +22,12 @@ Groups (each present when its ingredients are):
 ``sample_stats``            ``diverging`` for NUTS/HMC runs
 ``item_posterior``          a retrieval's ``prob`` (``[query, item]``, ``p(i | x, M)``) and
                             ``index`` (``[query]``, the most probable item)
+``mode_chains``             a mode-split NUTS read's chains within each sampled mode,
+                            ``z`` ``[chain, draw, mode, z_dim]`` with the coordinates
+                            ``mode_query`` / ``mode_item`` (the (cue, item) of each mode): what
+                            R-hat, ESS, trace and rank plots are computed on
+                            (``az.summary(data, group="mode_chains")``,
+                            ``az.plot_trace(data.mode_chains)``)
 ==========================  ==================================================================
 
 For a memory (``memory=``, or a model that is a memory's bound ``model``) the dimensions have one
@@ -31,7 +37,10 @@ cue (``[chain, draw, query]``, so that each cue is one observation for LOO).  Hi
 masked cue are ``NaN`` in ``observed_data`` and ``posterior_predictive`` (they were never
 observed; ``constant_data.observed`` says which) and contribute nothing to the log-likelihood.
 An exact read (no samples) of a memory with a closed-form posterior exports ``num_samples`` exact
-draws of ``z`` (the item, then the Gaussian within it) and their log-likelihood.
+draws of ``z`` (the item, then the Gaussian within it) and their log-likelihood.  A NUTS read
+exports its pooled draws as ``posterior.z`` (one chain: they are a mixture over modes, not
+chains); its chains are in ``mode_chains``, or, for ``modes="none"``, are ``posterior.z`` itself
+(``[chain, draw, query, z_dim]``).
 
 The log-likelihood is computed by us, one model trace per draw: each posterior draw of the latent
 sites is substituted (``poutine.condition``), observed sites are turned back into samples
@@ -375,6 +384,13 @@ def to_inference_data(
                 retrieval = _with_exact_draws(retrieval, memory, args, num_samples)
             posterior, item_posterior = _retrieval_groups(retrieval, memory, num_samples, site)
             draws = {site: posterior.pop(site)} if site in posterior else {}
+            chains = retrieval.info.get("chains") if isinstance(retrieval.info, dict) else None
+            if torch.is_tensor(chains) and chains.dim() == 4 and site in draws:
+                if "pairs" in retrieval.info:  # mode-split: the chains of each (cue, item) mode
+                    extra["mode_chains"] = {site: chains, "pairs": retrieval.info["pairs"]}
+                elif chains.shape[2:] == draws[site].shape[2:]:  # plain NUTS: the chains are the draws
+                    draws[site] = chains
+                    posterior = {k: v for k, v in posterior.items() if k not in ("item_prob", "recalled")}
             groups["posterior"] = posterior
             extra["item_posterior"] = item_posterior
             for name, d in RETRIEVAL_DIMS.items():
@@ -417,6 +433,17 @@ def to_inference_data(
         datasets["item_posterior"] = xr.Dataset(
             {k: (dims.get(k, RETRIEVAL_DIMS[k]), _numpy(v)) for k, v in extra["item_posterior"].items()},
             coords={k: v for k, v in (coords or {}).items() if k in ("query", "item")},
+        )
+    if extra.get("mode_chains"):
+        import xarray as xr
+
+        site = next(k for k in extra["mode_chains"] if k != "pairs")
+        value, pairs = _numpy(extra["mode_chains"][site]), _numpy(extra["mode_chains"]["pairs"])
+        C, S = value.shape[:2]
+        datasets["mode_chains"] = xr.Dataset(
+            {site: (("chain", "draw", "mode", f"{site}_dim"), value)},
+            coords={"chain": np.arange(C), "draw": np.arange(S), "mode_query": ("mode", pairs[:, 0]),
+                    "mode_item": ("mode", pairs[:, 1])},
         )
     return _from_dict(az, arrays, datasets, coords, dims or None)
 

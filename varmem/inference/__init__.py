@@ -10,11 +10,15 @@ calls the engine.  The engines here depend on the protocol alone:
 engine            needs                                               result
 ================  ==================================================  ============================
 ``exact``         :class:`~varmem.capabilities.ClosedFormPosterior`   posterior mean, variance,
-                                                                      ``p(i | x)``, the posterior
+                                                                      ``p(i | x)``, the posterior;
+                                                                      exact draws (``num_samples``)
 ``fixed_point``   :class:`~varmem.capabilities.FixedPointStep`        a fixed point of the update
 ``map``           :class:`~varmem.capabilities.PyroModel`             the mode of ``p(z | x, M)``
                                                                       (``AutoDelta``)
-``nuts``          :class:`~varmem.capabilities.PyroModel`             posterior draws (``MCMC``)
+``nuts``          :class:`~varmem.capabilities.PyroModel`             posterior draws: the item
+                                                                      from ``p(i | x)`` (exact or
+                                                                      estimated, ``modes``), NUTS
+                                                                      within it (``num_chains``)
 ``sync``,         :class:`~varmem.capabilities.SpinDynamics`          a fixed point (or 2-cycle)
 ``async``                                                             of the sign dynamics
 ================  ==================================================  ============================
