@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from _toy import StoredItems
 
 import varmem
 from varmem.capabilities import (
@@ -16,22 +17,11 @@ from varmem.capabilities import (
 from varmem.memory import registered_memories
 
 
-class _Minimal(varmem.Memory):
+class _Minimal(StoredItems, varmem.Memory):
     """The least a memory has: write, len, config and an energy."""
 
     def __init__(self, dim=2, **kw):
         super().__init__(dim, **kw)
-        self.register_buffer("items", torch.empty(0, dim))
-
-    def write(self, items):
-        self.items = torch.cat([self.items, self.prepare_items(items)])
-        return self
-
-    def __len__(self):
-        return self.items.shape[0]
-
-    def config(self):
-        return {"dim": self.dim}
 
     def compute_energy(self, z, cue=None, mask=None):
         return (z * z).sum(-1)

@@ -7,29 +7,21 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from _toy import StoredItems
 
 import varmem
 from varmem.helpers import masked_normal
 from varmem.memory import GaussianMixtureMemory, MixturePriorMemory
 
 
-class GaussianMemory(varmem.PriorLikelihoodMemory):
+class GaussianMemory(StoredItems, varmem.PriorLikelihoodMemory):
     """z ~ N(mean of the items, s² I), x_d ~ N(z_d, σ²): only the five hooks of the contract."""
+
+    config_fields = ("s", "sigma")
 
     def __init__(self, dim, s=0.5, sigma=0.3, **kw):
         super().__init__(dim, **kw)
         self.s, self.sigma = s, sigma
-        self.register_buffer("items", torch.empty(0, dim))
-
-    def write(self, items):
-        self.items = torch.cat([self.items, self.prepare_items(items)])
-        return self
-
-    def __len__(self):
-        return self.items.shape[0]
-
-    def config(self):
-        return {"dim": self.dim, "s": self.s, "sigma": self.sigma}
 
     def prior(self):
         return dist.Normal(self.items.mean(0), self.s).to_event(1)
@@ -119,21 +111,7 @@ def test_the_generic_em_step_is_the_optimised_one(partial):
 
 
 def test_the_em_step_needs_gaussian_components():
-    class StudentTKernels(GaussianMixtureMemory):
-        def __init__(self, dim, **kw):
-            super().__init__(dim, **kw)
-            self.register_buffer("items", torch.empty(0, dim))
-
-        def write(self, items):
-            self.items = torch.cat([self.items, self.prepare_items(items)])
-            return self
-
-        def __len__(self):
-            return self.items.shape[0]
-
-        def config(self):
-            return {"dim": self.dim}
-
+    class StudentTKernels(StoredItems, GaussianMixtureMemory):
         def prior(self):
             return varmem.Mixture(dist.Categorical(logits=torch.zeros(len(self))),
                                   dist.StudentT(3.0, self.items, 0.5).to_event(1))

@@ -18,6 +18,7 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from _toy import StoredItems
 from pyro import poutine
 from pyro.infer import MCMC, NUTS, SVI, Predictive, Trace_ELBO, TraceEnum_ELBO, config_enumerate, infer_discrete
 from pyro.infer.autoguide import AutoDelta, AutoNormal, init_to_value
@@ -56,21 +57,7 @@ def _log_joint(model, cue, data):
 
 # --- the mixture model ---------------------------------------------------------------------------
 def _student_t_memory():
-    class StudentTKernels(varmem.MixturePriorMemory):
-        def __init__(self, dim, **kw):
-            super().__init__(dim, **kw)
-            self.register_buffer("items", torch.empty(0, dim))
-
-        def write(self, items):
-            self.items = torch.cat([self.items, self.prepare_items(items)])
-            return self
-
-        def __len__(self):
-            return self.items.shape[0]
-
-        def config(self):
-            return {"dim": self.dim}
-
+    class StudentTKernels(StoredItems, varmem.MixturePriorMemory):
         def prior(self):
             n = len(self)
             return Mixture(dist.Categorical(logits=torch.zeros(n)), dist.StudentT(3.0, self.items, 0.3).to_event(1))

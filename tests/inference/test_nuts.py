@@ -10,6 +10,7 @@ import math
 
 import pytest
 import torch
+from _toy import StoredItems
 
 import varmem
 from varmem.distributions import KernelDensity
@@ -27,23 +28,14 @@ def _memory(s=S, sigma=SIGMA, items=ITEMS):
     return varmem.KernelDensityMemory(items.shape[1], bandwidth=s, noise_scale=sigma).write(items)
 
 
-class KernelsWithoutClosedForm(varmem.MixturePriorMemory):
+class KernelsWithoutClosedForm(StoredItems, varmem.MixturePriorMemory):
     """The kernel-density model without its posterior: mode weights must be estimated."""
+
+    config_fields = ("s", "sigma")
 
     def __init__(self, dim, s=S, sigma=SIGMA, **kw):
         super().__init__(dim, **kw)
         self.s, self.sigma = s, sigma
-        self.register_buffer("items", torch.empty(0, dim))
-
-    def write(self, items):
-        self.items = torch.cat([self.items, self.prepare_items(items)])
-        return self
-
-    def __len__(self):
-        return self.items.shape[0]
-
-    def config(self):
-        return {"dim": self.dim, "s": self.s, "sigma": self.sigma}
 
     def prior(self):
         return KernelDensity(self.items, self.s)
