@@ -187,3 +187,20 @@ def test_evidence_grid_finds_the_generating_bandwidth_and_its_curve_is_informati
     assert by_value[0.3] - by_value[0.1] > 100  # negative control: a wrong bandwidth costs evidence
     assert by_value[0.3] - by_value[0.6] > 20
     assert (grid["stderr"] == 0).all() and set(grid["kind"]) == {"exact"}
+
+
+def test_evidence_elpd_takes_p_loo_from_the_log_likelihood_of_posterior_draws(kde_1d) -> None:
+    """p_loo = lppd - elpd_loo with lppd_b = log mean_s p(x_b | z_s), z_s exact posterior draws."""
+    cues = torch.tensor([[0.0], [1.2]], dtype=F64)
+    evidence = kde_1d.evidence(cues)
+    data = varmem.to_inference_data(retrieval=kde_1d.retrieve(cues), memory=kde_1d, data=cues, num_samples=500)
+    ll = data.log_likelihood["x"].values[0]  # [S, B]
+    lppd = (torch.logsumexp(torch.as_tensor(ll), 0) - math.log(500)).sum()
+    elpd = evidence_elpd(evidence, log_likelihood=ll)
+    assert elpd["p_loo"] == pytest.approx(float(lppd) - float(evidence.log_evidence.sum()), rel=1e-12)
+    assert elpd["p_loo"] > 0  # the cue's own posterior predicts it better than the leave-one-out one
+    assert elpd["n_samples"] == 500
+    with pytest.raises(ValueError, match="one column per cue"):
+        evidence_elpd(evidence, log_likelihood=ll[:, :1])
+    with pytest.raises(TypeError, match="varmem.Evidence"):
+        evidence_elpd(evidence.log_evidence)

@@ -336,7 +336,7 @@ def to_inference_data(
     """
     kwargs = dict(kwargs or {})
     if args is not None:
-        if data != ():
+        if not (isinstance(data, tuple) and not data):
             raise ValueError("give data= (args= is its deprecated name), not both")
         warnings.warn("to_inference_data(args=...) is deprecated: pass data=, as for varmem.fit", DeprecationWarning,
                       stacklevel=2)
