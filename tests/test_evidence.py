@@ -119,6 +119,7 @@ def test_importance_sampling_with_the_exact_posterior_has_no_variance_and_the_pr
     perfect = importance_sampling(log_joint(z) - posterior.log_prob(z), n_obs)
     assert float(perfect.log_evidence) == pytest.approx(exact, abs=1e-9)
     assert float(perfect.stderr) < 1e-9
+    assert float(perfect.ess) == pytest.approx(4000, rel=1e-9)  # equal weights: every draw counts
 
     z = kde_1d.prior().sample((4000, 1))
     prior_is = importance_sampling(log_joint(z) - kde_1d.prior().log_prob(z), n_obs)
@@ -129,7 +130,8 @@ def test_importance_sampling_with_the_exact_posterior_has_no_variance_and_the_pr
     z = q.sample((4000, 1, 1))
     missed = importance_sampling(log_joint(z) - q.log_prob(z).sum(-1), n_obs)
     assert float(missed.log_evidence) < exact - 20  # far off ...
-    assert float(missed.stderr) < 5  # ... and the estimator does not know it
+    assert float(missed.stderr) < 5  # ... and the stderr does not know it; the ESS does
+    assert float(missed.ess) < 0.01 * 4000 < float(prior_is.ess)
 
 
 def test_evidence_record_totals_and_rejects_unknown_kinds() -> None:

@@ -37,6 +37,9 @@ class Evidence:
         stderr: ``[B]`` Monte Carlo standard error of ``log_evidence`` (zeros when exact).
         num_samples: samples per cue behind an estimate (``None`` when exact).
         n_observed: ``[B]`` the number of observed entries of each cue.
+        ess: ``[B]`` the effective sample size ``(Σ w)² / Σ w²`` of an importance-sampling
+            estimate's weights (``None`` otherwise); far below ``num_samples``, the weights are
+            dominated by a few draws and ``stderr`` is not to be trusted.
     """
 
     log_evidence: Tensor
@@ -45,6 +48,7 @@ class Evidence:
     stderr: Tensor
     n_observed: Tensor
     num_samples: int | None = None
+    ess: Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in EVIDENCE_KINDS:
@@ -83,5 +87,6 @@ def importance_sampling(log_weights: Tensor, n_observed: Tensor, *, method: str 
     log_mean = lse - math.log(s)
     normalised = (log_weights - log_mean).exp()  # w_s / mean(w)
     stderr = normalised.std(0, unbiased=True) / math.sqrt(s)
+    ess = (2 * lse - torch.logsumexp(2 * log_weights, 0)).exp()  # (Σ w)² / Σ w²
     return Evidence(log_evidence=log_mean, kind=kind, method=method, stderr=stderr, n_observed=n_observed,
-                    num_samples=s)
+                    num_samples=s, ess=ess)
