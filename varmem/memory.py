@@ -292,10 +292,19 @@ class Memory(PyroModule, metaclass=_MemoryMeta):
         memory's :meth:`compute_evidence` (e.g. ``num_samples``, ``seed`` for an estimator).
 
         Memories with a closed-form posterior give it exactly; others estimate it where they are
-        probabilistic models; memories that are not (energy-based networks) raise ``TypeError``."""
+        probabilistic models; memories that are not (energy-based networks) raise ``TypeError``.
+        A value that is not finite (a cue so extreme that the arithmetic overflows the memory's
+        dtype) raises ``FloatingPointError`` naming the cues, instead of returning NaN or -inf."""
         self._check_not_empty()
         cue, mask = self.prepare_cue(cue, mask)
-        return self.compute_evidence(cue, mask, **options)
+        result = self.compute_evidence(cue, mask, **options)
+        bad = (~torch.isfinite(result.log_evidence)).nonzero().flatten().tolist()
+        if bad:
+            raise FloatingPointError(
+                f"{type(self).__name__}.evidence gave NaN or inf for cues {bad}: their values overflow {self.dtype} "
+                "in the computation (nothing was changed); rescale the cue or use float64"
+            )
+        return result
 
     def log_evidence(self, cue: Any, mask: Any = None, **options: Any) -> Tensor:
         """``[B]`` ``log p(x_b | M)``: the value of :meth:`evidence` (whose record also says whether

@@ -2,7 +2,8 @@
 
 For each memory class (its :mod:`_factories` factory) and each entry point — every constructor
 argument, ``write`` and its keywords, ``forget``, ``delete`` and its keywords, ``retrieve`` with
-every listed method, its ``cue``, ``mask`` and every engine option, ``energy`` and
+every listed method, its ``cue``, ``mask`` and every engine option, ``energy``, ``evidence`` (where
+the memory has one) and
 ``load_state_dict`` — :func:`catalogue` generates :class:`Case` s from a *spec* of what the argument
 accepts.  A case is one of
 
@@ -481,7 +482,7 @@ class Case:
     @property
     def read_only(self) -> bool:
         """Reads (``retrieve``, ``energy``) must leave the memory as it was, so one memory serves them all."""
-        return self.entry.startswith(("retrieve", "energy"))
+        return self.entry.startswith(("retrieve", "energy", "evidence"))
 
     @property
     def id(self) -> str:
@@ -652,6 +653,37 @@ def _energy_cases(f: Factory, memory: Memory) -> Iterable[Case]:
                lambda m: m.energy(torch.cat([z, z[:1]]), cue), ("z",))
 
 
+def _evidence_cases(f: Factory, memory: Memory) -> Iterable[Case]:
+    """``memory.evidence`` validates its cue and mask as ``retrieve`` does (estimators with a fixed
+    seed, so equivalent spellings give identical numbers); none for memories without evidence."""
+    cue, mask = f.cues(), f.mask()
+    options: dict[str, Any] = {}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if memory.evidence(cue).kind != "exact":
+                options = {"num_samples": 16, "seed": 0}
+    except TypeError:
+        return
+
+    def evidence(m: Memory, c: Any = cue, k: Any = None) -> Any:
+        return m.log_evidence(c, k, **options)
+
+    for label, value, kind, ref in tensor_values(cue):
+        yield Case(f.name, "evidence", "cue", label, kind, lambda m, v=value: evidence(m, v), ("cue",),
+                   reference=(lambda m, r=ref: evidence(m, r)) if kind == "equivalent" else None,
+                   ref_key=("evidence", "cue", id(ref)))
+    yield Case(f.name, "evidence", "cue", "NaN where unobserved", "equivalent",
+               lambda m: evidence(m, torch.where(mask, cue, math.nan), mask), ("cue",),
+               reference=lambda m: evidence(m, torch.where(mask, cue, 0.0), mask))
+    yield Case(f.name, "evidence", "cue", "NaN where observed", "invalid",
+               lambda m: evidence(m, _with(cue, math.nan), mask), ("cue",))
+    for label, value, kind, ref in mask_values(mask):
+        yield Case(f.name, "evidence", "mask", label, kind, lambda m, v=value: evidence(m, cue, v), ("mask",),
+                   reference=(lambda m, r=ref: evidence(m, cue, r)) if kind == "equivalent" else None,
+                   exact=label != ONE_ROW_MASK, ref_key=("evidence", "mask", id(ref)))
+
+
 ITEM_BUFFERS = ("items", "codes")
 """State entries that hold data (stored items or their codes): bound by ±MAX_ABS_VALUE like any data."""
 
@@ -723,7 +755,7 @@ def catalogue(names: Iterable[str] | None = None) -> list[Case]:
         memory = f.build()
         for gen in (_constructor_cases(f), _write_cases(f, memory), _forget_cases(f, memory),
                     _delete_cases(f, memory), _retrieve_cases(f, memory), _energy_cases(f, memory),
-                    _load_cases(f, memory)):
+                    _evidence_cases(f, memory), _load_cases(f, memory)):
             cases.extend(gen)
     return cases
 

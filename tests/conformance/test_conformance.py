@@ -437,3 +437,37 @@ def test_no_call_changes_the_callers_tensors_or_keeps_an_alias_of_them(name):
     reference = factory.build()
     reference.write(items[:1])
     assert_state_identical(fresh, snapshot(reference))
+
+
+PROBABILISTIC = {"KernelDensityMemory", "NonparametricMemory", "LatentMemory", "PredictiveCodingMemory", "BayesPCN"}
+"""The memories that are normalised generative models of their cues: they have an evidence."""
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_evidence_is_one_finite_log_density_per_cue_or_a_type_error(name):
+    """``evidence`` gives ``[B]`` finite values with a known kind, a non-negative standard error
+    (zero when exact) and the count of observed entries; an empty memory refuses it; a memory that
+    is not a generative model refuses it with ``TypeError``."""
+    import warnings
+
+    from varmem.evidence import EVIDENCE_KINDS, Evidence
+
+    factory = FACTORIES[name]
+    memory, cue, mask = factory.build(), factory.cues(), factory.mask()
+    if name not in PROBABILISTIC:
+        with pytest.raises(TypeError, match="has no evidence"):
+            memory.evidence(cue)
+        return
+    options = {} if name in ("KernelDensityMemory", "NonparametricMemory") else {"num_samples": 32, "seed": 0}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # few samples: the degenerate-weights warning
+        full, partial = memory.evidence(cue, **options), memory.evidence(cue, mask, **options)
+        again = memory.log_evidence(cue, **options)
+    for e, observed in ((full, torch.full((cue.shape[0],), cue.shape[1])), (partial, mask.sum(-1))):
+        assert isinstance(e, Evidence) and e.kind in EVIDENCE_KINDS
+        assert e.log_evidence.shape == (cue.shape[0],) and bool(torch.isfinite(e.log_evidence).all())
+        assert bool((e.stderr >= 0).all()) and (e.kind != "exact" or bool((e.stderr == 0).all()))
+        assert e.n_observed.tolist() == observed.tolist()
+    torch.testing.assert_close(again, full.log_evidence, rtol=0, atol=0)  # seeded: the same numbers
+    with pytest.raises(ValueError, match="empty"):
+        factory.make().evidence(cue)
