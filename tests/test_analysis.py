@@ -495,3 +495,17 @@ def test_nuts_reads_export_their_chains_for_r_hat(memory):
     data = varmem.to_inference_data(retrieval=plain, memory=memory, data=cue)
     assert data.posterior["z"].shape == (4, 10, 1, 3) and "mode_chains" not in data.groups()
     assert np.isfinite(az.rhat(data)["z"].values).all()
+
+
+def test_exact_draws_of_a_masked_read_follow_the_masked_posterior(memory):
+    """The exported exact draws come from p(z | x_obs): their mean on the hidden entries is the
+    masked posterior's, not the full cue's (which would pull them to the hidden values)."""
+    cue = memory.items[[2]] + 0.1
+    cue[0, 1] = 5.0  # a hidden entry far from every item: an unmasked posterior would follow it
+    mask = torch.tensor([[True, False, True]])
+    result = memory.retrieve(cue, mask, method="exact")
+    data = varmem.to_inference_data(retrieval=result, memory=memory, data=(cue, mask), num_samples=2000, seed=3)
+    mean = data.posterior["z"].values[0].mean(0)
+    sd = np.sqrt(result.variance.numpy() / 2000)
+    assert (np.abs(mean - result.pattern.numpy()) < 5 * sd).all()
+    assert mean[0, 1] < 2.0  # the hidden 5.0 did not enter

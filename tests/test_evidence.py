@@ -206,3 +206,62 @@ def test_evidence_elpd_takes_p_loo_from_the_log_likelihood_of_posterior_draws(kd
         evidence_elpd(evidence, log_likelihood=ll[:, :1])
     with pytest.raises(TypeError, match="varmem.Evidence"):
         evidence_elpd(evidence.log_evidence)
+
+
+# --------------------------------------------------------------------------- details (mutation testing)
+def test_importance_sampling_fields_and_the_delta_method_stderr_by_hand() -> None:
+    """Weights w = (1, 3): log mean = log 2; sd(w)/mean(w) with the unbiased sd is √2/2, over √S."""
+    log_w = torch.log(torch.tensor([[1.0], [3.0]], dtype=F64))
+    e = importance_sampling(log_w, torch.tensor([5.0], dtype=F64), method="m", kind="lower_bound")
+    assert float(e.log_evidence) == pytest.approx(math.log(2.0), abs=1e-12)
+    assert float(e.stderr) == pytest.approx(math.sqrt(2.0) / 2 / math.sqrt(2.0), abs=1e-12)
+    assert float(e.ess) == pytest.approx(16 / 10, abs=1e-12)  # (1 + 3)² / (1 + 9)
+    assert (e.kind, e.method, e.num_samples, e.n_observed.tolist()) == ("lower_bound", "m", 2, [5.0])
+
+
+def test_evidence_record_details() -> None:
+    exact = Evidence(torch.tensor([-3.0]), "exact", "closed_form", torch.zeros(1), torch.tensor([1.0]))
+    assert "±" not in repr(exact) and "exact" in repr(exact)
+    assert exact.per_observed_entry().tolist() == [-3.0]  # one observed entry: the evidence itself
+
+
+def test_evidence_elpd_of_an_estimate_reports_no_pareto_k_and_warns_on_a_large_error() -> None:
+    values = torch.tensor([-1.0, -2.0, -4.0], dtype=F64)
+    small = Evidence(values, "estimate", "is", torch.full((3,), 0.1, dtype=F64), torch.ones(3), num_samples=64)
+    large = Evidence(values, "estimate", "is", torch.full((3,), 0.3, dtype=F64), torch.ones(3), num_samples=64)
+    for e, warn in ((small, False), (large, True)):  # total stderr √3·0.1 = 0.17 and √3·0.3 = 0.52
+        elpd = evidence_elpd(e)
+        assert np.isnan(elpd["pareto_k"].values).all() and elpd["warning"] is warn
+        assert elpd["n_samples"] == 64 and elpd["n_data_points"] == 3 and elpd["good_k"] == 0.7
+        assert elpd["loo_i"].name == "loo_i" and elpd["loo_i"].dims == ("query",)
+        np.testing.assert_array_equal(elpd["loo_i"].values, values.numpy())
+    exact = evidence_elpd(Evidence(values, "exact", "c", torch.zeros(3), torch.ones(3)))
+    assert exact["n_samples"] == 0 and exact["pareto_k"].dims == ("query",)
+
+
+def test_compare_evidence_passes_the_weighting_method_and_names_bad_entries(separated) -> None:
+    items, cues = separated
+    evidences = {"s=0.3": kde(items, 0.3).evidence(cues[:20]), "s=0.4": kde(items, 0.4).evidence(cues[:20])}
+    table = compare_evidence(evidences, method="pseudo-BMA")
+    elpd = table["elpd_loo"]
+    z = np.exp(elpd - elpd.max())
+    np.testing.assert_allclose(table["weight"].values, (z / z.sum()).values, rtol=1e-9)  # pseudo-BMA: ∝ exp(elpd)
+    assert table.loc["s=0.4", "weight"] > 1e-6  # not stacking's all-or-nothing here
+    with pytest.raises(ValueError, match="at least two"):
+        compare_evidence({"s=0.3": evidences["s=0.3"]})
+    with pytest.raises(ValueError, match="at least two"):
+        compare_evidence([evidences["s=0.3"], evidences["s=0.4"]])
+    with pytest.raises(TypeError, match=r"\['b'\]"):
+        compare_evidence({"a": evidences["s=0.3"], "b": 1.0})
+
+
+def test_evidence_grid_passes_the_mask_and_reports_the_mean_per_cue(separated) -> None:
+    items, cues = separated
+    mask = torch.ones_like(cues[:10], dtype=torch.bool)
+    mask[:, 3:] = False
+    grid = evidence_grid(lambda s: kde(items, s), [0.3], cues[:10], mask)
+    exact = kde(items, 0.3).evidence(cues[:10], mask)
+    assert grid.loc[0, "log_evidence"] == pytest.approx(exact.total()[0], rel=1e-12)
+    assert grid.loc[0, "per_cue"] == pytest.approx(exact.total()[0] / 10, rel=1e-12)
+    with pytest.raises(ValueError, match="at least one value"):
+        evidence_grid(lambda s: kde(items, s), [], cues)
