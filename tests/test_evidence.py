@@ -265,3 +265,52 @@ def test_evidence_grid_passes_the_mask_and_reports_the_mean_per_cue(separated) -
     assert grid.loc[0, "per_cue"] == pytest.approx(exact.total()[0] / 10, rel=1e-12)
     with pytest.raises(ValueError, match="at least one value"):
         evidence_grid(lambda s: kde(items, s), [], cues)
+
+
+def test_on_arviz_1_the_evidence_becomes_arviz_stats_elpd_data(monkeypatch) -> None:
+    """ArviZ ≥ 1 (not installable here: it needs Python ≥ 3.12) keeps ELPDData in arviz_stats.utils
+    as a keyword-only dataclass (kind, elpd, se, p, n_samples, n_data_points, scale, warning,
+    good_k, elpd_i, pareto_k), and its compare takes no ``ic``: a fake with that layout checks that
+    varmem fills every field with the numbers it gives ArviZ 0.x."""
+    import dataclasses
+    import sys
+    import types
+
+    import varmem.analysis as analysis
+
+    @dataclasses.dataclass(kw_only=True)
+    class ELPDDataLOO:
+        kind: str
+        elpd: float
+        se: float
+        p: float
+        n_samples: int
+        n_data_points: int
+        scale: str
+        warning: bool
+        good_k: float
+        elpd_i: object = None
+        pareto_k: object = None
+
+    calls = {}
+
+    def compare(compare_dict, method="stacking", var_name=None, reference=None):
+        calls["args"] = (compare_dict, method)
+        return "table"
+
+    monkeypatch.setitem(sys.modules, "arviz_stats", types.ModuleType("arviz_stats"))
+    monkeypatch.setitem(sys.modules, "arviz_stats.utils", types.SimpleNamespace(ELPDDataLOO=ELPDDataLOO))
+    sys.modules["arviz_stats"].utils = sys.modules["arviz_stats.utils"]
+    values = torch.tensor([-1.0, -2.0, -4.0], dtype=F64)
+    e = Evidence(values, "estimate", "is", torch.full((3,), 0.3, dtype=F64), torch.ones(3), num_samples=64)
+    old = evidence_elpd(e)  # the installed ArviZ 0.x
+    monkeypatch.setattr(analysis, "_arviz", lambda: types.SimpleNamespace(__version__="1.1.0", compare=compare))
+    new = evidence_elpd(e)
+    assert isinstance(new, ELPDDataLOO) and new.kind == "loo" and new.scale == "log"
+    assert (new.elpd, new.se, new.n_samples, new.n_data_points, new.warning, new.good_k) == (
+        old["elpd_loo"], old["se"], old["n_samples"], old["n_data_points"], old["warning"], old["good_k"])
+    assert np.isnan(new.p) and np.isnan(old["p_loo"])
+    np.testing.assert_array_equal(new.elpd_i.values, old["loo_i"].values)
+    np.testing.assert_array_equal(new.pareto_k.values, old["pareto_k"].values)
+    assert compare_evidence({"a": e, "b": e}, method="pseudo-BMA") == "table"
+    assert set(calls["args"][0]) == {"a", "b"} and calls["args"][1] == "pseudo-BMA"

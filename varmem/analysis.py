@@ -463,17 +463,15 @@ def evidence_elpd(evidence: Evidence, *, log_likelihood: Any = None, dim: str = 
     lppd - elpd_loo``; without it ``p_loo`` is NaN.  ``pareto_k`` is 0 for an exact evidence and
     NaN for an estimate (no Pareto smoothing was done); ``warning`` is set when an estimate's
     total standard error exceeds 0.5 nat.  Use it with ``az.compare({name: evidence_elpd(...)})``
-    (:func:`compare_evidence`).  ArviZ < 1 (``arviz.stats.ELPDData``).
+    (:func:`compare_evidence`).  ArviZ < 1: ``arviz.stats.ELPDData`` (a pandas Series indexed
+    ``elpd_loo``, ``se``, ``p_loo``, ..., ``loo_i``); ArviZ ≥ 1: ``arviz_stats``' ``ELPDDataLOO``
+    (a dataclass with ``kind="loo"``, ``elpd``, ``se``, ``p``, ..., ``elpd_i``).
     """
     az = _arviz()
     if not isinstance(evidence, Evidence):
         raise TypeError(f"evidence must be a varmem.Evidence (memory.evidence(cue, mask)), got "
                         f"{type(evidence).__name__}")
-    if arviz_major_version(az) >= 1:
-        raise NotImplementedError(f"evidence_elpd builds ArviZ 0.x's ELPDData; ArviZ {az.__version__} keeps it in "
-                                  "arviz_stats with another layout, which varmem does not build yet")
     import xarray as xr
-    from arviz.stats.stats_utils import ELPDData
 
     values = evidence.log_evidence.detach().to("cpu", torch.float64).numpy()
     n = values.shape[0]
@@ -492,8 +490,17 @@ def evidence_elpd(evidence: Evidence, *, log_likelihood: Any = None, dim: str = 
     _, total_se = evidence.total()
     pointwise = xr.DataArray(values, dims=[dim], name="loo_i")
     pareto_k = xr.DataArray(np.zeros(n) if exact else np.full(n, np.nan), dims=[dim], name="pareto_shape")
+    warning = bool(total_se > 0.5)
+    if arviz_major_version(az) >= 1:
+        from arviz_stats import utils
+
+        loo_data = getattr(utils, "ELPDDataLOO", None) or utils.ELPDData
+        return loo_data(kind="loo", elpd=elpd, se=se, p=p_loo, n_samples=n_samples, n_data_points=n, scale="log",
+                        warning=warning, good_k=0.7, elpd_i=pointwise, pareto_k=pareto_k)
+    from arviz.stats.stats_utils import ELPDData
+
     return ELPDData(
-        data=[elpd, se, p_loo, n_samples, n, bool(total_se > 0.5), pointwise, pareto_k, "log", 0.7],
+        data=[elpd, se, p_loo, n_samples, n, warning, pointwise, pareto_k, "log", 0.7],
         index=["elpd_loo", "se", "p_loo", "n_samples", "n_data_points", "warning", "loo_i", "pareto_k", "scale",
                "good_k"],
     )
@@ -501,9 +508,10 @@ def evidence_elpd(evidence: Evidence, *, log_likelihood: Any = None, dim: str = 
 
 def compare_evidence(evidences: dict[str, Evidence], *, method: str = "stacking", **kwargs: Any) -> Any:
     """``az.compare`` of memories by the exact leave-one-out predictive of their cues (their log
-    evidence, :func:`evidence_elpd`): one row per memory, ranked by ``elpd_loo``, with ArviZ's
-    ``se``, ``elpd_diff``, ``dse`` and weights (``method``: ``"stacking"``, ``"BB-pseudo-BMA"``,
-    ``"pseudo-BMA"``).  Every memory must have been given the same cues (same count)."""
+    evidence, :func:`evidence_elpd`): one row per memory, ranked by the elpd, with ArviZ's ``se``,
+    ``elpd_diff``, ``dse`` and weights (``method``: ``"stacking"``, ``"BB-pseudo-BMA"``,
+    ``"pseudo-BMA"``).  The columns are the installed ArviZ's (``elpd_loo`` / ``p_loo`` before 1.0,
+    ``elpd`` / ``p`` from 1.0).  Every memory must have been given the same cues (same count)."""
     if not isinstance(evidences, dict) or len(evidences) < 2:
         raise ValueError("compare_evidence needs a dict of at least two {name: Evidence}")
     counts = {name: int(e.log_evidence.shape[0]) for name, e in evidences.items() if isinstance(e, Evidence)}
@@ -516,8 +524,10 @@ def compare_evidence(evidences: dict[str, Evidence], *, method: str = "stacking"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         warnings.filterwarnings("ignore", message="The inplace keyword")  # ArviZ 0.x's sort, pandas >= 3
-        return az.compare({name: evidence_elpd(e) for name, e in evidences.items()}, ic="loo", method=method,
-                          **kwargs)
+        elpds = {name: evidence_elpd(e) for name, e in evidences.items()}
+        if arviz_major_version(az) >= 1:  # arviz_stats.compare: PSIS-LOO only, no ic argument
+            return az.compare(elpds, method=method, **kwargs)
+        return az.compare(elpds, ic="loo", method=method, **kwargs)
 
 
 def evidence_grid(build: Callable[[Any], Any], values: Any, cues: Tensor, mask: Tensor | None = None,
