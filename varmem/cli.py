@@ -368,20 +368,30 @@ def _compare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from .comparison import ComparisonError
     from .comparison.command import CompareConfig, run_compare
 
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(CompareConfig) if hasattr(args, f.name)}
+    values = _config_values(CompareConfig, args)
     defaults = CompareConfig()
     values["memories"] = tuple(values["memories"]) if values["memories"] else defaults.memories
     values["corruptions"] = values["corruptions"] or defaults.corruptions
     values["methods"] = values["methods"] or {}
     values["sizes"], values["seeds"] = tuple(values["sizes"]), tuple(values["seeds"])
-    config = CompareConfig(**values)
+    return _validate_and_run(CompareConfig(**values), run_compare, ComparisonError, parser)
+
+
+def _config_values(config_class: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """The parsed options that are fields of ``config_class`` (a dataclass of command settings)."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(config_class) if hasattr(args, f.name)}
+
+
+def _validate_and_run(config: Any, run: Any, run_error: type[Exception], parser: argparse.ArgumentParser) -> int:
+    """Validate ``config`` and ``run`` it; a bad setting or a ``run_error`` becomes the command's one
+    ``error:`` line (exit 2)."""
     try:
         config.validate()
     except (ValueError, TypeError) as e:
         parser.error(_one_line(e))
     try:
-        run_compare(config)
-    except ComparisonError as e:
+        run(config)
+    except run_error as e:
         parser.error(_one_line(e))
     return 0
 
@@ -394,7 +404,7 @@ def _one_line(error: BaseException) -> str:
 def _recall(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from .recall import RecallConfig, RecallError, run_recall
 
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(RecallConfig) if hasattr(args, f.name)}
+    values = _config_values(RecallConfig, args)
     defaults = RecallConfig()
     for name in ("corruptions", "methods"):
         values[name] = tuple(values[name]) if values[name] else getattr(defaults, name)
@@ -407,16 +417,7 @@ def _recall(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             )
     else:
         values["noise_scale"] = None
-    config = RecallConfig(**values)
-    try:
-        config.validate()
-    except (ValueError, TypeError) as e:
-        parser.error(_one_line(e))
-    try:
-        run_recall(config)
-    except RecallError as e:
-        parser.error(_one_line(e))
-    return 0
+    return _validate_and_run(RecallConfig(**values), run_recall, RecallError, parser)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
