@@ -78,14 +78,15 @@ def plot_capacity(table: Any, path: str | Path) -> Path:
     colours = _colours(len(curves))
     for ax, (corruption, level) in zip(axes, panels, strict=True):
         sub = table[(table["corruption"] == corruption) & (table["level"] == level)]
+        panel = dict(_curves(sub))
         for k, (label, _) in enumerate(curves):
-            rows = [r for lab, r in _curves(sub) if lab == label]
-            if not rows:
+            rows = panel.get(label)
+            if rows is None:
                 continue
-            stats = rows[0].groupby("N")["accuracy"].agg(["mean", "min", "max"]).reindex(sizes)
+            stats = rows.groupby("N")["accuracy"].agg(["mean", "min", "max"]).reindex(sizes)
             ax.plot(sizes, stats["mean"] + offsets[k], _STYLES[k % len(_STYLES)], color=colours[k], label=label,
                     markersize=4)
-            if rows[0]["seed"].nunique() > 1:
+            if rows["seed"].nunique() > 1:
                 ax.fill_between(sizes, stats["min"] + offsets[k], stats["max"] + offsets[k], color=colours[k],
                                 alpha=0.12, lw=0)
         plain_log_axis(ax, "x", sizes)
