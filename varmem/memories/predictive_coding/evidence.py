@@ -269,8 +269,8 @@ def pc_evidence(
         return Evidence(log_evidence=value, kind="lower_bound", method=method, stderr=stderr, n_observed=n_obs,
                         num_samples=num_samples)
     combined = (log_w.view(1, K, 1) + lw).logsumexp(1)  # [S, B]: Σ_k w_k p_k / q_k per draw
-    normalised = (combined - combined.logsumexp(0)).exp()
-    ess = 1.0 / normalised.pow(2).sum(0)  # [B], (Σ w)² / Σ w²
+    result = importance_sampling(combined, n_obs, method=method, kind="estimate")
+    ess = result.ess  # [B], (Σ w)² / Σ w²
     poor = (ess < max(10.0, 0.01 * num_samples)).nonzero().flatten().tolist()
     if poor:
         warnings.warn(
@@ -278,7 +278,7 @@ def pc_evidence(
             f"sample size {[round(float(ess[b]), 1) for b in poor[:10]]} of {num_samples}): the estimate is likely "
             "too low and its stderr too small; use more samples, or estimator='elbo' for a bound",
             RuntimeWarning, stacklevel=5)
-    return importance_sampling(combined, n_obs, method=method, kind="estimate")
+    return result
 
 
 def _relaxed_mode(net: Any, x: Tensor, m: Tensor | None, layers: list, K: int, generator: Any,
