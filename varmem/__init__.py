@@ -47,6 +47,7 @@ from .distributions import KernelDensity, Mixture
 from .evidence import Evidence
 from .memories import (
     BayesPCN,
+    FiringRateMemory,
     KernelDensityMemory,
     KernelDensityPosterior,
     LatentMemory,
@@ -87,6 +88,8 @@ __all__ = [
     "BayesPCN",
     "KernelDensity",
     "Mixture",
+    # neuroscience seed systems
+    "FiringRateMemory",
     # baselines
     "ClassicalHopfield",
     "DenseAssociativeMemory",
