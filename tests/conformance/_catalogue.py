@@ -305,6 +305,10 @@ CONSTRUCTOR_SPECS: dict[str, dict[str, Any]] = {
     "MemN2N": {"dim": DIM, "alpha": POS, "train_alpha": POS, "beta_init": FINITE,
                "variant": Choice(("annabi", "textbook")), **_DEVICE},
     "NTM": {"dim": DIM, "variant": Choice(("annabi", "textbook")), "eps": POS, **_DEVICE},
+    "FiringRateMemory": {
+        "dim": DIM, "activation": Choice(("logistic", "tanh")), "gain": POS, "threshold": FINITE,
+        "inactive_field": FINITE, "active_field": FINITE, "coding_level": Real(0, 1, True, True, allow_none=True),
+        "correlation": Real(0, 1, hi_open=True, allow_none=True), "temperature": POS, **_DEVICE},
 }
 """What every constructor argument of every memory class accepts."""
 
@@ -324,6 +328,16 @@ class Precision:
 
     def values(self, canonical: Any) -> list[Value]:
         return _junk(True) + [("float 1.0", 1.0, "invalid", None), ("True", True, "invalid", None)]
+
+
+@dataclass(frozen=True)
+class Drive:
+    """``rate_dynamics``' ``drive``: None or a constant input ``[N]`` / ``[B, N]`` (added per memory by
+    :func:`_tensor_option_values`)."""
+
+    def values(self, canonical: Any) -> list[Value]:
+        return _junk(True) + [("float 0.5", 0.5, "invalid", None), ("True", True, "invalid", None),
+                              ("list of floats", [0.1, 0.2], "invalid", None)]
 
 
 _PC = {"max_steps": Int(1, allow_none=True), "lr": Real(0, allow_none=True), "n_repeat": Int(1),
@@ -354,6 +368,9 @@ OPTION_SPECS: dict[str, dict[str, Any]] = {
     "hybrid": {**_ITERATIVE, "start": Choice(("encoder", "guide"))},
     "learned_precision": {"max_steps": Int(0), "precision": Precision(), "init": Init(), "return_weights": OPT_BOOL},
     "attention": {"return_weights": Bool()},
+    "rate_dynamics": {"t_max": POS, "dt": Real(0, 1, lo_open=True), "noise": NONNEG,
+                      "seed": Int(0, allow_none=True, seed=True), "drive": Drive(), "clamp": Bool(), "init": Init(),
+                      "tol": NONNEG, "trace": Bool(), "progress": Bool()},
 }
 """What every option of every engine accepts (tensor values of ``init`` / ``precision`` are added
 per memory by :func:`_tensor_option_values`)."""
@@ -572,6 +589,16 @@ def _tensor_option_values(f: Factory, memory: Memory, option: str, batch: int) -
             ("float32 start", start.float(), "equivalent", start.float().double()),
             ("start one row short", start[:-1], "invalid", None),
         ]
+    if option == "drive":
+        u = torch.full((memory.dim,), 0.1, dtype=memory.dtype, device=memory.device)
+        return [("wrong length", u[:-1], "invalid", None), ("NaN entry", _with(u[None], math.nan)[0], "invalid", None),
+                ("inf entry", _with(u[None], math.inf)[0], "invalid", None),
+                ("2e6 entry", _with(u[None], 2e6)[0], "invalid", None), ("int tensor", u.long(), "invalid", None),
+                ("bool tensor", u > 0, "invalid", None), ("complex tensor", u.to(torch.complex128), "invalid", None),
+                ("3-D", u[None, None], "invalid", None), ("batch B+1", u.expand(batch + 1, -1), "invalid", None),
+                ("one row per cue", u.expand(batch, -1).clone(), "equivalent", u),
+                ("non-contiguous", torch.stack([u, u], 1)[:, 0], "equivalent", u),
+                ("float32", u.float(), "equivalent", u.float().double())]
     if option == "precision":
         p = torch.full((memory.latent_dim,), 2.0, dtype=memory.dtype, device=memory.device)
         return [("wrong length", p[:-1], "invalid", None), ("negative entry", _with(p[None], -1.0)[0], "invalid", None),

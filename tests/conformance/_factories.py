@@ -152,6 +152,16 @@ def _not_bipolar(d: int) -> Callable[[], list[tuple[str, Tensor]]]:
                     ("not bipolar (2)", torch.full((1, d), 2.0, device=DEVICE))]
 
 
+def _binary01(n: int, d: int, seed: int) -> Callable[[], Tensor]:
+    """``[n, d]`` random {0, 1} patterns of coding level about 0.4 (the firing-rate memory's items)."""
+    return lambda: (torch.rand(n, d, generator=_generator(seed), dtype=torch.float64) < 0.4).double().to(DEVICE)
+
+
+def _outside_unit(d: int) -> Callable[[], list[tuple[str, Tensor]]]:
+    return lambda: [("below 0 (-0.5)", torch.full((1, d), -0.5, device=DEVICE)),
+                    ("above 1 (1.5)", torch.full((1, d), 1.5, device=DEVICE))]
+
+
 def _real_items(d: int, n: int = 5, seed: int = 0, scale: float = 1.0) -> Callable[[], Tensor]:
     return lambda: gaussian(n, d, seed, scale)
 
@@ -226,6 +236,12 @@ def _factories() -> list[Factory]:
                 real4, _noisy(real4, [0, 3, 4], 10, 0.2), _mask(3, 4, 20)),
         Factory(varmem.NTM, dict(dim=4, variant="annabi", eps=1e-5, **dev),
                 real4, _noisy(real4, [0, 3, 4], 10, 0.2), _mask(3, 4, 20)),
+        Factory(varmem.FiringRateMemory,
+                dict(dim=8, activation="logistic", gain=4.8, threshold=0.2, inactive_field=-0.3, active_field=0.95,
+                     coding_level=None, correlation=None, temperature=1.0, **dev),
+                _binary01(5, 8, 4), _noisy(_binary01(5, 8, 4), [0, 2, 4], 10, 0.1), _mask(3, 8, 21),
+                options={"rate_dynamics": {"t_max": 1.0, "dt": 0.05}, "map": MAP, "nuts": NUTS},
+                bad_items=_outside_unit(8)),
     ]
 
 

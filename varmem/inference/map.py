@@ -88,6 +88,8 @@ def retrieve_map(
     check_positive_int(max_steps, "option max_steps")
     tol = check_non_negative(tol, "option tol")
     lr = check_non_negative(lr if lr is not None else (1.0 if optimizer == "lbfgs" else 0.01), "option lr")
+    if lr == 0 and optimizer == "lbfgs":  # torch's strong-Wolfe line search divides by the step length
+        raise ValueError("option lr must be > 0 with optimizer 'lbfgs' (a zero step cannot be line-searched)")
     check_bool(return_weights, "option return_weights", allow_none=True)
     check_bool(progress, "option progress")
     z0 = memory.init_latent(cue, mask, init).detach()

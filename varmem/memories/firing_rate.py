@@ -64,7 +64,6 @@ from typing import Any, Protocol, runtime_checkable
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.distributions import constraints
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -120,12 +119,13 @@ activation_fn = activation  # the memory's constructor argument ``activation`` s
 
 
 def activation_derivative(h: Tensor, kind: str, gain: Any, threshold: Any) -> Tensor:
-    """``Φ'(h)``: ``4ρ Φ(1 - Φ)`` (logistic, at most ``ρ``) or ``ρ (1 - tanh²)`` above ``x*``, else 0."""
+    """``Φ'(h)``: ``4ρ Φ(1 - Φ)`` (logistic, at most ``ρ``) or ``ρ (1 - tanh²)`` from ``x*`` on, else 0
+    (at the kink ``h = x*`` the right derivative ``ρ``, as the official code takes it)."""
     if kind == "logistic":
         s = torch.sigmoid(4 * gain * (h - threshold) - 2)
         return 4 * gain * s * (1 - s)
     t = torch.tanh(gain * (h - threshold))
-    return torch.where(h > threshold, gain * (1 - t * t), torch.zeros_like(t))
+    return torch.where(h >= threshold, gain * (1 - t * t), torch.zeros_like(t))
 
 
 def activation_inverse(x: Tensor, kind: str, gain: float, threshold: float) -> Tensor:
@@ -588,13 +588,15 @@ class FiringRateMemory(Memory):
 
     def model(self, cue: Tensor | None = None, mask: Tensor | None = None, num_cues: int = 1) -> Tensor:
         """The Gibbs density ``p(z | M) ∝ exp(-E(z)/T)`` of the rates on the unit box: site ``"z"``
-        (``[B, N]``, an improper flat distribution with support ``[0, 1]^N`` under the plate
-        ``"cues"``) scored by ``pyro.factor("energy", -E/T)``, observed entries of a partial cue clamped."""
+        (``[B, N]`` under the plate ``"cues"``: a uniform distribution on ``[0, 1]^N`` with its
+        log-density masked to 0, so that Pyro knows the support and can trace the model) scored by
+        ``pyro.factor("energy", -E/T)``, observed entries of a partial cue clamped."""
         self._require_params()
         size = cue.shape[0] if cue is not None else num_cues
-        support = constraints.independent(constraints.unit_interval, 1)
+        zeros = torch.zeros(size, self.dim, dtype=self.dtype, device=self.device)
+        flat = dist.Uniform(zeros, zeros + 1).to_event(1).mask(False)  # log-density 0; support the unit box
         with pyro.plate("cues", size, dim=-1):
-            z = pyro.sample(self.latent_site, dist.ImproperUniform(support, (size,), (self.dim,)))
+            z = pyro.sample(self.latent_site, flat)
             pyro.factor("energy", -self.compute_energy(z, cue, mask) / self.temperature)
         return z
 
