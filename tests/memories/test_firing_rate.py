@@ -313,3 +313,18 @@ def test_the_sign_of_gamma_decides_between_quiescence_and_runaway_excitation():
     lost = (excitatory.retrieve(cues, trace=False).pattern - xi).abs().amax(-1) > 0.5
     assert lost.sum() >= 4  # 5 of 6 here; 14 of 14 at N = 1000, P = 14 (experiments/firing_rate.py)
     assert excitatory.jacobian_max_eigenvalue().max() > inhibitory.jacobian_max_eigenvalue().max() + 0.5
+
+
+# --- varmem compare ------------------------------------------------------------------------------------------
+def test_compare_runs_the_firing_rate_memory_only_when_named():
+    from varmem.comparison import FAMILIES, default_contenders
+    from varmem.comparison.command import CompareConfig
+    from varmem.comparison.presets import ALL_FAMILIES, OPTIONAL_FAMILIES
+
+    assert "firing_rate" in OPTIONAL_FAMILIES and "firing_rate" in ALL_FAMILIES and "firing_rate" not in FAMILIES
+    assert "firing_rate" not in [c.name for c in default_contenders(16)]
+    (contender,) = default_contenders(16, families=["firing_rate"], methods={"firing_rate": ["map"]})
+    memory = contender.build(16)
+    assert isinstance(memory, varmem.FiringRateMemory) and contender.methods == ("map",)
+    assert memory.value_domain is varmem.domains.UNIT
+    assert CompareConfig(memories=("firing_rate",)).validate().memories == ("firing_rate",)

@@ -49,6 +49,10 @@ correlated dense       CDAM (Burns 2024) on ±1 items, ``a = 1``, ``h = 0.2``, `
                        data's labels), so it runs only when ``labels`` are given; ``h`` is ours
                        (small: the read is pulled 0.2 of the way to the class mean, which costs
                        little MSE); the paper's graphs (ring, karate club) have no images
+firing rate (optional) Betteti et al.'s official settings: logistic ``ρ = 4.8``, ``x* = 0.2``, fields
+                       ``a = -0.3``, ``b = 0.95`` (``γ < 0``), coding level estimated from the
+                       stored items (binarised at ½), Euler ``dt = 0.01`` to ``t = 10``; only with
+                       ``--memories firing_rate`` (:data:`OPTIONAL_FAMILIES`)
 =====================  ==========================================================================
 """
 
@@ -71,26 +75,41 @@ from ..baselines import (
     ModernHopfield,
     RandomFeatureMemory,
 )
-from ..memories import BayesPCN, KernelDensityMemory, LatentMemory, NonparametricMemory, PredictiveCodingMemory
+from ..memories import (
+    BayesPCN,
+    FiringRateMemory,
+    KernelDensityMemory,
+    LatentMemory,
+    NonparametricMemory,
+    PredictiveCodingMemory,
+)
 from .run import Contender
 
-__all__ = ["default_contenders", "check_methods", "FAMILIES", "FAMILY_CLASSES"]
+__all__ = ["default_contenders", "check_methods", "FAMILIES", "FAMILY_CLASSES", "OPTIONAL_FAMILIES", "ALL_FAMILIES"]
 
 FAMILIES = ("kde", "nonparametric", "latent", "gpcn", "bayespcn", "classical", "dense", "cdam", "modern",
             "random_features", "kernelized", "mixture", "memn2n", "ntm")
 """Names of the default contenders, in the order of the table and the figures."""
+
+OPTIONAL_FAMILIES = ("firing_rate",)
+"""Contenders that run only when named (``varmem compare --memories firing_rate``): the firing-rate
+memory of Betteti et al. (its read integrates 1000 Euler steps, about 25 ms per MNIST cue on one core,
+and its covariance rule is made for random patterns, not correlated digits)."""
+
+ALL_FAMILIES = FAMILIES + OPTIONAL_FAMILIES
+"""Every name ``--memories`` accepts."""
 
 FAMILY_CLASSES: dict[str, type] = {
     "kde": KernelDensityMemory, "nonparametric": NonparametricMemory, "latent": LatentMemory,
     "gpcn": PredictiveCodingMemory, "bayespcn": BayesPCN, "classical": ClassicalHopfield,
     "dense": DenseAssociativeMemory, "cdam": CorrelatedDenseMemory, "modern": ModernHopfield,
     "random_features": RandomFeatureMemory, "kernelized": KernelizedHopfield, "mixture": MixtureHopfieldMemory,
-    "memn2n": MemN2N, "ntm": NTM,
+    "memn2n": MemN2N, "ntm": NTM, "firing_rate": FiringRateMemory,
 }
 """The memory class of each family (its ``methods`` are the read methods a family can be given)."""
 
 
-def check_methods(methods: Any, families: Any = FAMILIES) -> dict[str, tuple[str, ...]]:
+def check_methods(methods: Any, families: Any = ALL_FAMILIES) -> dict[str, tuple[str, ...]]:
     """``{family: [method, ...]}`` checked against the families and each class's read methods;
     returns it with tuples (``ValueError`` names a bad family or method)."""
     if methods is None:
@@ -121,13 +140,14 @@ def default_contenders(
     memory's VAE and the attention readers; without it those three are left out.  ``labels``
     (``[M]`` integer classes of the rows of the data given to :func:`~varmem.compare`) define the
     correlated dense memory's graph; without them it is left out.  ``families`` picks a subset of
-    :data:`FAMILIES`; ``methods`` (``{family: [method, ...]}``) replaces the read methods of some
-    (any of the class's ``methods``; default: the ones in the module docstring).
+    :data:`ALL_FAMILIES` (default: :data:`FAMILIES`); ``methods`` (``{family: [method, ...]}``)
+    replaces the read methods of some (any of the class's ``methods``; default: the ones in the
+    module docstring).
     """
     wanted = FAMILIES if families is None else tuple(families)
-    unknown = sorted(set(wanted) - set(FAMILIES))
+    unknown = sorted(set(wanted) - set(ALL_FAMILIES))
     if unknown:
-        raise ValueError(f"unknown memories {unknown}; choose from {', '.join(FAMILIES)}")
+        raise ValueError(f"unknown memories {unknown}; choose from {', '.join(ALL_FAMILIES)}")
     chosen_methods = check_methods(methods)
     kw = {"dtype": dtype, "device": device}
     h = 256
@@ -211,6 +231,11 @@ def default_contenders(
         out["ntm"] = Contender("ntm", reader(NTM, 1e-6), methods=("attention",),
                                key=f"epochs{epochs}-lr1e-6-seed{seed}-{len(train)}",
                                note=f"NTM(annabi), {epochs} epochs, lr 1e-6")
+    out["firing_rate"] = Contender(
+        "firing_rate", lambda d: FiringRateMemory(d, **kw), methods=("rate_dynamics",),
+        options={"rate_dynamics": {"trace": False}}, key="logistic-rho4.8-x0.2-a-0.3-b0.95-t10-dt0.01",
+        note="FiringRateMemory(logistic ρ = 4.8, x* = 0.2, a = -0.3, b = 0.95, q estimated; items binarised at ½), "
+             "Euler dt = 0.01 to t = 10 (Betteti et al.'s official settings)")
     for name, read_methods in chosen_methods.items():
         if name in out:
             out[name].methods = read_methods
