@@ -254,21 +254,29 @@ def test_clamp_holds_the_observed_units_and_drive_moves_the_equilibrium():
     assert (driven.trace.diff(dim=0) <= 1e-9).all()  # E(x) - uᵀx is the Lyapunov function with input
 
 
-def test_map_and_nuts_read_the_gibbs_density_of_the_energy():
-    """MAP of exp(-E/T) from a cue lands on the equilibrium the dynamics reach (∇E = 0 there; the mode
-    does not depend on T); NUTS draws stay in the unit box and concentrate near it at a low T."""
+def _small_memory(temperature: float = 1.0) -> tuple[varmem.FiringRateMemory, torch.Tensor, torch.Tensor]:
     xi = _patterns(2, 12, 0.3, 11)
-    memory = varmem.FiringRateMemory(12, coding_level=0.3, dtype=F64).write(xi)
+    memory = varmem.FiringRateMemory(12, coding_level=0.3, temperature=temperature, dtype=F64).write(xi)
     cue = xi * (torch.rand(2, 12, generator=torch.Generator().manual_seed(0), dtype=F64) < 0.7)
-    dynamics = memory.retrieve(cue, tol=1e-12, t_max=200.0, dt=0.2)
-    assert bool(dynamics.converged.all())
+    return memory, cue, memory.retrieve(cue, tol=1e-12, t_max=200.0, dt=0.2).code
+
+
+def test_map_reads_the_mode_of_the_gibbs_density_which_is_the_equilibrium_of_the_dynamics():
+    """MAP of exp(-E/T) from a cue lands on the equilibrium the dynamics reach (∇E = 0 there; the mode
+    does not depend on T)."""
+    memory, cue, equilibrium = _small_memory()
+    torch.testing.assert_close(memory.vector_field(equilibrium), torch.zeros_like(equilibrium), atol=1e-10, rtol=0)
     mode = memory.retrieve(cue, method="map", max_steps=200)
-    torch.testing.assert_close(mode.code, dynamics.code, atol=1e-6, rtol=0)
-    cold = varmem.FiringRateMemory(12, coding_level=0.3, temperature=0.01, dtype=F64).write(xi)
+    torch.testing.assert_close(mode.code, equilibrium, atol=1e-6, rtol=0)
+
+
+@pytest.mark.slow  # two NUTS runs, ~3 s (conformance runs a tiny NUTS read of this memory by default)
+def test_nuts_draws_stay_in_the_unit_box_and_concentrate_at_a_low_temperature():
+    cold, cue, equilibrium = _small_memory(temperature=0.01)
     draws = cold.retrieve(cue, method="nuts", num_samples=20, warmup_steps=20, num_chains=1, max_tree_depth=3, seed=0)
     assert draws.samples.shape == (20, 2, 12) and (draws.samples > 0).all() and (draws.samples < 1).all()
-    assert (draws.pattern - dynamics.pattern).abs().max() < 0.15
-    hot = varmem.FiringRateMemory(12, coding_level=0.3, temperature=1.0, dtype=F64).write(xi)  # the control
+    assert (draws.code - equilibrium).abs().max() < 0.15
+    hot, _, _ = _small_memory(temperature=1.0)  # the negative control: a hot density spreads
     spread = hot.retrieve(cue, method="nuts", num_samples=20, warmup_steps=20, num_chains=1, max_tree_depth=3, seed=0)
     assert spread.samples.std(0).mean() > 3 * draws.samples.std(0).mean()
 
@@ -328,3 +336,27 @@ def test_compare_runs_the_firing_rate_memory_only_when_named():
     assert isinstance(memory, varmem.FiringRateMemory) and contender.methods == ("map",)
     assert memory.value_domain is varmem.domains.UNIT
     assert CompareConfig(memories=("firing_rate",)).validate().memories == ("firing_rate",)
+
+
+def test_the_analysis_methods_validate_their_inputs():
+    memory = varmem.FiringRateMemory(10, coding_level=0.2, dtype=F64).write(_patterns(2, 10, 0.3, 13))
+    x = torch.full((2, 10), 0.3, dtype=F64)
+    calls = {"recurrent_field": memory.recurrent_field, "vector_field": memory.vector_field,
+             "lyapunov": memory.lyapunov, "jacobian_max_eigenvalue": memory.jacobian_max_eigenvalue,
+             "overlaps": memory.overlaps, "transfer": memory.transfer}
+    for fn in calls.values():
+        for bad, error in ((torch.full((2, 11), 0.3), ValueError), (x.clone().fill_(math.nan), ValueError),
+                           (x.long(), TypeError), ("x", TypeError)):
+            with pytest.raises(error):
+                fn(bad)
+    for fn in (memory.vector_field, memory.lyapunov, memory.jacobian_max_eigenvalue):
+        with pytest.raises(ValueError, match="drive"):
+            fn(x, torch.zeros(9, dtype=F64))
+        with pytest.raises(TypeError, match="drive"):
+            fn(x, [0.1] * 10)
+    u = torch.full((10,), 0.2, dtype=F64)
+    torch.testing.assert_close(memory.lyapunov(x, u), memory.energy(x) - (x * u).sum(-1))
+    for name in calls:  # Φ needs no stored pattern; everything else does
+        if name != "transfer":
+            with pytest.raises(ValueError, match="empty"):
+                getattr(varmem.FiringRateMemory(10), name)(x.float())

@@ -205,15 +205,16 @@ def stability_conditions(
 # --- the memory ---------------------------------------------------------------------------------------
 @runtime_checkable
 class RateDynamics(Protocol):
-    """What the ``"rate_dynamics"`` engine needs: the recurrent field ``W x``, the transfer ``Φ``,
-    the energy from the field, an input check, start states, the decoding of rates and the
-    overlaps of rates with the stored patterns."""
+    """What the ``"rate_dynamics"`` engine needs: the recurrent field ``W x`` (``_field``), the
+    activation ``Φ`` (``_phi``), the energy from the field, an input check, start states, the
+    decoding of rates and the overlaps of rates with the stored patterns (the underscored members
+    take validated tensors: they run at every Euler step)."""
 
-    def recurrent_field(self, x: Tensor) -> Tensor: ...
+    def _field(self, x: Tensor) -> Tensor: ...
 
-    def transfer(self, h: Tensor) -> Tensor: ...
+    def _phi(self, h: Tensor) -> Tensor: ...
 
-    def energy_from_field(self, x: Tensor, h: Tensor, u: Tensor | None = None) -> Tensor: ...
+    def _energy_from_field(self, x: Tensor, h: Tensor, u: Tensor | None = None) -> Tensor: ...
 
     def check_drive(self, drive: Any, batch: int) -> Tensor | None: ...
 
@@ -221,7 +222,7 @@ class RateDynamics(Protocol):
 
     def decode(self, z: Tensor) -> Tensor: ...
 
-    def overlaps(self, x: Tensor) -> tuple[Tensor, Tensor]: ...
+    def _overlaps(self, x: Tensor) -> tuple[Tensor, Tensor]: ...
 
 
 @engine("rate_dynamics", requires=(RateDynamics,))
@@ -285,8 +286,8 @@ def retrieve_rate_dynamics(
     root_dt = math.sqrt(dt)
 
     def velocity(x: Tensor) -> tuple[Tensor, Tensor]:
-        h = memory.recurrent_field(x)
-        return -x + memory.transfer(h if u is None else h + u), h
+        h = memory._field(x)
+        return -x + memory._phi(h if u is None else h + u), h
 
     energies = []
     taken = 0
@@ -294,7 +295,7 @@ def retrieve_rate_dynamics(
     v, h = velocity(x)
     while True:
         if trace:
-            energies.append(memory.energy_from_field(x, h, u))
+            energies.append(memory._energy_from_field(x, h, u))
         if taken == steps or (tol > 0 and bool((v.abs().amax(-1) <= tol).all())):
             break
         x = x + dt * v
@@ -311,7 +312,7 @@ def retrieve_rate_dynamics(
         bar.close()
     speed = (v if not (clamp and mask is not None) else torch.where(mask, torch.zeros_like(v), v)).abs().amax(-1)
     pattern = memory.decode(x)
-    overlap, index = memory.overlaps(x)
+    overlap, index = memory._overlaps(x)
     return Retrieval(
         pattern=pattern,
         method="rate_dynamics",
@@ -479,16 +480,23 @@ class FiringRateMemory(Memory):
         return {"q": q, "alpha": alpha, "beta": beta, "gamma": gamma}
 
     # --- W, the field, the dynamics -------------------------------------------------------------
-    def transfer(self, h: Tensor) -> Tensor:
-        """``Φ(h)``, elementwise."""
+    def _phi(self, h: Tensor) -> Tensor:
         return activation_fn(h, self.activation, self.gain, self.threshold)
 
-    def recurrent_field(self, x: Tensor) -> Tensor:
-        """``W x`` for rates ``x [..., N]``, from the factors: ``α/N (x Cᵀ) C + γ/N (Σ x) 1``,
-        ``C = Ξᵀ - β`` (``O(NP)`` per state)."""
+    def _field(self, x: Tensor) -> Tensor:
         _, alpha, _, gamma = self._require_params()
         c = self._centred
         return (alpha / self.dim) * ((x @ c.T) @ c) + (gamma / self.dim) * x.sum(-1, keepdim=True)
+
+    def transfer(self, h: Any) -> Tensor:
+        """``Φ(h)`` elementwise, for fields ``h [..., N]``."""
+        return self._phi(as_state(h, self.dim, self.dtype, self.device, "h"))
+
+    def recurrent_field(self, x: Any) -> Tensor:
+        """``W x`` for rates ``x [..., N]``, from the factors: ``α/N (x Cᵀ) C + γ/N (Σ x) 1``,
+        ``C = Ξᵀ - β`` (``O(NP)`` per state)."""
+        self._check_not_empty()
+        return self._field(self._rates(x))
 
     def weight_matrix(self) -> Tensor:
         """The dense ``[N, N]`` ``W`` (for inspection and small ``N``; reads never build it)."""
@@ -501,8 +509,8 @@ class FiringRateMemory(Memory):
         self._check_not_empty()
         x = self._rates(x)
         u = self.check_drive(drive, x.shape[0] if x.dim() > 1 else 1)
-        h = self.recurrent_field(x)
-        return -x + self.transfer(h if u is None else h + u)
+        h = self._field(x)
+        return -x + self._phi(h if u is None else h + u)
 
     def stored_states(self) -> Tensor:
         """``[P, N]`` the re-scaled memories ``x̄^μ = Φ(a) + (Φ(b) - Φ(a)) ξ^μ`` (the rates stored)."""
@@ -513,7 +521,7 @@ class FiringRateMemory(Memory):
         """``[P]`` ``max_i |x̄^μ_i - Φ((W x̄^μ)_i)|``: how far each stored state is from an equilibrium
         (cross-talk between memories; 0 for exactly orthogonal centred patterns)."""
         xbar = self.stored_states()
-        return (xbar - self.transfer(self.recurrent_field(xbar))).abs().amax(-1)
+        return (xbar - self._phi(self._field(xbar))).abs().amax(-1)
 
     def jacobian_max_eigenvalue(self, x: Any = None, drive: Any = None) -> Tensor:
         """``[B]`` the largest eigenvalue of the Jacobian ``J = -I + diag(Φ'(W x + u)) W`` at rates ``x``
@@ -528,7 +536,7 @@ class FiringRateMemory(Memory):
         x = self.stored_states() if x is None else self._rates(x)
         x = x.reshape(-1, self.dim)
         u = self.check_drive(drive, x.shape[0])
-        h = self.recurrent_field(x)
+        h = self._field(x)
         d = activation_derivative(h if u is None else h + u, self.activation, self.gain, self.threshold).sqrt()
         cols = torch.cat([math.sqrt(alpha / self.dim) * d.unsqueeze(-2) * self._centred,
                           math.sqrt(abs(gamma) / self.dim) * d.unsqueeze(-2)], dim=-2)  # [B, P + 1, N]
@@ -543,9 +551,16 @@ class FiringRateMemory(Memory):
         return top - 1
 
     # --- energy and the Pyro model --------------------------------------------------------------
-    def lyapunov(self, x: Tensor, drive: Tensor | None = None) -> Tensor:
-        """``E(x) = -½ xᵀWx - uᵀx + Σ F(x_i)`` for rates ``x [..., N]`` (no input checks; extended
-        outside ``[0, 1]^N`` as the module docstring says)."""
+    def lyapunov(self, x: Any, drive: Any = None) -> Tensor:
+        """``E(x) = -½ xᵀWx - uᵀx + Σ F(x_i)`` for rates ``x [..., N]`` (→ ``[...]``) with a constant input
+        ``drive`` ``u`` (``[N]`` or ``[B, N]``; None: 0), the Lyapunov function of the read with that
+        input; extended outside ``[0, 1]^N`` as the module docstring says."""
+        self._check_not_empty()
+        x = self._rates(x)
+        u = self.check_drive(drive, x.shape[-2] if x.dim() > 1 else 1)
+        return self._lyapunov(x, u)
+
+    def _lyapunov(self, x: Tensor, drive: Tensor | None = None) -> Tensor:
         cx = x @ self._centred.T
         _, alpha, _, gamma = self._require_params()
         quad = (alpha / self.dim) * (cx * cx).sum(-1) + (gamma / self.dim) * x.sum(-1) ** 2
@@ -554,16 +569,20 @@ class FiringRateMemory(Memory):
             e = e - (x * drive).sum(-1)
         return e
 
-    def energy_from_field(self, x: Tensor, h: Tensor, u: Tensor | None = None) -> Tensor:
+    def _energy_from_field(self, x: Tensor, h: Tensor, u: Tensor | None = None) -> Tensor:
         """``E(x)`` for rates ``x`` in ``[0, 1]^N`` from the recurrent field ``h = W x`` a dynamics step
         has already computed."""
         e = -0.5 * (x * h).sum(-1) + activation_integral(x, self.activation, self.gain, self.threshold).sum(-1)
         return e if u is None else e - (x * u).sum(-1)
 
-    def overlaps(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def overlaps(self, x: Any) -> tuple[Tensor, Tensor]:
         """``([B, P] ⟨x, ξ^μ⟩ / |ξ^μ|, [B] index)`` for rates ``x [B, N]``: the overlap with each stored
         pattern (1 at its stored state, up to ``Φ(b)``) and the stored pattern nearest (Euclidean)
         to the decoded item."""
+        self._check_not_empty()
+        return self._overlaps(self._rates(x).reshape(-1, self.dim))
+
+    def _overlaps(self, x: Tensor) -> tuple[Tensor, Tensor]:
         items = self.items
         sizes = items.sum(-1).clamp_min(1)
         pattern = self.decode(x)
@@ -584,7 +603,7 @@ class FiringRateMemory(Memory):
         ``x̃`` the encoded cue); a full cue does not enter (it is the initial state of a read).
         ``E / T`` is the negative log-density of :meth:`model`."""
         self._require_params()
-        return self.lyapunov(clamp(z, None if cue is None else self.encode(cue), mask))
+        return self._lyapunov(clamp(z, None if cue is None else self.encode(cue), mask))
 
     def model(self, cue: Tensor | None = None, mask: Tensor | None = None, num_cues: int = 1) -> Tensor:
         """The Gibbs density ``p(z | M) ∝ exp(-E(z)/T)`` of the rates on the unit box: site ``"z"``
