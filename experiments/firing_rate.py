@@ -83,7 +83,7 @@ def retrieval_part(args: argparse.Namespace) -> dict[str, Any]:
     xi = random_patterns(p, n, q, gen)
     memory = FiringRateMemory(n, coding_level=q, dtype=DTYPE).write(xi)
     cues = xi * (torch.rand(p, n, generator=gen, dtype=DTYPE) < 0.6)
-    read = memory.retrieve(cues, trace=True)
+    read = memory.retrieve(cues, trace=True, tol=0.0)  # the paper's x(10): no early stop
     xbar = memory.stored_states()
     error = (read.code - xbar).abs().amax(-1)
     others = random_patterns(20, n, q, gen)

@@ -238,7 +238,7 @@ def retrieve_rate_dynamics(
     drive: Tensor | None = None,
     clamp: bool = False,
     init: str | Tensor = "cue",
-    tol: float = 0.0,
+    tol: float = 1e-6,
     trace: bool = True,
     progress: bool = False,
 ) -> Retrieval:
@@ -248,8 +248,8 @@ def retrieve_rate_dynamics(
     them; with noise the rates are clipped to ``[0, 1]`` after each step (the official code does not
     clip; rates outside ``[0, 1]`` have no meaning and no energy).  ``trace`` ``[T + 1, B]``: the
     Lyapunov energy ``E(x(t))`` at the start and after each step (non-increasing without noise,
-    for ``dt`` small enough); ``converged``: ``max_i |dx_i/dt| ≤ tol`` at the end (``tol = 0``:
-    never early; with ``tol > 0`` the read stops once every cue has).  ``index``: the stored memory
+    for ``dt`` small enough); ``converged``: ``max_i |dx_i/dt| ≤ tol`` at the end; the read stops
+    early once every cue has converged (``tol = 0``: it runs to ``t_max``, as the paper does).  ``index``: the stored memory
     nearest to the read item; ``info``: ``"overlap"`` ``[B, P]`` ``⟨x, ξ^μ⟩ / |ξ^μ|`` (1 for the
     stored state), ``"mean_rate"`` ``[B]``, ``"speed"`` ``[B]`` the final ``max |dx/dt|``, ``"time"``.
 
@@ -261,7 +261,8 @@ def retrieve_rate_dynamics(
         drive: a constant external input ``u``, ``[N]`` or ``[B, N]`` (None: 0).
         clamp: keep the observed units of a partial cue at their cue rates.
         init: ``"cue"``, ``"quiescent"`` or a ``[B, N]`` tensor of rates.
-        tol: stop when every cue's ``max |dx/dt| ≤ tol``.
+        tol: stop when every cue's ``max |dx/dt| ≤ tol`` (near a memory ``|x - x̄| ≈ tol``, the flow
+            contracting at rate ≈ 1); 0: integrate to ``t_max``.
         trace: record the energies.
         progress: show a progress bar.
     """
