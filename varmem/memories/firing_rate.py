@@ -250,8 +250,9 @@ def retrieve_rate_dynamics(
     Lyapunov energy ``E(x(t))`` at the start and after each step (non-increasing without noise,
     for ``dt`` small enough); ``converged``: ``max_i |dx_i/dt| ≤ tol`` at the end; the read stops
     early once every cue has converged (``tol = 0``: it runs to ``t_max``, as the paper does).
-    ``index``: the stored memory nearest to the read item; ``info``: ``"overlap"`` ``[B, P]`` ``⟨x, ξ^μ⟩ / |ξ^μ|`` (1 for the
-    stored state), ``"mean_rate"`` ``[B]``, ``"speed"`` ``[B]`` the final ``max |dx/dt|``, ``"time"``.
+    ``index``: the stored memory nearest to the read item; ``info``: ``"overlap"`` ``[B, P]``
+    ``⟨x, ξ^μ⟩ / |ξ^μ|`` (1 for the stored state), ``"mean_rate"`` ``[B]``, ``"speed"`` ``[B]`` the
+    final ``max |dx/dt|``, ``"time"``.
 
     Options:
         t_max: integration horizon (the paper's 10).
