@@ -216,10 +216,10 @@ def plot_retrieval(result: dict[str, Any], path: Path) -> None:
            title=f"recall error; λ_max(J) ≤ {r['jacobian_max_all']:.4f}")
     ax.legend(fontsize=8)
     ax = axes[2]
-    trace = torch.tensor(r["energy_trace"])
-    t = [0.1 * i for i in range(trace.shape[0])]
-    for k in range(min(6, trace.shape[1])):
-        ax.plot(t, trace[:, k], lw=1.5)
+    trace = r["energy_trace"]
+    t = [0.1 * i for i in range(len(trace))]
+    for k in range(min(6, len(trace[0]))):
+        ax.plot(t, [row[k] for row in trace], lw=1.5)
     ax.set(xlabel="t", ylabel="E(x(t))", title="Lyapunov energy along six reads (never increases)")
     experiment.save_figure(fig, path, dpi=110)
 
@@ -230,14 +230,13 @@ def plot_phase(result: dict[str, Any], path: Path) -> None:
     fig, axes = experiment.subplots(1, 2, figsize=(13, 5.4))
     for ax, name in zip(axes, FIELDS, strict=True):
         d = ph[name]
-        stable = torch.tensor(d["stable"], dtype=DTYPE)
+        stable = torch.tensor(d["stable"], dtype=DTYPE).numpy()
         extent = [float(star[0]), float(star[-1]), float(rho[0]), float(rho[-1])]
         ax.imshow(stable, origin="lower", aspect="auto", extent=extent, cmap="RdBu", vmin=-0.4, vmax=1.4, alpha=0.8)
-        X, Y = torch.meshgrid(star, rho, indexing="xy")
-        ax.contour(X, Y, torch.tensor(d["sufficient"], dtype=DTYPE), levels=[0.5], colors="navy", linewidths=2.5,
-                   linestyles="dashed")
-        ax.contour(X, Y, torch.tensor(d["unstable"], dtype=DTYPE), levels=[0.5], colors="maroon", linewidths=2.5,
-                   linestyles="dotted")
+        X, Y = (t.numpy() for t in torch.meshgrid(star, rho, indexing="xy"))
+        for key, colour, style in (("sufficient", "navy", "dashed"), ("unstable", "maroon", "dotted")):
+            ax.contour(X, Y, torch.tensor(d[key], dtype=DTYPE).numpy(), levels=[0.5], colors=colour, linewidths=2.5,
+                       linestyles=style)
         ax.scatter([0.2], [4.8], s=160, marker="s", color="darkblue", edgecolor="black", zorder=3)
         ax.scatter([0.8], [4.8], s=220, marker="*", color="maroon", edgecolor="black", zorder=3)
         ax.plot([], [], color="navy", ls="--", lw=2.5, label="sufficient condition (inside: stable)")
