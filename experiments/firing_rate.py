@@ -19,6 +19,10 @@ Four parts, all seeded, with the parameters of the official code (``sim1bet/Firi
    ``a = -q b / (1 - q)``), official logistic otherwise: fraction of memories recalled,
    ``λ_max(J)`` and the fraction of random cues (densities 0.05 … 1) that fall quiescent.
 4. **Noise**: recall under Euler–Maruyama noise ``σ`` for both signs of ``γ``.
+5. **Correlated memories** (``HNN_Gen.py``'s ``'NI'`` generator, ``Eul_May.py``'s ``r = 0.4``): 4
+   memories of 200 active units, each sharing 80 with the units active in all earlier ones, stored
+   with the independent form and with the correlated form ``r = 0.4``: the equilibrium residual
+   (exactly 0 for the correlated form), recall and random-cue quiescence.
 
 Outputs (``--output``, default ``results/firing_rate``): ``firing_rate.json``,
 ``firing_rate_retrieval.png``, ``firing_rate_phase.png``, ``firing_rate_balance.png``.  ``--smoke``
@@ -196,6 +200,41 @@ def balance_part(args: argparse.Namespace) -> dict[str, Any]:
     return {"P": p, "densities": densities, "gamma_zero_at_a": -q * b / (1 - q), "sweep": rows, "noise": noise_rows}
 
 
+def dependent_patterns(n: int, gen: torch.Generator) -> torch.Tensor:
+    """``HNN_Gen.py``'s dependent memories (``D = 'NI'``): the first has ``n/5`` random active units;
+    memory ``m`` takes 80 units active in all earlier ones and ``n/5 - 80`` never used; 6 are made and
+    the last 2 dropped (pairwise overlaps exactly 80 = ``r q N`` with ``r = 0.4``, ``q = 0.2``)."""
+    active, shared = n // 5, int(0.4 * (n // 5))
+    xi = torch.zeros(6, n, dtype=DTYPE)
+    xi[0, torch.randperm(n, generator=gen)[:active]] = 1
+    for m in range(1, 6):
+        used = xi[:m].sum(0)
+        common, fresh = (used > m - 1).nonzero().flatten(), (used == 0).nonzero().flatten()
+        xi[m, common[torch.randperm(len(common), generator=gen)[:shared]]] = 1
+        xi[m, fresh[torch.randperm(len(fresh), generator=gen)[:active - shared]]] = 1
+    return xi[:4]
+
+
+def correlated_part(args: argparse.Namespace) -> dict[str, Any]:
+    n = args.units
+    gen = torch.Generator().manual_seed(args.seed + 2)
+    xi = dependent_patterns(n, gen)
+    cues = xi * (torch.rand(xi.shape, generator=gen, dtype=DTYPE) < 0.6)
+    probes = random_patterns(10, n, 0.2, gen) * (torch.rand(10, n, generator=gen, dtype=DTYPE) < 0.7)
+    overlaps = xi @ xi.T
+    out: dict[str, Any] = {"P": xi.shape[0], "active": xi.sum(-1), "pair_overlaps": overlaps[~torch.eye(4, dtype=bool)]}
+    for name, r in (("independent", None), ("correlated", 0.4)):
+        memory = FiringRateMemory(n, coding_level=0.2, correlation=r, dtype=DTYPE).write(xi)
+        read = memory.retrieve(cues, trace=False, tol=0.0)
+        out[name] = {"correlation": r, "synaptic": memory.synaptic,
+                     "equilibrium_residual": float(memory.equilibrium_residual().max()),
+                     "max_error": float((read.code - memory.stored_states()).abs().max()),
+                     "recalled": int((read.index == torch.arange(4)).sum()),
+                     "jacobian_max": float(memory.jacobian_max_eigenvalue().max()),
+                     "random_mean_rate_max": float(memory.retrieve(probes, trace=False).info["mean_rate"].max())}
+    return out
+
+
 def plot_retrieval(result: dict[str, Any], path: Path) -> None:
     r = result["retrieval"]
     fig, axes = experiment.subplots(1, 3, figsize=(15, 4.2))
@@ -294,6 +333,11 @@ def summary(result: dict[str, Any]) -> str:
     for row in result["balance"]["sweep"]:
         lines.append(f"  a = {row['a']:+.2f}  γ = {row['gamma']:+.3f}  recalled {row['recalled']:.2f}  "
                      f"λ_max {row['jacobian_max']:+.3f}  quiescent {row['quiescent']:.2f}")
+    for name in ("independent", "correlated"):
+        c = result["correlated"][name]
+        lines.append(f"correlated memories, {name} form: residual {c['equilibrium_residual']:.3g}, max error "
+                     f"{c['max_error']:.3g}, recalled {c['recalled']}/4, λ_max {c['jacobian_max']:.4f}, γ "
+                     f"{c['synaptic']['gamma']:+.3f}, random cues' mean rate ≤ {c['random_mean_rate_max']:.4f}")
     return "\n".join(lines)
 
 
@@ -305,6 +349,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     result["retrieval"] = retrieval_part(args)
     result["phase"] = phase_part(args)
     result["balance"] = balance_part(args)
+    result["correlated"] = correlated_part(args)
     result = experiment.to_json(result)
     draw = {FIGURES[0]: plot_retrieval, FIGURES[1]: plot_phase, FIGURES[2]: plot_balance}
     paths = experiment.save_results(args.output, JSON_NAME, result,

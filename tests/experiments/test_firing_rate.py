@@ -36,3 +36,10 @@ def test_firing_rate_smoke(tmp_path):
         if row["gamma"] < 0:
             assert row["recalled"] == 1.0 and row["quiescent"] == 1.0
     assert sweep[-1]["gamma"] > 0 and sweep[-1]["recalled"] == 0.0 and sweep[-1]["quiescent"] < 0.5
+    c = data["correlated"]
+    # HNN_Gen.py's dependent memories (pairwise overlap exactly r q N, r = 0.4): the correlated form makes
+    # them exact equilibria, the independent form leaves cross-talk; the correlated form's γ turns positive
+    assert c["correlated"]["equilibrium_residual"] < 1e-12 < c["independent"]["equilibrium_residual"]
+    assert c["correlated"]["recalled"] == c["independent"]["recalled"] == 4
+    assert c["correlated"]["synaptic"]["gamma"] > 0 > c["independent"]["synaptic"]["gamma"]
+    assert c["independent"]["random_mean_rate_max"] < 0.01 < 0.5 < c["correlated"]["random_mean_rate_max"]
