@@ -366,3 +366,14 @@ def test_the_analysis_methods_validate_their_inputs():
         if name != "transfer":
             with pytest.raises(ValueError, match="empty"):
                 getattr(varmem.FiringRateMemory(10), name)(x.float())
+
+
+def test_moving_the_memory_moves_its_factored_w():
+    xi = _patterns(3, 40, 0.25, 14)
+    memory = varmem.FiringRateMemory(40, coding_level=0.25, dtype=F64).write(xi)
+    reference = memory.retrieve(xi, trace=False).code
+    memory.to(torch.float32)
+    assert memory._centred.dtype == torch.float32 and memory.dtype == torch.float32
+    read = memory.retrieve(xi.float(), trace=False)
+    assert read.code.dtype == torch.float32
+    torch.testing.assert_close(read.code.double(), reference, atol=1e-4, rtol=0)

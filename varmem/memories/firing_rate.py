@@ -455,6 +455,11 @@ class FiringRateMemory(Memory):
         self._params = self._synaptic(self.items)
         self._centred = self.items - self._params[2]
 
+    def _apply(self, fn: Any, recurse: bool = True) -> "FiringRateMemory":
+        out = super()._apply(fn, recurse)
+        self.refresh_derived_state()  # the centred patterns follow the stored ones to a new device / dtype
+        return out
+
     def _synaptic(self, patterns: Tensor) -> tuple[float, float, float, float]:
         """``(q, α, β, γ)`` for ``patterns`` (``ValueError`` when the coding level is degenerate)."""
         q = self.coding_level
