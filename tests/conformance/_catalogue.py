@@ -305,6 +305,8 @@ CONSTRUCTOR_SPECS: dict[str, dict[str, Any]] = {
     "MemN2N": {"dim": DIM, "alpha": POS, "train_alpha": POS, "beta_init": FINITE,
                "variant": Choice(("annabi", "textbook")), **_DEVICE},
     "NTM": {"dim": DIM, "variant": Choice(("annabi", "textbook")), "eps": POS, **_DEVICE},
+    "SpikingLowRankMemory": {"dim": DIM, "rule": Choice(("hebbian", "pseudoinverse")),
+                             "spike_size": Real(0, 1, lo_open=True), "tau": POS, **_DEVICE},
 }
 """What every constructor argument of every memory class accepts."""
 
@@ -354,6 +356,11 @@ OPTION_SPECS: dict[str, dict[str, Any]] = {
     "hybrid": {**_ITERATIVE, "start": Choice(("encoder", "guide"))},
     "learned_precision": {"max_steps": Int(0), "precision": Precision(), "init": Init(), "return_weights": OPT_BOOL},
     "attention": {"return_weights": Bool()},
+    "latent": {"dt": POS, "max_steps": Int(0), "start_scale": Real(0, 1, lo_open=True), "trace": Bool(),
+               "progress": Bool()},
+    "spiking": {"dt": POS, "max_steps": Int(0), "start_scale": Real(0, 1, lo_open=True), "noise": NONNEG,
+                "one_spike_per_step": Bool(), "seed": Int(0, allow_none=True, seed=True), "trace": Bool(),
+                "record": Bool(), "progress": Bool()},
 }
 """What every option of every engine accepts (tensor values of ``init`` / ``precision`` are added
 per memory by :func:`_tensor_option_values`)."""

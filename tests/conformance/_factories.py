@@ -226,6 +226,10 @@ def _factories() -> list[Factory]:
                 real4, _noisy(real4, [0, 3, 4], 10, 0.2), _mask(3, 4, 20)),
         Factory(varmem.NTM, dict(dim=4, variant="annabi", eps=1e-5, **dev),
                 real4, _noisy(real4, [0, 3, 4], 10, 0.2), _mask(3, 4, 20)),
+        Factory(varmem.SpikingLowRankMemory, dict(dim=8, rule="hebbian", spike_size=0.1, tau=0.01, **dev),
+                bip8, _flipped(bip8, [0, 2, 4], 1), _mask(3, 8, 21),
+                options={"latent": FIXED, "spiking": {"max_steps": 10, "seed": 0}}, num_weights=lambda m: 0,
+                bad_items=_not_bipolar(8)),
     ]
 
 

@@ -119,7 +119,7 @@ def retrieve_latent(
 def retrieve_spiking(
     memory: SpikingNetwork, cue: Tensor, mask: Tensor | None, *, dt: float = 1e-4, max_steps: int = 1000,
     start_scale: float = 0.5, noise: float = 0.0, one_spike_per_step: bool = True, seed: int | None = None,
-    trace: bool = True, progress: bool = False,
+    trace: bool = True, record: bool = False, progress: bool = False,
 ) -> Retrieval:
     """``"spiking"``: the low-rank spiking network (module docstring), batched over cues (trials).
 
@@ -133,6 +133,8 @@ def retrieve_spiking(
             threshold.
         seed: seed of the noise (None: the global RNG).
         trace: record ``E(y)`` at the start and after every step (``trace [T, B]``).
+        record: keep the spikes (``info["spikes"]``, bool ``[T, B, N]``) and the latent states
+            (``info["states"]``, ``[T + 1, B, K]``, the start first) of every step.
         progress: show a progress bar.
 
     ``info``: ``spike_counts [B, N]``, ``rates_hz [B, N]``, ``max_excursion`` (the largest ``E_i·y - T_i``
@@ -143,6 +145,7 @@ def retrieve_spiking(
     dt, max_steps, start_scale, trace, progress = _check_common(memory, dt, max_steps, start_scale, trace, progress)
     noise = check_non_negative(noise, "option noise")
     one_spike_per_step = check_bool(one_spike_per_step, "option one_spike_per_step")
+    record = check_bool(record, "option record")
     seed = check_seed(seed, "option seed", allow_none=True)
     h = dt / memory.tau
     encoders, bias = memory.encoders(), memory.bias()
@@ -158,6 +161,7 @@ def retrieve_spiking(
         excursion = y.new_full((), -math.inf)
         if trace:
             energies.append(memory.compute_energy(y))
+        states, spike_record = [y], []
         for _ in tqdm(range(max_steps), disable=not progress, desc="spiking", leave=False):
             y = y + h * memory.latent_flow(y)
             if noise > 0:
@@ -169,10 +173,18 @@ def retrieve_spiking(
                 fire = (top >= 0).to(y.dtype)
                 y = y + fire.unsqueeze(-1) * kicks[idx]
                 counts[rows, idx] += fire
+                if record:
+                    spikes = torch.zeros_like(over, dtype=torch.bool)
+                    spikes[rows, idx] = fire > 0
+                    spike_record.append(spikes)
             else:
                 spikes = (over >= 0).to(y.dtype)
                 y = y + spikes @ kicks
                 counts += spikes
+                if record:
+                    spike_record.append(spikes > 0)
+            if record:
+                states.append(y)
             excursion = torch.maximum(excursion, (y @ encoders.T + bias - 1.0).max())
             if trace:
                 energies.append(memory.compute_energy(y))
@@ -183,10 +195,14 @@ def retrieve_spiking(
             f"moves it): with one spike per step they keep up only while spike_size >= (dt/tau) * sum_k |(A y)_k| "
             f"(about K dt/tau = {y.shape[-1] * h:.3g} at a vertex); use a smaller dt or one_spike_per_step=False",
             RuntimeWarning, stacklevel=3)
-    return Retrieval(
+    result = Retrieval(
         pattern=sign_pattern(y), method="spiking", code=y, trace=torch.stack(energies) if trace else None,
         steps=max_steps, converged=None,
         info={"dt": dt, "tau": memory.tau, "spike_counts": counts,
               "rates_hz": counts / seconds if seconds > 0 else counts, "max_excursion": float(excursion),
               "one_spike_per_step": one_spike_per_step},
     )
+    if record:
+        result.info["spikes"] = torch.stack(spike_record) if spike_record else counts.new_zeros(0, B, N).bool()
+        result.info["states"] = torch.stack(states)
+    return result
