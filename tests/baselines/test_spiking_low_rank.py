@@ -25,7 +25,7 @@ F64 = torch.float64
 
 def _patterns(P: int, K: int, seed: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
-    return torch.where(torch.rand(P, K, generator=g, dtype=F64) > 0.5, 1.0, -1.0)
+    return torch.where(torch.rand(P, K, generator=g, dtype=F64) > 0.5, 1.0, -1.0).to(F64)
 
 
 def _flip(x: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
