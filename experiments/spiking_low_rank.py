@@ -140,13 +140,14 @@ def capacity_sweep(Ks: Sequence[int], seeds: Sequence[int], flip: float = 0.1,
     for rule, K, seed in tqdm(jobs, disable=not progress, desc="capacity"):
         cache: dict[int, tuple[float, bool]] = {}
 
-        def result(P: int) -> tuple[float, bool]:
+        def result(P: int, K: int = K, rule: str = rule, seed: int = seed,
+                   cache: dict[int, tuple[float, bool]] = cache) -> tuple[float, bool]:
             if P not in cache:
                 cache[P] = recall_fraction(K, P, rule, seed, flip)
             return cache[P]
 
-        recall = _largest_passing(K, lambda P: result(P)[0] >= 0.9)
-        stable = _largest_passing(K, lambda P: result(P)[1])
+        recall = _largest_passing(K, lambda P, result=result: result(P)[0] >= 0.9)
+        stable = _largest_passing(K, lambda P, result=result: result(P)[1])
         rows.append({"rule": rule, "K": K, "N": 2 * K, "seed": seed, "recall_capacity": recall,
                      "stable_capacity": stable, "evaluations": len(cache)})
     return rows

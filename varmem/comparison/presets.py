@@ -50,6 +50,18 @@ correlated dense       CDAM (Burns 2024) on ±1 items, ``a = 1``, ``h = 0.2``, `
                        (small: the read is pulled 0.2 of the way to the class mean, which costs
                        little MSE); the paper's graphs (ring, karate club) have no images
 =====================  ==========================================================================
+
+Selectable, not in the default run (:data:`OPTIONAL_FAMILIES`; ``varmem compare --memories spiking``):
+
+=====================  ==========================================================================
+spiking low-rank       ``SpikingLowRankMemory``: **our reconstruction** of Podlaski & Machens
+                       (2024), whose paper body was not readable; pseudo-inverse latent weights
+                       (binarised digits are strongly correlated: Hebbian weights fail on them as
+                       the classical network's do), read by the latent (box) engine, at most 300
+                       Euler steps of ``dt = 1 ms``; ``--methods spiking=spiking`` runs the
+                       spiking network (every neuron above threshold spikes: one spike per step
+                       cannot hold a 784-dimensional box at ``dt = 0.1 ms``), 1000 steps
+=====================  ==========================================================================
 """
 
 from __future__ import annotations
@@ -70,27 +82,34 @@ from ..baselines import (
     MixtureHopfieldMemory,
     ModernHopfield,
     RandomFeatureMemory,
+    SpikingLowRankMemory,
 )
 from ..memories import BayesPCN, KernelDensityMemory, LatentMemory, NonparametricMemory, PredictiveCodingMemory
 from .run import Contender
 
-__all__ = ["default_contenders", "check_methods", "FAMILIES", "FAMILY_CLASSES"]
+__all__ = ["default_contenders", "check_methods", "FAMILIES", "OPTIONAL_FAMILIES", "ALL_FAMILIES", "FAMILY_CLASSES"]
 
 FAMILIES = ("kde", "nonparametric", "latent", "gpcn", "bayespcn", "classical", "dense", "cdam", "modern",
             "random_features", "kernelized", "mixture", "memn2n", "ntm")
 """Names of the default contenders, in the order of the table and the figures."""
+
+OPTIONAL_FAMILIES = ("spiking",)
+"""Memories that ``varmem compare`` runs only when named (``--memories``): not in the default run."""
+
+ALL_FAMILIES = FAMILIES + OPTIONAL_FAMILIES
+"""Every memory name ``varmem compare`` accepts."""
 
 FAMILY_CLASSES: dict[str, type] = {
     "kde": KernelDensityMemory, "nonparametric": NonparametricMemory, "latent": LatentMemory,
     "gpcn": PredictiveCodingMemory, "bayespcn": BayesPCN, "classical": ClassicalHopfield,
     "dense": DenseAssociativeMemory, "cdam": CorrelatedDenseMemory, "modern": ModernHopfield,
     "random_features": RandomFeatureMemory, "kernelized": KernelizedHopfield, "mixture": MixtureHopfieldMemory,
-    "memn2n": MemN2N, "ntm": NTM,
+    "memn2n": MemN2N, "ntm": NTM, "spiking": SpikingLowRankMemory,
 }
 """The memory class of each family (its ``methods`` are the read methods a family can be given)."""
 
 
-def check_methods(methods: Any, families: Any = FAMILIES) -> dict[str, tuple[str, ...]]:
+def check_methods(methods: Any, families: Any = ALL_FAMILIES) -> dict[str, tuple[str, ...]]:
     """``{family: [method, ...]}`` checked against the families and each class's read methods;
     returns it with tuples (``ValueError`` names a bad family or method)."""
     if methods is None:
@@ -125,9 +144,9 @@ def default_contenders(
     (any of the class's ``methods``; default: the ones in the module docstring).
     """
     wanted = FAMILIES if families is None else tuple(families)
-    unknown = sorted(set(wanted) - set(FAMILIES))
+    unknown = sorted(set(wanted) - set(ALL_FAMILIES))
     if unknown:
-        raise ValueError(f"unknown memories {unknown}; choose from {', '.join(FAMILIES)}")
+        raise ValueError(f"unknown memories {unknown}; choose from {', '.join(ALL_FAMILIES)}")
     chosen_methods = check_methods(methods)
     kw = {"dtype": dtype, "device": device}
     h = 256
@@ -211,6 +230,11 @@ def default_contenders(
         out["ntm"] = Contender("ntm", reader(NTM, 1e-6), methods=("attention",),
                                key=f"epochs{epochs}-lr1e-6-seed{seed}-{len(train)}",
                                note=f"NTM(annabi), {epochs} epochs, lr 1e-6")
+    out["spiking"] = Contender(
+        "spiking", lambda d: SpikingLowRankMemory(d, rule="pseudoinverse", **kw), methods=("latent",),
+        options={"latent": {"max_steps": 300, "trace": False},
+                 "spiking": {"one_spike_per_step": False, "trace": False}},
+        key="pinv-latent300-dt1ms", note="SpikingLowRankMemory(pseudo-inverse; a reconstruction), latent read")
     for name, read_methods in chosen_methods.items():
         if name in out:
             out[name].methods = read_methods
