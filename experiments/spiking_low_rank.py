@@ -233,6 +233,7 @@ def plot_completion(result: dict[str, Any], path: Any) -> None:
             ax.plot([r["flip"] for r in sub], [r[key] for r in sub], style, label=label)
         ax.set(xlabel="fraction of bits flipped", ylabel="exact recall", ylim=(-0.03, 1.03),
                title=f"K = {sub[0]['K']}, P = {P} (load {P / sub[0]['K']:.2f})")
+    fig.suptitle("Pattern completion: the spiking low-rank reconstruction against ClassicalHopfield", fontsize=10)
     axes[0][0].legend(fontsize=7)
     experiment.save_figure(fig, path)
 
@@ -254,7 +255,8 @@ def plot_raster(memory: Any, cue: torch.Tensor, dt: float, steps: int, path: Any
     axes[0].plot((times + 1) * dt * 1e3, neurons, "|", ms=4, color="k")
     K = memory.dim
     axes[0].axhline(K - 0.5, color="grey", lw=0.5)
-    axes[0].set(ylabel="neuron (0..K-1: faces y=+1, K..2K-1: y=-1)", title="spikes of one trial (one per step)")
+    axes[0].set(ylabel="neuron (0..K-1: faces y=+1, K..2K-1: y=-1)",
+                title="spikes of one trial, one per step (the reconstruction, K = 16)")
     for k in range(K):
         axes[1].plot(t_ms, states[:, k], color=f"C{k % 10}", lw=0.8)
         axes[1].plot(t_ms, latent[:, k], color=f"C{k % 10}", lw=0.8, ls=":")

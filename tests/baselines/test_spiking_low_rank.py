@@ -145,22 +145,25 @@ def test_latent_energy_never_increases_along_a_read(rule):
 
 # --- the two engines ---------------------------------------------------------------------------------
 def test_spiking_and_latent_engines_end_at_the_same_vertex_at_small_dt():
-    """One spike per step, dt = 10 µs (δ = 0.05 ≥ K dt/τ = 0.032, so the spikes keep the box), 5 τ: the two
-    engines agree on ≥ 95 % of final vertices (measured 97.5–100 % over rules and flip levels), and on every
-    cue the latent engine has settled by then (tolerance: ≥ 99 %; measured 100 %).  Negative control: the
+    """One spike per step, dt = 10 µs (δ = 0.05 ≥ K dt/τ = 0.032, so the spikes keep the box), 5 τ, against
+    the latent engine over the same 50 ms (its dt = 0.1 ms, step dt/τ = 0.01: already its small-dt limit,
+    identical final vertices to dt = 10 µs on 200 cues in a check run).  The two engines agree on ≥ 95 % of
+    final vertices (measured 98.3 % here; 98-100 % over rules and flip levels in the experiment), and on
+    ≥ 99 % of the cues the latent engine has settled by then (measured 100 %).  Negative control: the
     latent reads of a memory holding other patterns agree on ≤ 20 %."""
-    K, B, dt, steps = 32, 100, 1e-5, 5000
+    K, B, dt, steps = 32, 60, 1e-5, 5000
     xi = _patterns(4, K, 9)
     cue = _flip(xi[torch.arange(B) % 4], 0.25, 10)
     memory = varmem.SpikingLowRankMemory(K, spike_size=0.05, dtype=F64).write(xi)
-    latent = memory.retrieve(cue, method="latent", dt=dt, max_steps=steps, trace=False)
+    latent = memory.retrieve(cue, method="latent", dt=10 * dt, max_steps=steps // 10, trace=False)  # same 50 ms
     spiking = memory.retrieve(cue, method="spiking", dt=dt, max_steps=steps, trace=False)
     agree = (latent.pattern == spiking.pattern).all(-1)
+    print(f"agreement {float(agree.double().mean()):.3f}, settled {int(latent.converged.sum())}/{B}")
     assert float(agree.double().mean()) >= 0.95
-    assert float(agree[latent.converged].double().mean()) >= 0.99 and int(latent.converged.sum()) >= 30
+    assert float(agree[latent.converged].double().mean()) >= 0.99 and int(latent.converged.sum()) >= 20
     assert spiking.info["max_excursion"] < 0.05 and spiking.info["spike_counts"].shape == (B, 2 * K)
     other = varmem.SpikingLowRankMemory(K, spike_size=0.05, dtype=F64).write(_patterns(4, K, 11))
-    control = other.retrieve(cue, method="latent", dt=dt, max_steps=steps, trace=False)
+    control = other.retrieve(cue, method="latent", dt=10 * dt, max_steps=steps // 10, trace=False)
     assert float((control.pattern == spiking.pattern).all(-1).double().mean()) <= 0.2
 
 
@@ -232,11 +235,11 @@ def test_engine_options_are_checked():
 
 # --- pattern completion against the classical Hopfield network -------------------------------------------
 def test_pattern_completion_against_classical_hopfield_on_the_same_cues():
-    """Same ±1 patterns (K = 100) and 20 %-flipped cues (200).  Hebbian latent reads recall as well as the
-    classical network's asynchronous reads (|difference| ≤ 0.1 at P = 10; measured 0.665 vs 0.670, and
-    within 0.05 on 5 pattern sets at P = 8 and 10); at P = 20 both Hebbian networks fail (≤ 0.3) while
-    the pseudo-inverse rule recalls ≥ 0.9 (measured 0.98 at 100 cues)."""
-    K, B = 100, 200
+    """Same ±1 patterns (K = 100) and 20 %-flipped cues (100).  Hebbian latent reads recall as well as the
+    classical network's asynchronous reads (|difference| ≤ 0.1 at P = 10; measured 0.64 vs 0.70 here, and
+    within 0.05 with 200 cues on 5 pattern sets at P = 8 and 10); at P = 20 both Hebbian networks fail
+    (≤ 0.3) while the pseudo-inverse rule recalls ≥ 0.9 (measured 0.98)."""
+    K, B = 100, 100
     for P in (10, 20):
         xi = _patterns(P, K, 20 + P)
         rows = torch.arange(B) % P
