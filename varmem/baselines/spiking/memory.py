@@ -39,6 +39,15 @@ a stable fixed point of the latent flow iff the flow points out of every active 
 ``sign(A ξ) = ξ`` with strict fields.  :meth:`SpikingLowRankMemory.vertex_stable` computes it from the
 geometry (``E``, ``T``) and the flow; the tests compare it with the Hopfield condition.
 
+The cue sets the start, ``y₀ = start_scale · sign(cue)`` (the framework's ``V(0) = F x(0) + E y₀ + b`` with
+no input afterwards, ``F x = 0``) [U].
+
+Where to correct it when the paper is read: the geometry is :meth:`~SpikingLowRankMemory.encoders`,
+:meth:`~SpikingLowRankMemory.decoders` and :meth:`~SpikingLowRankMemory.thresholds` (the spiking engine
+uses only ``E``, ``D`` and ``b``, for any polytope); the rules are :func:`learning_rule`; the slow flow is
+:meth:`~SpikingLowRankMemory.latent_flow`; the start is :meth:`~SpikingLowRankMemory.init_latent`.  The
+latent engine's projection (``clip`` to ``[-1, 1]``) is specific to the box.
+
 Energy: ``E(y) = -½ yᵀ A y`` (no constant; ``-∂E/∂y = A y`` is the latent flow, so the projected flow never
 raises it for symmetric ``A``).  There is no Pyro model: the memory is a dynamical system, not a density.
 """
