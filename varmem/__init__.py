@@ -38,6 +38,7 @@ from .baselines import (
     MixtureHopfieldMemory,
     ModernHopfield,
     RandomFeatureMemory,
+    SpikingLowRankMemory,
     encode_codes,
     normalize_patterns,
 )
@@ -102,6 +103,7 @@ __all__ = [
     "MemN2N",
     "NTM",
     "encode_codes",
+    "SpikingLowRankMemory",
     # comparison, training, analysis, checkpoints
     "compare",
     "Contender",

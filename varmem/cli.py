@@ -313,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_compare(sub: Any) -> None:
     from .comparison.command import DATASETS, DEFAULT_CORRUPTIONS, CompareConfig
-    from .comparison.presets import ALL_FAMILIES, OPTIONAL_FAMILIES
+    from .comparison.presets import ALL_FAMILIES, FAMILIES, OPTIONAL_FAMILIES
 
     d = CompareConfig()
     p = sub.add_parser(
@@ -330,8 +330,8 @@ def _add_compare(sub: Any) -> None:
     )
     p.add_argument("--dataset", choices=tuple(DATASETS), default=d.dataset, help="image data set")
     p.add_argument("--memories", "--memory", dest="memories", action=_NameList, valid=ALL_FAMILIES, default=None,
-                   metavar="NAME", help=f"memories, repeatable or comma-separated, from {', '.join(ALL_FAMILIES)} "
-                   f"(default: all but {', '.join(OPTIONAL_FAMILIES)})")
+                   metavar="NAME", help=f"memories, repeatable or comma-separated, from {', '.join(FAMILIES)} "
+                   f"(default: all of these) and {', '.join(OPTIONAL_FAMILIES)} (run only when named)")
     p.add_argument("--methods", "--method", dest="methods", action=_MethodLists, valid=ALL_FAMILIES, default=None,
                    metavar="MEMORY=METHOD[,METHOD]",
                    help="read methods of one memory, repeatable, e.g. kde=exact,fixed_point (default: each memory's "

@@ -309,6 +309,8 @@ CONSTRUCTOR_SPECS: dict[str, dict[str, Any]] = {
         "dim": DIM, "activation": Choice(("logistic", "tanh")), "gain": POS, "threshold": FINITE,
         "inactive_field": FINITE, "active_field": FINITE, "coding_level": Real(0, 1, True, True, allow_none=True),
         "correlation": Real(0, 1, hi_open=True, allow_none=True), "temperature": POS, **_DEVICE},
+    "SpikingLowRankMemory": {"dim": DIM, "rule": Choice(("hebbian", "pseudoinverse")),
+                             "spike_size": Real(0, 1, lo_open=True), "tau": POS, **_DEVICE},
 }
 """What every constructor argument of every memory class accepts."""
 
@@ -371,6 +373,11 @@ OPTION_SPECS: dict[str, dict[str, Any]] = {
     "rate_dynamics": {"t_max": POS, "dt": Real(0, 1, lo_open=True), "noise": NONNEG,
                       "seed": Int(0, allow_none=True, seed=True), "drive": Drive(), "clamp": Bool(), "init": Init(),
                       "tol": NONNEG, "trace": Bool(), "progress": Bool()},
+    "latent": {"dt": POS, "max_steps": Int(0), "start_scale": Real(0, 1, lo_open=True), "trace": Bool(),
+               "progress": Bool()},
+    "spiking": {"dt": POS, "max_steps": Int(0), "start_scale": Real(0, 1, lo_open=True), "noise": NONNEG,
+                "one_spike_per_step": Bool(), "seed": Int(0, allow_none=True, seed=True), "trace": Bool(),
+                "record": Bool(), "progress": Bool()},
 }
 """What every option of every engine accepts (tensor values of ``init`` / ``precision`` are added
 per memory by :func:`_tensor_option_values`)."""

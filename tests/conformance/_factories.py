@@ -242,6 +242,10 @@ def _factories() -> list[Factory]:
                 _binary01(5, 8, 4), _noisy(_binary01(5, 8, 4), [0, 2, 4], 10, 0.1), _mask(3, 8, 21),
                 options={"rate_dynamics": {"t_max": 1.0, "dt": 0.05}, "map": MAP, "nuts": NUTS},
                 bad_items=_outside_unit(8)),
+        Factory(varmem.SpikingLowRankMemory, dict(dim=8, rule="hebbian", spike_size=0.1, tau=0.01, **dev),
+                bip8, _flipped(bip8, [0, 2, 4], 1), _mask(3, 8, 21),
+                options={"latent": FIXED, "spiking": {"max_steps": 10, "seed": 0}}, num_weights=lambda m: 0,
+                bad_items=_not_bipolar(8)),
     ]
 
 

@@ -9,6 +9,7 @@ from .mixture_hopfield import MixtureHopfieldMemory
 from .modern_hopfield import ModernHopfield, normalize_patterns
 from .random_features import RandomFeatureMemory
 from .sparse_attention import entmax15, sparsemax
+from .spiking import SpikingLowRankMemory
 
 __all__ = [
     "ClassicalHopfield",
@@ -28,4 +29,5 @@ __all__ = [
     "MemN2N",
     "NTM",
     "encode_codes",
+    "SpikingLowRankMemory",
 ]

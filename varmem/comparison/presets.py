@@ -49,10 +49,21 @@ correlated dense       CDAM (Burns 2024) on ±1 items, ``a = 1``, ``h = 0.2``, `
                        data's labels), so it runs only when ``labels`` are given; ``h`` is ours
                        (small: the read is pulled 0.2 of the way to the class mean, which costs
                        little MSE); the paper's graphs (ring, karate club) have no images
-firing rate (optional) Betteti et al.'s official settings: logistic ``ρ = 4.8``, ``x* = 0.2``, fields
+=====================  ==========================================================================
+
+Selectable, not in the default run (:data:`OPTIONAL_FAMILIES`; e.g. ``varmem compare --memories spiking``):
+
+=====================  ==========================================================================
+firing rate            Betteti et al.'s official settings: logistic ``ρ = 4.8``, ``x* = 0.2``, fields
                        ``a = -0.3``, ``b = 0.95`` (``γ < 0``), coding level estimated from the
-                       stored items (binarised at ½), Euler ``dt = 0.01`` to ``t = 10``; only with
-                       ``--memories firing_rate`` (:data:`OPTIONAL_FAMILIES`)
+                       stored items (binarised at ½), Euler ``dt = 0.01`` to ``t = 10``
+spiking low-rank       ``SpikingLowRankMemory``: **our reconstruction** of Podlaski & Machens
+                       (2024), whose paper body was not readable; pseudo-inverse latent weights
+                       (binarised digits are strongly correlated: Hebbian weights fail on them as
+                       the classical network's do), read by the latent (box) engine, at most 300
+                       Euler steps of ``dt = 1 ms``; ``--methods spiking=spiking`` runs the
+                       spiking network (every neuron above threshold spikes: one spike per step
+                       cannot hold a 784-dimensional box at ``dt = 0.1 ms``), 1000 steps
 =====================  ==========================================================================
 """
 
@@ -74,6 +85,7 @@ from ..baselines import (
     MixtureHopfieldMemory,
     ModernHopfield,
     RandomFeatureMemory,
+    SpikingLowRankMemory,
 )
 from ..memories import (
     BayesPCN,
@@ -85,26 +97,27 @@ from ..memories import (
 )
 from .run import Contender
 
-__all__ = ["default_contenders", "check_methods", "FAMILIES", "FAMILY_CLASSES", "OPTIONAL_FAMILIES", "ALL_FAMILIES"]
+__all__ = ["default_contenders", "check_methods", "FAMILIES", "OPTIONAL_FAMILIES", "ALL_FAMILIES", "FAMILY_CLASSES"]
 
 FAMILIES = ("kde", "nonparametric", "latent", "gpcn", "bayespcn", "classical", "dense", "cdam", "modern",
             "random_features", "kernelized", "mixture", "memn2n", "ntm")
 """Names of the default contenders, in the order of the table and the figures."""
 
-OPTIONAL_FAMILIES = ("firing_rate",)
-"""Contenders that run only when named (``varmem compare --memories firing_rate``): the firing-rate
-memory of Betteti et al. (its read integrates 1000 Euler steps, about 25 ms per MNIST cue on one core,
-and its covariance rule is made for random patterns, not correlated digits)."""
+OPTIONAL_FAMILIES = ("firing_rate", "spiking")
+"""Memories that ``varmem compare`` runs only when named (``--memories``), not in the default run:
+the firing-rate memory of Betteti et al. (its read integrates 1000 Euler steps, about 25 ms per MNIST
+cue on one core, and its covariance rule is made for random patterns, not correlated digits) and the
+spiking low-rank memory (a reconstruction)."""
 
 ALL_FAMILIES = FAMILIES + OPTIONAL_FAMILIES
-"""Every name ``--memories`` accepts."""
+"""Every memory name ``varmem compare`` accepts."""
 
 FAMILY_CLASSES: dict[str, type] = {
     "kde": KernelDensityMemory, "nonparametric": NonparametricMemory, "latent": LatentMemory,
     "gpcn": PredictiveCodingMemory, "bayespcn": BayesPCN, "classical": ClassicalHopfield,
     "dense": DenseAssociativeMemory, "cdam": CorrelatedDenseMemory, "modern": ModernHopfield,
     "random_features": RandomFeatureMemory, "kernelized": KernelizedHopfield, "mixture": MixtureHopfieldMemory,
-    "memn2n": MemN2N, "ntm": NTM, "firing_rate": FiringRateMemory,
+    "memn2n": MemN2N, "ntm": NTM, "firing_rate": FiringRateMemory, "spiking": SpikingLowRankMemory,
 }
 """The memory class of each family (its ``methods`` are the read methods a family can be given)."""
 
@@ -236,6 +249,11 @@ def default_contenders(
         options={"rate_dynamics": {"trace": False}}, key="logistic-rho4.8-x0.2-a-0.3-b0.95-t10-dt0.01",
         note="FiringRateMemory(logistic ρ = 4.8, x* = 0.2, a = -0.3, b = 0.95, q estimated; items binarised at ½), "
              "Euler dt = 0.01 to t = 10 (Betteti et al.'s official settings)")
+    out["spiking"] = Contender(
+        "spiking", lambda d: SpikingLowRankMemory(d, rule="pseudoinverse", **kw), methods=("latent",),
+        options={"latent": {"max_steps": 300, "trace": False},
+                 "spiking": {"one_spike_per_step": False, "trace": False}},
+        key="pinv-latent300-dt1ms", note="SpikingLowRankMemory(pseudo-inverse; a reconstruction), latent read")
     for name, read_methods in chosen_methods.items():
         if name in out:
             out[name].methods = read_methods
