@@ -47,6 +47,8 @@ from .distributions import KernelDensity, Mixture
 from .evidence import Evidence
 from .memories import (
     BayesPCN,
+    EntropicHeteroMemory,
+    EntropicMemory,
     KernelDensityMemory,
     KernelDensityPosterior,
     LatentMemory,
@@ -85,6 +87,8 @@ __all__ = [
     "LatentMemory",
     "PredictiveCodingMemory",
     "BayesPCN",
+    "EntropicMemory",
+    "EntropicHeteroMemory",
     "KernelDensity",
     "Mixture",
     # baselines

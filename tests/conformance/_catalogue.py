@@ -253,6 +253,24 @@ class Generator:
                               ("a seeded generator", torch.Generator(device=DEVICE).manual_seed(0), "edge", None)]
 
 
+@dataclass(frozen=True)
+class Labels:
+    """``write``'s ``labels``: None or ``[N]`` ints in ``[0, registers)`` (the catalogue writes
+    ``N = 2`` items; the entropic memory's factory has one register, so only 0 is valid)."""
+
+    def values(self, canonical: Any) -> list[Value]:
+        return _junk(True) + [
+            ("int 0", 0, "invalid", None), ("floats", [0.0, 0.0], "invalid", None), ("bools", [False, False], "invalid",
+                                                                                    None),
+            ("float tensor", torch.zeros(2), "invalid", None), ("one label for two items", [0], "invalid", None),
+            ("2-D", [[0, 0]], "invalid", None), ("beyond the registers", [0, 1], "invalid", None),
+            ("negative", [-1, 0], "invalid", None), ("strings", ["0", "0"], "invalid", None),
+            ("list of zeros", [0, 0], "equivalent", None), ("numpy int64", np.zeros(2, dtype=np.int64), "equivalent",
+                                                             None),
+            ("long tensor", torch.zeros(2, dtype=torch.long), "equivalent", None),
+        ]
+
+
 POS, NONNEG, FINITE = Real(0, lo_open=True), Real(0), Real()
 DIM, SEED, CHUNK = Int(1), Int(0, seed=True), Int(1, allow_none=True)
 OPT_BOOL = Bool(allow_none=True)
@@ -305,6 +323,12 @@ CONSTRUCTOR_SPECS: dict[str, dict[str, Any]] = {
     "MemN2N": {"dim": DIM, "alpha": POS, "train_alpha": POS, "beta_init": FINITE,
                "variant": Choice(("annabi", "textbook")), **_DEVICE},
     "NTM": {"dim": DIM, "variant": Choice(("annabi", "textbook")), "eps": POS, **_DEVICE},
+    "EntropicMemory": {
+        "dim": DIM, "rows": Int(1), "registers": Int(1), "weighted": Bool(), "sigma": POS, "iota": NONNEG,
+        "kappa": NONNEG, "xi": Int(0), "pseudo_count": NONNEG, **_DEVICE},
+    "EntropicHeteroMemory": {
+        "dim": Int(2), "split": Int(1), "rows": Int(1), "rows_b": Int(1, allow_none=True), "iota": NONNEG,
+        "kappa": NONNEG, "xi": Int(0), **_DEVICE},
 }
 """What every constructor argument of every memory class accepts."""
 
@@ -354,12 +378,17 @@ OPTION_SPECS: dict[str, dict[str, Any]] = {
     "hybrid": {**_ITERATIVE, "start": Choice(("encoder", "guide"))},
     "learned_precision": {"max_steps": Int(0), "precision": Precision(), "init": Init(), "return_weights": OPT_BOOL},
     "attention": {"return_weights": Bool()},
+    "beta": {"seed": Int(0, allow_none=True, seed=True)},
+    "random": {"seed": Int(0, allow_none=True, seed=True)},
+    "sample_and_test": {"seed": Int(0, allow_none=True, seed=True), "num_samples": Int(1)},
+    "search_and_test": {"seed": Int(0, allow_none=True, seed=True), "num_samples": Int(1),
+                        "max_steps": Int(0, allow_none=True)},
 }
 """What every option of every engine accepts (tensor values of ``init`` / ``precision`` are added
 per memory by :func:`_tensor_option_values`)."""
 
 KEYWORD_SPECS: dict[str, Any] = {"progress": Bool(), "seed": Int(0, allow_none=True, seed=True),
-                                 "generator": Generator(), "atol": NONNEG}
+                                 "generator": Generator(), "atol": NONNEG, "labels": Labels()}
 """The keyword arguments of ``write`` / ``delete`` (by name, shared by the memories)."""
 
 FORGET_SPECS = ("index", "beta")

@@ -1,5 +1,6 @@
 """Probabilistic memories: Pyro models whose prior depends on what was stored."""
 
+from .entropic import EntropicHeteroMemory, EntropicMemory, EntropicPosterior
 from .kernel_density import KernelDensityMemory, KernelDensityPosterior
 from .latent import LatentMemory
 from .nonparametric import NonparametricMemory, NonparametricPosterior
@@ -13,4 +14,7 @@ __all__ = [
     "LatentMemory",
     "PredictiveCodingMemory",
     "BayesPCN",
+    "EntropicMemory",
+    "EntropicPosterior",
+    "EntropicHeteroMemory",
 ]
