@@ -4,6 +4,6 @@ hetero-associative relation (:class:`EntropicHeteroMemory`, read with ``"search_
 ``"sample_and_test"`` or ``"random"``)."""
 
 from .hetero import EntropicHeteroMemory
-from .memory import EntropicMemory, EntropicPosterior, Recognition
+from .memory import EntropicMemory, EntropicPosterior, Recognition, recognition_scores
 
-__all__ = ["EntropicMemory", "EntropicPosterior", "EntropicHeteroMemory", "Recognition"]
+__all__ = ["EntropicMemory", "EntropicPosterior", "EntropicHeteroMemory", "Recognition", "recognition_scores"]

@@ -90,7 +90,8 @@ from .register import (
     triangular_rows,
 )
 
-__all__ = ["EntropicMemory", "EntropicPosterior", "Recognition", "retrieve_beta", "BetaReadable", "MAX_COUNT"]
+__all__ = ["EntropicMemory", "EntropicPosterior", "Recognition", "recognition_scores", "retrieve_beta", "BetaReadable",
+           "MAX_COUNT"]
 
 MAX_COUNT = 2**16 - 1
 """Cells saturate here (the official AMR's ``absolute_max``); exact in float32."""
@@ -317,7 +318,9 @@ class EntropicMemory(PriorLikelihoodMemory):
 
     def entropy(self) -> Tensor:
         """``[K]`` each register's entropy in bits, ``mean_j H(p_j)`` (binary: ``mean_j log₂ ν_j``)."""
-        return entropy_bits(column_probs(self.table())).mean(-1)
+        table = self.table()
+        probs = table / table.sum(-1, keepdim=True).clamp_min(1)  # an empty column has entropy 0, as in the papers
+        return entropy_bits(probs).mean(-1)
 
     def column_probs(self) -> Tensor:
         """``[K, n, m]`` the prior's ``p_kj(v)`` (module docstring)."""
@@ -415,3 +418,25 @@ class EntropicMemory(PriorLikelihoodMemory):
                     obs = obs.mask(mask)
                 pyro.sample("x", obs, obs=x)
         return values[v]
+
+
+def recognition_scores(memory: EntropicMemory, cues: Any, labels: Any, mask: Any = None) -> dict[str, Any]:
+    """The papers' recognition precision and recall of a multi-memory system (one register per
+    class): register ``k`` should recognise the cues of class ``k`` and no other.
+
+    ``TP_k`` = cues of class ``k`` that register ``k`` recognises, ``FP_k`` = cues of other classes it
+    recognises; ``precision_k = TP_k / (TP_k + FP_k)`` (NaN when it recognises nothing, left out of
+    the mean), ``recall_k = TP_k / n_k``; returns the means over registers, the per-register values
+    and ``entropy``, the mean of the registers' entropies (bits).  With one row (``m = 1``) every
+    register recognises every cue, so the mean precision is exactly ``1/K`` whatever the class
+    sizes, the recall 1 and the entropy 0.
+    """
+    labels = memory._labels(labels, memory.prepare_cue(cues, mask)[0].shape[0])
+    ok = memory.recognise(cues, mask).recognised  # [B, K]
+    truth = torch.nn.functional.one_hot(labels, memory.registers).bool()
+    tp = (ok & truth).sum(0).to(torch.float64)
+    claimed = ok.sum(0).to(torch.float64)
+    precision = tp / claimed  # NaN where nothing was recognised
+    recall = tp / truth.sum(0).to(torch.float64)
+    return {"precision": float(precision.nanmean()), "recall": float(recall.nanmean()),
+            "entropy": float(memory.entropy().mean()), "precision_k": precision, "recall_k": recall}
