@@ -329,10 +329,12 @@ def _add_compare(sub: Any) -> None:
         formatter_class=_HelpFormatter,
     )
     p.add_argument("--dataset", choices=tuple(DATASETS), default=d.dataset, help="image data set")
-    p.add_argument("--memories", "--memory", dest="memories", action=_NameList, valid=FAMILIES, default=None,
+    from .comparison.presets import ALL_FAMILIES, OPTIONAL_FAMILIES
+
+    p.add_argument("--memories", "--memory", dest="memories", action=_NameList, valid=ALL_FAMILIES, default=None,
                    metavar="NAME", help=f"memories, repeatable or comma-separated, from {', '.join(FAMILIES)} "
-                   "(default: all)")
-    p.add_argument("--methods", "--method", dest="methods", action=_MethodLists, valid=FAMILIES, default=None,
+                   f"(default: all of these) and {', '.join(OPTIONAL_FAMILIES)} (only when named)")
+    p.add_argument("--methods", "--method", dest="methods", action=_MethodLists, valid=ALL_FAMILIES, default=None,
                    metavar="MEMORY=METHOD[,METHOD]",
                    help="read methods of one memory, repeatable, e.g. kde=exact,fixed_point (default: each memory's "
                    "methods in varmem.comparison.presets)")

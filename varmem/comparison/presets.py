@@ -49,6 +49,14 @@ correlated dense       CDAM (Burns 2024) on ±1 items, ``a = 1``, ``h = 0.2``, `
                        data's labels), so it runs only when ``labels`` are given; ``h`` is ours
                        (small: the read is pulled 0.2 of the way to the class mean, which costs
                        little MSE); the paper's graphs (ring, karate club) have no images
+entropic (optional)    :class:`~varmem.EntropicMemory` as the CIFAR paper configures its W-EAM:
+                       one weighted register, ``m = 16`` rows, ``σ = 0.025``, ``ι = κ = ξ = 0``
+                       (Hernández, Morales & Pineda 2024, README's 1024 × 16 memory), on pixels in
+                       ``[0, 1]`` (its value domain: the register quantises a fixed range, and pixel
+                       intensities are already in it); read ``beta`` (the EAM's β-retrieval; a
+                       rejected cue comes back as the register reads it) and selectable ``exact``.
+                       The EAM constructs an object column by column rather than returning a
+                       stored one, so exact recall is not what it is for; not in the default run
 =====================  ==========================================================================
 """
 
@@ -71,26 +79,39 @@ from ..baselines import (
     ModernHopfield,
     RandomFeatureMemory,
 )
-from ..memories import BayesPCN, KernelDensityMemory, LatentMemory, NonparametricMemory, PredictiveCodingMemory
+from ..memories import (
+    BayesPCN,
+    EntropicMemory,
+    KernelDensityMemory,
+    LatentMemory,
+    NonparametricMemory,
+    PredictiveCodingMemory,
+)
 from .run import Contender
 
-__all__ = ["default_contenders", "check_methods", "FAMILIES", "FAMILY_CLASSES"]
+__all__ = ["default_contenders", "check_methods", "FAMILIES", "OPTIONAL_FAMILIES", "ALL_FAMILIES", "FAMILY_CLASSES"]
 
 FAMILIES = ("kde", "nonparametric", "latent", "gpcn", "bayespcn", "classical", "dense", "cdam", "modern",
             "random_features", "kernelized", "mixture", "memn2n", "ntm")
 """Names of the default contenders, in the order of the table and the figures."""
+
+OPTIONAL_FAMILIES = ("entropic",)
+"""Memories that join a comparison only when named (``--memories entropic``)."""
+
+ALL_FAMILIES = FAMILIES + OPTIONAL_FAMILIES
+"""Every name a comparison accepts."""
 
 FAMILY_CLASSES: dict[str, type] = {
     "kde": KernelDensityMemory, "nonparametric": NonparametricMemory, "latent": LatentMemory,
     "gpcn": PredictiveCodingMemory, "bayespcn": BayesPCN, "classical": ClassicalHopfield,
     "dense": DenseAssociativeMemory, "cdam": CorrelatedDenseMemory, "modern": ModernHopfield,
     "random_features": RandomFeatureMemory, "kernelized": KernelizedHopfield, "mixture": MixtureHopfieldMemory,
-    "memn2n": MemN2N, "ntm": NTM,
+    "memn2n": MemN2N, "ntm": NTM, "entropic": EntropicMemory,
 }
 """The memory class of each family (its ``methods`` are the read methods a family can be given)."""
 
 
-def check_methods(methods: Any, families: Any = FAMILIES) -> dict[str, tuple[str, ...]]:
+def check_methods(methods: Any, families: Any = ALL_FAMILIES) -> dict[str, tuple[str, ...]]:
     """``{family: [method, ...]}`` checked against the families and each class's read methods;
     returns it with tuples (``ValueError`` names a bad family or method)."""
     if methods is None:
@@ -125,9 +146,9 @@ def default_contenders(
     (any of the class's ``methods``; default: the ones in the module docstring).
     """
     wanted = FAMILIES if families is None else tuple(families)
-    unknown = sorted(set(wanted) - set(FAMILIES))
+    unknown = sorted(set(wanted) - set(ALL_FAMILIES))
     if unknown:
-        raise ValueError(f"unknown memories {unknown}; choose from {', '.join(FAMILIES)}")
+        raise ValueError(f"unknown memories {unknown}; choose from {', '.join(ALL_FAMILIES)}")
     chosen_methods = check_methods(methods)
     kw = {"dtype": dtype, "device": device}
     h = 256
@@ -211,6 +232,10 @@ def default_contenders(
         out["ntm"] = Contender("ntm", reader(NTM, 1e-6), methods=("attention",),
                                key=f"epochs{epochs}-lr1e-6-seed{seed}-{len(train)}",
                                note=f"NTM(annabi), {epochs} epochs, lr 1e-6")
+    out["entropic"] = Contender(
+        "entropic", lambda d: EntropicMemory(d, rows=16, sigma=0.025, **kw), methods=("beta",),
+        options={"beta": {"seed": seed}}, key=f"w-m16-sigma0.025-seed{seed}",
+        note="EntropicMemory(weighted, m=16, σ=0.025, ι=κ=ξ=0), β-retrieval")
     for name, read_methods in chosen_methods.items():
         if name in out:
             out[name].methods = read_methods
