@@ -299,7 +299,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--example-rows", type=int, default=64, help="m of the example reads (default 64)")
     p.add_argument("--pairs", type=int, default=2000, help="most pairs in the hetero memory (default: all fill)")
     p.add_argument("--hetero-rows", type=int, default=16, help="rows of each side of the hetero memory (16)")
-    p.add_argument("--hetero-queries", type=int, default=200, help="cues per method (default 200)")
+    p.add_argument("--hetero-queries", type=int, default=100, help="cues per method (default 100)")
     p.add_argument("--num-samples", type=int, default=127, help="draws of sample-and-test (default 127)")
     p.add_argument("--dataset", choices=("mnist", "digits"), default="mnist",
                    help="the A side's images: mnist (default), or the 8x8 digits (what --smoke uses)")

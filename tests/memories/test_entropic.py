@@ -277,3 +277,18 @@ def test_search_and_test_never_ends_farther_than_its_sample_and_sampling_beats_r
     err = {name: float(((r.pattern - cues)[:, 6:] ** 2).mean()) for name, r in
            (("random", rand), ("sample", sample), ("search", search))}
     assert err["sample"] < 0.8 * err["random"] and err["search"] < 0.85 * err["random"]
+
+
+def test_the_entropic_memory_is_an_optional_compare_family():
+    from varmem.comparison.command import CompareConfig
+    from varmem.comparison.presets import ALL_FAMILIES, FAMILIES, OPTIONAL_FAMILIES, default_contenders
+
+    assert "entropic" in OPTIONAL_FAMILIES and "entropic" in ALL_FAMILIES and "entropic" not in FAMILIES
+    assert "entropic" not in [c.name for c in default_contenders(64)]
+    (contender,) = default_contenders(64, families=("entropic",), methods={"entropic": ["beta", "exact"]})
+    memory = contender.build(64)
+    assert isinstance(memory, EntropicMemory) and memory.rows == 16 and memory.sigma == 0.025
+    assert contender.methods == ("beta", "exact")
+    assert CompareConfig(memories=("entropic", "kde")).validate().memories == ("entropic", "kde")
+    with pytest.raises(ValueError, match="reads with"):
+        default_contenders(64, families=("entropic",), methods={"entropic": ["map"]})

@@ -370,40 +370,43 @@ class EntropicHeteroMemory(Memory):
     def _climb(self, back: Tensor, proj: Tensor, rows: Tensor, dist: Tensor, c_rows: Tensor, c_obs: Tensor,
                f_obs: Tensor, generator: Any, max_steps: int | None) -> tuple[Tensor, Tensor, Tensor, int]:
         """Hill climbing by ±1 changes of one unobserved column to a non-zero cell of the projection,
-        to a uniformly chosen improving neighbour, for all cues at once."""
-        B, c_out = rows.shape
-        r_out = proj.shape[-1]
-        active = torch.ones(B, dtype=torch.bool, device=rows.device)
+        to a uniformly chosen improving neighbour; every step evaluates all ``2·c_out`` neighbours of
+        every cue still climbing at once (a neighbour changes one column, so its back-projection is
+        the current one with one slice swapped)."""
+        c_out, r_out = rows.shape[1], proj.shape[-1]
+        rows, dist = rows.clone(), dist.clone()
+        active = torch.ones(rows.shape[0], dtype=torch.bool, device=rows.device)
         cols = torch.arange(c_out, device=rows.device)
         steps = 0
-        while bool(active.any()) and (max_steps is None or steps < max_steps):
-            sums, zeros = self._stats(back, rows)  # [B, c_in, r_in]
-            old = back[cols, rows]  # [B, c_out, c_in, r_in]
-            new_rows = rows.clone()
-            scores = []
+        while max_steps is None or steps < max_steps:
+            idx = active.nonzero().flatten()
+            if idx.numel() == 0:
+                break
+            r, d0 = rows[idx], dist[idx]
+            sums, zeros = self._stats(back, r)  # [A, c_in, r_in]
+            old = back[cols, r]  # [A, c_out, c_in, r_in]
+            gains, cands, dists = [], [], []
             for delta in (-1, 1):
-                cand = rows + delta  # [B, c_out]
-                valid = (cand >= 0) & (cand < r_out) & ~f_obs & active[:, None]
-                cand_c = cand.clamp(0, r_out - 1)
-                valid &= proj.gather(-1, cand_c.unsqueeze(-1)).squeeze(-1) > 0
-                new = back[cols, cand_c]  # [B, c_out, c_in, r_in]
+                cand = (r + delta).clamp(0, r_out - 1)
+                valid = (r + delta >= 0) & (r + delta < r_out) & ~f_obs[idx]
+                valid &= proj[idx].gather(-1, cand.unsqueeze(-1)).squeeze(-1) > 0
+                new = back[cols, cand]
                 n_sums = sums.unsqueeze(1) - old + new
                 n_zeros = zeros.unsqueeze(1) - (old == 0).to(old.dtype) + (new == 0).to(old.dtype)
-                d = _distance_from_stats(n_sums, n_zeros, c_rows[:, None], c_obs[:, None])  # [B, c_out]
-                gain = torch.where(valid, dist[:, None] - d, torch.full_like(d, -math.inf))
-                scores.append((gain, cand_c, d))
-            gains = torch.cat([g for g, _, _ in scores], -1)  # [B, 2 c_out]
-            improving = gains > 1e-12 * (1 + dist[:, None])
-            u = torch.rand(gains.shape, generator=generator, device=rows.device, dtype=dist.dtype)
+                d = _distance_from_stats(n_sums, n_zeros, c_rows[idx, None], c_obs[idx, None])  # [A, c_out]
+                gains.append(torch.where(valid, d0[:, None] - d, torch.full_like(d, -math.inf)))
+                cands.append(cand)
+                dists.append(d)
+            gain, cand, d = torch.cat(gains, -1), torch.cat(cands, -1), torch.cat(dists, -1)  # [A, 2 c_out]
+            improving = gain > 1e-12 * (1 + d0[:, None])
+            u = torch.rand(gain.shape, generator=generator, device=rows.device, dtype=dist.dtype)
             pick = torch.where(improving, u, torch.full_like(u, -1.0)).argmax(-1)
             moved = improving.any(-1)
-            cands = torch.cat([c for _, c, _ in scores], -1)
-            ds = torch.cat([d for _, _, d in scores], -1)
+            a = torch.arange(idx.numel(), device=rows.device)
             col = pick % c_out
-            idx = torch.arange(B, device=rows.device)
-            new_rows[idx, col] = torch.where(moved, cands[idx, pick], rows[idx, col])
-            dist = torch.where(moved, ds[idx, pick], dist)
-            rows = new_rows
-            active = active & moved
+            r[a, col] = torch.where(moved, cand[a, pick], r[a, col])
+            rows[idx] = r
+            dist[idx] = torch.where(moved, d[a, pick], d0)
+            active[idx] = moved
             steps += 1
         return rows, dist, ~active, steps
