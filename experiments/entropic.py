@@ -111,6 +111,19 @@ def run_tradeoff(args: argparse.Namespace, fe: dict[str, Any]) -> dict[str, Any]
                 "retrieval_precision": 100 * float(correct.sum() / ok.sum().clamp_min(1)),
                 "retrieval_recall": 100 * float(correct.double().mean()),
             })
+    # filling: the same test against memories filled with more digits per class (the last point adds
+    # the VAE's training digits, which the published split keeps apart: a probe of the fill, not a result)
+    out["filling"] = {}
+    for m in args.fill_rows:
+        curve = []
+        pools = [fill[: max(10, int(frac * len(fill)))] for frac in (0.125, 0.25, 0.5, 1.0)]
+        pools.append(torch.cat([fill, parts["train"]]))
+        for i, idx in enumerate(pools):
+            memory = varmem.EntropicMemory(f.shape[1], rows=m, registers=10, weighted=False)
+            s = recognition_scores(memory.write(f[idx], labels=y[idx]), f[test], y[test])
+            curve.append({"items_per_class": len(idx) / 10, "precision": 100 * s["precision"],
+                          "recall": 100 * s["recall"], "entropy": s["entropy"], "with_vae_digits": i == 4})
+        out["filling"][str(m)] = curve
     one = [r for r in out["binary"] if r["rows"] == 1]
     if one:
         out["m1_invariants"] = {"precision": one[0]["precision"], "recall": one[0]["recall"],
@@ -164,8 +177,12 @@ def run_hetero(args: argparse.Namespace, fe: dict[str, Any], gen: torch.Generato
     shifted = (y[test] + torch.randint(1, 10, (len(test),), generator=gen)) % 10
     other = torch.cat([f[test], dx[partner(shifted, d_test)]], 1)
     stored_ok = memory.recognise(pairs[: args.hetero_queries])[0]
-    tp, fp = memory.recognise(same)[0].sum(), memory.recognise(other)[0].sum()
+    (same_ok, same_miss), (other_ok, other_miss) = memory.recognise(same), memory.recognise(other)
+    tp, fp = same_ok.sum(), other_ok.sum()
     result["recognition"] = {
+        "mismatches_same_class": float(same_miss.double().mean()),
+        "mismatches_other_class": float(other_miss.double().mean()),
+        "cells_per_pair": n * 64,
         "registered_recognised": 100 * float(stored_ok.double().mean()),
         "precision": 100 * float(tp / (tp + fp)) if tp + fp else math.nan,
         "recall": 100 * float(tp) / len(test),
@@ -200,8 +217,8 @@ def run_hetero(args: argparse.Namespace, fe: dict[str, Any], gen: torch.Generato
 # --- figures, tables ---------------------------------------------------------------------------------------
 def plot_tradeoff(result: dict[str, Any], path: Any) -> None:
     t = result["tradeoff"]
-    fig, axes = experiment.subplots(1, 3, figsize=(13, 3.8))
-    for ax, key, unit in zip(axes, ("precision", "recall", "entropy"), ("%", "%", "bits"), strict=True):
+    fig, axes = experiment.subplots(1, 4, figsize=(17, 3.8))
+    for ax, key, unit in zip(axes[:3], ("precision", "recall", "entropy"), ("%", "%", "bits"), strict=True):
         for kind, style in (("binary", "-o"), ("weighted", "--s")):
             ax.plot([r["rows"] for r in t[kind]], [r[key] for r in t[kind]], style, label=f"varmem, {kind} (VAE)")
         ax.plot(PUBLISHED_MNIST["rows"], PUBLISHED_MNIST[key], "k:^", label="Pineda et al. 2021 (conv AE)")
@@ -209,6 +226,15 @@ def plot_tradeoff(result: dict[str, Any], path: Any) -> None:
         ax.set_xlabel("rows m")
         ax.set_title(f"{key} ({unit})")
     axes[0].legend(fontsize=8)
+    ax = axes[3]
+    for m, curve in t["filling"].items():
+        n = [r["items_per_class"] for r in curve]
+        ax.plot(n, [r["recall"] for r in curve], "-o", label=f"recall, m = {m}")
+        ax.plot(n, [r["precision"] for r in curve], "--s", label=f"precision, m = {m}")
+    ax.set_xscale("log")
+    ax.set_xlabel("digits per class in each register (last: + VAE training digits)")
+    ax.set_title("binary EAM against the fill (%)")
+    ax.legend(fontsize=7)
     fig.suptitle(f"Entropic memory on {result['config']['dataset']}, one register per digit, "
                  f"{result['config']['features']} VAE features: recognition trade-off")
     experiment.save_figure(fig, path)
@@ -233,9 +259,9 @@ def plot_recall(result: dict[str, Any], path: Any) -> None:
 
 def plot_hetero(result: dict[str, Any], path: Any) -> None:
     h = result["hetero"]
-    fig = experiment.subplots(figsize=(12, 6.5))[0]
+    fig = experiment.subplots(figsize=(12, 7))[0]
     fig.clf()
-    grid = fig.add_gridspec(2, 6)
+    grid = fig.add_gridspec(2, 6, height_ratios=(1.6, 1), hspace=0.45)
     labels = ["random", "sample &\ntest", "search &\ntest"]
     for col, (key, title) in enumerate((("stored_mse", "MSE to the registered partner\n(stored cues)"),
                                         ("test_accuracy", "class accuracy of the recalled\n8×8 digit (test cues), %"),
@@ -245,12 +271,12 @@ def plot_hetero(result: dict[str, Any], path: Any) -> None:
         ax.set_title(title, fontsize=9)
     ex = h["examples"]
     for i in range(min(6, len(ex["label"]))):
-        sub = grid[1, i].subgridspec(1, 4, wspace=0.05)
+        sub = grid[1, i].subgridspec(2, 2, wspace=0.05, hspace=0.3)
         ax = fig.add_subplot(sub[0, 0])
-        experiment.show_image(ax, torch.as_tensor(ex["cue"][i]), ex["image_shape"])
+        experiment.show_image(ax, torch.as_tensor(ex["cue"][i]), ex["image_shape"])  # the cue, then its recalls
         ax.set_title(f"cue {int(ex['label'][i])}", fontsize=7)
         for j, m in enumerate(METHODS):
-            ax = fig.add_subplot(sub[0, j + 1])
+            ax = fig.add_subplot(sub[(j + 1) // 2, (j + 1) % 2])
             experiment.show_image(ax, torch.as_tensor(ex[m][i]), (1, 8, 8))
             ax.set_title(("rand", "S&T", "srch")[j], fontsize=7)
     fig.suptitle(f"Hetero-associative EAM: {h['pairs']} {result['config']['dataset']} ↔ 8×8-digit pairs of the "
@@ -286,7 +312,8 @@ def format_tables(result: dict[str, Any]) -> str:
     rec = h["recognition"]
     text += (f"\nhetero: {h['pairs']} pairs, entropy {h['entropy']:.2f} bits; registered pairs recognised "
              f"{rec['registered_recognised']:.1f} %, unseen pairs precision {rec['precision']:.1f} % recall "
-             f"{rec['recall']:.1f} %")
+             f"{rec['recall']:.1f} % (mean mismatching cells of {rec['cells_per_pair']}: same class "
+             f"{rec['mismatches_same_class']:.1f}, other class {rec['mismatches_other_class']:.1f})")
     return text
 
 
@@ -297,6 +324,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--vae-steps", type=int, default=1500, help="SVI steps of the VAE (default 1500)")
     p.add_argument("--rows", type=int, nargs="+", default=PUBLISHED_MNIST["rows"], help="values of m")
     p.add_argument("--example-rows", type=int, default=64, help="m of the example reads (default 64)")
+    p.add_argument("--fill-rows", type=int, nargs="+", default=[16, 64], help="m of the filling curves (16 64)")
     p.add_argument("--pairs", type=int, default=2000, help="most pairs in the hetero memory (default: all fill)")
     p.add_argument("--hetero-rows", type=int, default=16, help="rows of each side of the hetero memory (16)")
     p.add_argument("--hetero-queries", type=int, default=100, help="cues per method (default 100)")
@@ -307,7 +335,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.smoke:
         args.dataset = "digits"
-        args.features, args.vae_steps, args.rows = 16, 20, [1, 4, 64]
+        args.features, args.vae_steps, args.rows, args.fill_rows = 16, 20, [1, 4, 64], [4]
         args.example_rows, args.pairs, args.hetero_queries, args.num_samples = 16, 100, 20, 15
     return args
 
