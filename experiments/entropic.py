@@ -66,6 +66,7 @@ def front_end(args: argparse.Namespace, gen: torch.Generator) -> dict[str, Any]:
     perm = torch.randperm(len(x), generator=gen)
     n_ae, n_fill = int(0.57 * len(x)), int(0.33 * len(x))
     parts = {"train": perm[:n_ae], "fill": perm[n_ae:n_ae + n_fill], "test": perm[n_ae + n_fill:]}
+    torch.manual_seed(args.seed)  # the VAE's initial weights come from the global RNG
     vae = varmem.VAE(x.shape[1], code_dim=args.features, hidden=(256,), likelihood="bernoulli", dtype=torch.float32)
     fit = varmem.fit(vae.model, vae.guide, x[parts["train"]], batch_size=100,
                      kwargs={"num_data": len(parts["train"])}, num_steps=args.vae_steps, lr=3e-3, seed=args.seed,
