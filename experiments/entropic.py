@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
+import warnings
 from typing import Any, Sequence
 
 import torch
@@ -282,7 +283,9 @@ def plot_hetero(result: dict[str, Any], path: Any) -> None:
             ax.set_title(("rand", "S&T", "srch")[j], fontsize=7)
     fig.suptitle(f"Hetero-associative EAM: {h['pairs']} {result['config']['dataset']} ↔ 8×8-digit pairs of the "
                  f"same class (entropy {h['entropy']:.2f} bits)")
-    experiment.save_figure(fig, path)
+    with warnings.catch_warnings():  # tight_layout cannot place the nested grids exactly; the layout is fine
+        warnings.filterwarnings("ignore", message="This figure includes Axes")
+        experiment.save_figure(fig, path)
 
 
 def format_tables(result: dict[str, Any]) -> str:
