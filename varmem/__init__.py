@@ -48,6 +48,8 @@ from .distributions import KernelDensity, Mixture
 from .evidence import Evidence
 from .memories import (
     BayesPCN,
+    EntropicHeteroMemory,
+    EntropicMemory,
     FiringRateMemory,
     KernelDensityMemory,
     KernelDensityPosterior,
@@ -87,6 +89,8 @@ __all__ = [
     "LatentMemory",
     "PredictiveCodingMemory",
     "BayesPCN",
+    "EntropicMemory",
+    "EntropicHeteroMemory",
     "KernelDensity",
     "Mixture",
     # neuroscience seed systems

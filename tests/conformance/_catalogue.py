@@ -253,6 +253,24 @@ class Generator:
                               ("a seeded generator", torch.Generator(device=DEVICE).manual_seed(0), "edge", None)]
 
 
+@dataclass(frozen=True)
+class Labels:
+    """``write``'s ``labels``: None or ``[N]`` ints in ``[0, registers)`` (the catalogue writes
+    ``N = 2`` items; the entropic memory's factory has one register, so only 0 is valid)."""
+
+    def values(self, canonical: Any) -> list[Value]:
+        return _junk(True) + [
+            ("int 0", 0, "invalid", None), ("floats", [0.0, 0.0], "invalid", None), ("bools", [False, False], "invalid",
+                                                                                    None),
+            ("float tensor", torch.zeros(2), "invalid", None), ("one label for two items", [0], "invalid", None),
+            ("2-D", [[0, 0]], "invalid", None), ("beyond the registers", [0, 1], "invalid", None),
+            ("negative", [-1, 0], "invalid", None), ("strings", ["0", "0"], "invalid", None),
+            ("list of zeros", [0, 0], "equivalent", None), ("numpy int64", np.zeros(2, dtype=np.int64), "equivalent",
+                                                             None),
+            ("long tensor", torch.zeros(2, dtype=torch.long), "equivalent", None),
+        ]
+
+
 POS, NONNEG, FINITE = Real(0, lo_open=True), Real(0), Real()
 DIM, SEED, CHUNK = Int(1), Int(0, seed=True), Int(1, allow_none=True)
 OPT_BOOL = Bool(allow_none=True)
@@ -311,6 +329,12 @@ CONSTRUCTOR_SPECS: dict[str, dict[str, Any]] = {
         "correlation": Real(0, 1, hi_open=True, allow_none=True), "temperature": POS, **_DEVICE},
     "SpikingLowRankMemory": {"dim": DIM, "rule": Choice(("hebbian", "pseudoinverse")),
                              "spike_size": Real(0, 1, lo_open=True), "tau": POS, **_DEVICE},
+    "EntropicMemory": {
+        "dim": DIM, "rows": Int(1), "registers": Int(1), "weighted": Bool(), "sigma": POS, "iota": NONNEG,
+        "kappa": NONNEG, "xi": Int(0), "pseudo_count": NONNEG, **_DEVICE},
+    "EntropicHeteroMemory": {
+        "dim": Int(2), "split": Int(1), "rows": Int(1), "rows_b": Int(1, allow_none=True), "iota": NONNEG,
+        "kappa": NONNEG, "xi": Int(0), **_DEVICE},
 }
 """What every constructor argument of every memory class accepts."""
 
@@ -378,12 +402,17 @@ OPTION_SPECS: dict[str, dict[str, Any]] = {
     "spiking": {"dt": POS, "max_steps": Int(0), "start_scale": Real(0, 1, lo_open=True), "noise": NONNEG,
                 "one_spike_per_step": Bool(), "seed": Int(0, allow_none=True, seed=True), "trace": Bool(),
                 "record": Bool(), "progress": Bool()},
+    "beta": {"seed": Int(0, allow_none=True, seed=True)},
+    "random": {"seed": Int(0, allow_none=True, seed=True)},
+    "sample_and_test": {"seed": Int(0, allow_none=True, seed=True), "num_samples": Int(1)},
+    "search_and_test": {"seed": Int(0, allow_none=True, seed=True), "num_samples": Int(1),
+                        "max_steps": Int(0, allow_none=True)},
 }
 """What every option of every engine accepts (tensor values of ``init`` / ``precision`` are added
 per memory by :func:`_tensor_option_values`)."""
 
 KEYWORD_SPECS: dict[str, Any] = {"progress": Bool(), "seed": Int(0, allow_none=True, seed=True),
-                                 "generator": Generator(), "atol": NONNEG}
+                                 "generator": Generator(), "atol": NONNEG, "labels": Labels()}
 """The keyword arguments of ``write`` / ``delete`` (by name, shared by the memories)."""
 
 FORGET_SPECS = ("index", "beta")

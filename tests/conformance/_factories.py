@@ -246,6 +246,16 @@ def _factories() -> list[Factory]:
                 bip8, _flipped(bip8, [0, 2, 4], 1), _mask(3, 8, 21),
                 options={"latent": FIXED, "spiking": {"max_steps": 10, "seed": 0}}, num_weights=lambda m: 0,
                 bad_items=_not_bipolar(8)),
+        Factory(varmem.EntropicMemory,
+                dict(dim=4, rows=4, registers=1, weighted=True, sigma=0.25, iota=0.0, kappa=0.0, xi=1,
+                     pseudo_count=0.5, **dev),
+                half, _noisy(half, [0, 3, 4], 10, 0.05), _mask(3, 4, 20),
+                options={"beta": {"seed": 0}}, num_weights=lambda m: m.registers),
+        Factory(varmem.EntropicHeteroMemory,
+                dict(dim=4, split=2, rows=4, rows_b=3, iota=0.0, kappa=0.0, xi=0, **dev),
+                half, _noisy(half, [0, 3, 4], 10, 0.05), _mask(3, 4, 20),
+                options={m: {"seed": 0} for m in ("random", "sample_and_test", "search_and_test")},
+                num_weights=lambda m: 0, energy_constant=None),
     ]
 
 

@@ -64,6 +64,14 @@ spiking low-rank       ``SpikingLowRankMemory``: **our reconstruction** of Podla
                        Euler steps of ``dt = 1 ms``; ``--methods spiking=spiking`` runs the
                        spiking network (every neuron above threshold spikes: one spike per step
                        cannot hold a 784-dimensional box at ``dt = 0.1 ms``), 1000 steps
+entropic               :class:`~varmem.EntropicMemory` as the CIFAR paper configures its W-EAM:
+                       one weighted register, ``m = 16`` rows, ``σ = 0.025``, ``ι = κ = ξ = 0``
+                       (Hernández, Morales & Pineda 2024, README's 1024 × 16 memory), on pixels in
+                       ``[0, 1]`` (its value domain: the register quantises a fixed range, and pixel
+                       intensities are already in it); read ``beta`` (the EAM's β-retrieval; a
+                       rejected cue comes back as the register reads it) and selectable ``exact``.
+                       The EAM constructs an object column by column rather than returning a
+                       stored one, so exact recall is not what it is for
 =====================  ==========================================================================
 """
 
@@ -89,6 +97,7 @@ from ..baselines import (
 )
 from ..memories import (
     BayesPCN,
+    EntropicMemory,
     FiringRateMemory,
     KernelDensityMemory,
     LatentMemory,
@@ -103,11 +112,12 @@ FAMILIES = ("kde", "nonparametric", "latent", "gpcn", "bayespcn", "classical", "
             "random_features", "kernelized", "mixture", "memn2n", "ntm")
 """Names of the default contenders, in the order of the table and the figures."""
 
-OPTIONAL_FAMILIES = ("firing_rate", "spiking")
+OPTIONAL_FAMILIES = ("firing_rate", "spiking", "entropic")
 """Memories that ``varmem compare`` runs only when named (``--memories``), not in the default run:
 the firing-rate memory of Betteti et al. (its read integrates 1000 Euler steps, about 25 ms per MNIST
-cue on one core, and its covariance rule is made for random patterns, not correlated digits) and the
-spiking low-rank memory (a reconstruction)."""
+cue on one core, and its covariance rule is made for random patterns, not correlated digits), the
+spiking low-rank memory (a reconstruction) and the entropic memory (it constructs an object column by
+column rather than returning a stored one)."""
 
 ALL_FAMILIES = FAMILIES + OPTIONAL_FAMILIES
 """Every memory name ``varmem compare`` accepts."""
@@ -118,6 +128,7 @@ FAMILY_CLASSES: dict[str, type] = {
     "dense": DenseAssociativeMemory, "cdam": CorrelatedDenseMemory, "modern": ModernHopfield,
     "random_features": RandomFeatureMemory, "kernelized": KernelizedHopfield, "mixture": MixtureHopfieldMemory,
     "memn2n": MemN2N, "ntm": NTM, "firing_rate": FiringRateMemory, "spiking": SpikingLowRankMemory,
+    "entropic": EntropicMemory,
 }
 """The memory class of each family (its ``methods`` are the read methods a family can be given)."""
 
@@ -254,6 +265,10 @@ def default_contenders(
         options={"latent": {"max_steps": 300, "trace": False},
                  "spiking": {"one_spike_per_step": False, "trace": False}},
         key="pinv-latent300-dt1ms", note="SpikingLowRankMemory(pseudo-inverse; a reconstruction), latent read")
+    out["entropic"] = Contender(
+        "entropic", lambda d: EntropicMemory(d, rows=16, sigma=0.025, **kw), methods=("beta",),
+        options={"beta": {"seed": seed}}, key=f"w-m16-sigma0.025-seed{seed}",
+        note="EntropicMemory(weighted, m=16, σ=0.025, ι=κ=ξ=0), β-retrieval")
     for name, read_methods in chosen_methods.items():
         if name in out:
             out[name].methods = read_methods

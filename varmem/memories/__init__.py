@@ -1,5 +1,6 @@
 """Probabilistic memories: Pyro models whose prior depends on what was stored."""
 
+from .entropic import EntropicHeteroMemory, EntropicMemory, EntropicPosterior
 from .firing_rate import FiringRateMemory
 from .kernel_density import KernelDensityMemory, KernelDensityPosterior
 from .latent import LatentMemory
@@ -15,4 +16,7 @@ __all__ = [
     "PredictiveCodingMemory",
     "BayesPCN",
     "FiringRateMemory",
+    "EntropicMemory",
+    "EntropicPosterior",
+    "EntropicHeteroMemory",
 ]
