@@ -47,6 +47,7 @@ from .distributions import KernelDensity, Mixture
 from .evidence import Evidence
 from .memories import (
     BayesPCN,
+    DiffusionMemory,
     KernelDensityMemory,
     KernelDensityPosterior,
     LatentMemory,
@@ -85,6 +86,7 @@ __all__ = [
     "LatentMemory",
     "PredictiveCodingMemory",
     "BayesPCN",
+    "DiffusionMemory",
     "KernelDensity",
     "Mixture",
     # baselines

@@ -305,6 +305,8 @@ CONSTRUCTOR_SPECS: dict[str, dict[str, Any]] = {
     "MemN2N": {"dim": DIM, "alpha": POS, "train_alpha": POS, "beta_init": FINITE,
                "variant": Choice(("annabi", "textbook")), **_DEVICE},
     "NTM": {"dim": DIM, "variant": Choice(("annabi", "textbook")), "eps": POS, **_DEVICE},
+    "DiffusionMemory": {"dim": DIM, "sigma_min": POS, "sigma_max": POS, "noise_scale": POS, "hidden": DIM,
+                        "seed": SEED, "chunk_size": CHUNK, **_DEVICE},
 }
 """What every constructor argument of every memory class accepts."""
 
@@ -354,6 +356,8 @@ OPTION_SPECS: dict[str, dict[str, Any]] = {
     "hybrid": {**_ITERATIVE, "start": Choice(("encoder", "guide"))},
     "learned_precision": {"max_steps": Int(0), "precision": Precision(), "init": Init(), "return_weights": OPT_BOOL},
     "attention": {"return_weights": Bool()},
+    "diffusion": {"score": Choice(("ideal", "learned")), "sampler": Choice(("ode", "sde")), "num_steps": Int(1),
+                  "seed": Int(0, allow_none=True, seed=True), "return_weights": OPT_BOOL, "progress": Bool()},
 }
 """What every option of every engine accepts (tensor values of ``init`` / ``precision`` are added
 per memory by :func:`_tensor_option_values`)."""

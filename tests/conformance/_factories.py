@@ -226,6 +226,11 @@ def _factories() -> list[Factory]:
                 real4, _noisy(real4, [0, 3, 4], 10, 0.2), _mask(3, 4, 20)),
         Factory(varmem.NTM, dict(dim=4, variant="annabi", eps=1e-5, **dev),
                 real4, _noisy(real4, [0, 3, 4], 10, 0.2), _mask(3, 4, 20)),
+        Factory(varmem.DiffusionMemory,
+                dict(dim=4, sigma_min=0.05, sigma_max=3.0, noise_scale=0.2, hidden=8, seed=0, chunk_size=None,
+                     **dev),
+                real4, _noisy(real4, [0, 3, 4], 10, 0.2), _mask(3, 4, 20),
+                options={"diffusion": {"num_steps": 8}, "fixed_point": FIXED}),
     ]
 
 

@@ -439,7 +439,8 @@ def test_no_call_changes_the_callers_tensors_or_keeps_an_alias_of_them(name):
     assert_state_identical(fresh, snapshot(reference))
 
 
-PROBABILISTIC = {"KernelDensityMemory", "NonparametricMemory", "LatentMemory", "PredictiveCodingMemory", "BayesPCN"}
+PROBABILISTIC = {"KernelDensityMemory", "NonparametricMemory", "LatentMemory", "PredictiveCodingMemory", "BayesPCN",
+                 "DiffusionMemory"}
 """The memories that are normalised generative models of their cues: they have an evidence."""
 
 
@@ -458,7 +459,8 @@ def test_evidence_is_one_finite_log_density_per_cue_or_a_type_error(name):
         with pytest.raises(TypeError, match="has no evidence"):
             memory.evidence(cue)
         return
-    options = {} if name in ("KernelDensityMemory", "NonparametricMemory") else {"num_samples": 32, "seed": 0}
+    exact = ("KernelDensityMemory", "NonparametricMemory", "DiffusionMemory")
+    options = {} if name in exact else {"num_samples": 32, "seed": 0}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # few samples: the degenerate-weights warning
         full, partial = memory.evidence(cue, **options), memory.evidence(cue, mask, **options)
