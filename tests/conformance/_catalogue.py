@@ -357,6 +357,7 @@ OPTION_SPECS: dict[str, dict[str, Any]] = {
     "learned_precision": {"max_steps": Int(0), "precision": Precision(), "init": Init(), "return_weights": OPT_BOOL},
     "attention": {"return_weights": Bool()},
     "diffusion": {"score": Choice(("ideal", "learned")), "sampler": Choice(("ode", "sde")), "num_steps": Int(1),
+                  "conditioning": Choice(("auto", "posterior", "replacement")),
                   "seed": Int(0, allow_none=True, seed=True), "return_weights": OPT_BOOL, "progress": Bool()},
 }
 """What every option of every engine accepts (tensor values of ``init`` / ``precision`` are added

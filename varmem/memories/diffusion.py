@@ -23,12 +23,19 @@ probability-flow ODE (Euler, deterministic) or the ancestral VE sampler (stochas
     ode:  x ← D + (σ'/σ) (x - D)                                 D = D(x, σ)
     sde:  x ← D + (σ'/σ)² (x - D) + σ' √(1 - (σ'/σ)²) ε          ε ~ N(0, I)
 
-and return ``D(x, σ_min)``.  A partial or noisy cue conditions the process by replacement
-(inpainting, Song et al. 2021): the cue is taken as the item seen with noise ``ν`` (the memory's
-``noise_scale``), so while ``σ > ν`` its observed entries are set to ``x_obs + √(σ² - ν²) ε``, a
-draw of the noised item at level ``σ``; below ``ν`` the score denoises them too.  With the ideal
-score and ``σ_min`` small next to the items' separation the read ends on a stored item: the
-empirical optimum only memorises.
+and return ``D(x, σ_min)``.  The cue is the item seen with noise ``ν`` (the memory's
+``noise_scale``) on its observed entries; it conditions the process in one of two ways:
+
+* ``"posterior"`` (ideal score): the exact conditional denoiser ``E[ξ | x, x_obs]``, whose weights
+  are the kernel-density posterior ``w_i ∝ exp(-‖x - ξ_i‖²/2σ² - Σ_obs (x_obs,d - ξ_id)²/2ν²)``,
+  so the process samples ``p(x_σ | x_obs)`` and ends on an item drawn from ``p(i | x_obs)``;
+* ``"replacement"`` (any score; inpainting as in Song et al. 2021): while ``σ > ν`` the observed
+  entries are set to ``x_obs + √(σ² - ν²) ε``, a draw of the noised item at level ``σ``; below ``ν``
+  the score denoises them too.  Only an approximation of the conditional: fresh noise on the
+  observed entries at every level weakens their pull on the rest.
+
+With the ideal score and ``σ_min`` small next to the items' separation the read ends on a stored
+item: the empirical optimum only memorises.
 
 **A learned denoiser** ``D_θ(x, σ) = c_skip x + c_out F_θ(c_in x, log σ / 4)`` (Karras et al.
 2022's preconditioning, ``σ_data = 0.5``; ``F_θ`` an MLP with three hidden layers of width
@@ -72,10 +79,12 @@ from ..validation import (
 )
 from .kernel_density import KernelDensityMemory
 
-__all__ = ["DiffusionMemory", "DiffusionFit", "Denoiser", "retrieve_diffusion", "SCORES", "SAMPLERS"]
+__all__ = ["DiffusionMemory", "DiffusionFit", "Denoiser", "retrieve_diffusion", "reverse_diffusion", "SCORES",
+           "SAMPLERS"]
 
 SCORES = ("ideal", "learned")
 SAMPLERS = ("ode", "sde")
+CONDITIONINGS = ("auto", "posterior", "replacement")
 SIGMA_DATA = 0.5
 """``σ_data`` of the learned denoiser's preconditioning (items in ``[-1, 1]``)."""
 _FREQUENCIES = (1.0, 2.0, 4.0, 8.0)
@@ -136,7 +145,9 @@ class ReverseDiffusion(Protocol):
 
     def noise_levels(self, num_steps: int) -> list[float]: ...
 
-    def compute_denoised(self, x: Tensor, sigma: float, score: str) -> Tensor: ...
+    def compute_denoised(
+        self, x: Tensor, sigma: float, score: str, cue: Tensor | None = None, observed: Tensor | None = None,
+    ) -> Tensor: ...
 
     def noise_energy(self, x: Tensor, sigma: float) -> Tensor: ...
 
@@ -146,7 +157,8 @@ class ReverseDiffusion(Protocol):
 @engine("diffusion", requires=(ReverseDiffusion,))
 def retrieve_diffusion(
     memory: Any, cue: Tensor, mask: Tensor | None, *, score: str = "ideal", sampler: str = "ode",
-    num_steps: int = 50, seed: int | None = 0, return_weights: bool | None = None, progress: bool = False,
+    num_steps: int = 50, conditioning: str = "auto", seed: int | None = 0, return_weights: bool | None = None,
+    progress: bool = False,
 ) -> Retrieval:
     """``"diffusion"``: reverse-time diffusion from noise at ``σ_max`` to ``σ_min``, conditioned on
     the cue's observed entries by replacement (see :mod:`varmem.memories.diffusion`).
@@ -163,6 +175,10 @@ def retrieve_diffusion(
             network; :meth:`DiffusionMemory.fit` first).
         sampler: ``"ode"`` (probability flow, Euler) or ``"sde"`` (ancestral, stochastic).
         num_steps: ``K``, steps of the geometric schedule.
+        conditioning: how the cue enters: ``"posterior"`` (the exact conditional denoiser
+            ``E[ξ | x, x_obs]``, ideal score only), ``"replacement"`` (inpainting by replacing the
+            observed entries, any score) or ``"auto"`` (posterior for the ideal score, replacement
+            for the learned one).
         seed: seed of the start noise, the conditioning noise and the sampler (None: global RNG).
         return_weights: keep the ``[B, N]`` weights (None = automatic).
         progress: a tqdm bar over the steps.
@@ -170,23 +186,42 @@ def retrieve_diffusion(
     score = check_choice(score, "option score", SCORES)
     sampler = check_choice(sampler, "option sampler", SAMPLERS)
     num_steps = check_positive_int(num_steps, "option num_steps")
+    conditioning = check_choice(conditioning, "option conditioning", CONDITIONINGS)
+    if conditioning == "auto":
+        conditioning = "posterior" if score == "ideal" else "replacement"
+    if conditioning == "posterior" and score != "ideal":
+        raise ValueError("option conditioning='posterior' needs score='ideal' (a learned score has no exact "
+                         "conditional); use conditioning='replacement'")
     seed = check_seed(seed, "option seed", allow_none=True)
     check_bool(return_weights, "option return_weights", allow_none=True)
     check_bool(progress, "option progress")
     if score == "learned" and int(memory.trained_steps) == 0:
         raise ValueError("option score='learned' needs a trained denoiser: call memory.fit() first")
-    gen = make_generator(seed, cue.device)
+    observed = torch.ones_like(cue, dtype=torch.bool) if mask is None else mask.expand_as(cue)
+    return reverse_diffusion(memory, cue, observed, score=score, sampler=sampler, num_steps=num_steps,
+                             conditioning=conditioning, generator=make_generator(seed, cue.device),
+                             return_weights=return_weights, progress=progress)
+
+
+def reverse_diffusion(
+    memory: Any, cue: Tensor, observed: Tensor, *, score: str, sampler: str, num_steps: int, conditioning: str,
+    generator: torch.Generator | None, return_weights: bool | None, progress: bool,
+) -> Retrieval:
+    """The reverse process of :func:`retrieve_diffusion` for validated inputs; ``observed [B, D]``
+    may be all False (generation from noise, :meth:`DiffusionMemory.sample`)."""
 
     def noise() -> Tensor:
-        return torch.randn(cue.shape, generator=gen, dtype=cue.dtype, device=cue.device)
+        return torch.randn(cue.shape, generator=generator, dtype=cue.dtype, device=cue.device)
 
     sigmas = memory.noise_levels(num_steps)
     nu = memory.noise_scale
-    observed = torch.ones_like(cue, dtype=torch.bool) if mask is None else mask.expand_as(cue)
     safe_cue = torch.where(observed, cue, torch.zeros_like(cue))  # unobserved entries may be NaN
 
+    exact = conditioning == "posterior"
+    given = (safe_cue, observed) if exact else (None, None)
+
     def condition(x: Tensor, sigma: float) -> Tensor:
-        if sigma <= nu:
+        if exact or sigma <= nu:
             return x
         return torch.where(observed, safe_cue + math.sqrt(sigma**2 - nu**2) * noise(), x)
 
@@ -197,14 +232,14 @@ def retrieve_diffusion(
             sigma, nxt = sigmas[k], sigmas[k + 1]
             x = condition(x, sigma)
             trace.append(memory.noise_energy(x, sigma))
-            d = memory.compute_denoised(x, sigma, score)
+            d = memory.compute_denoised(x, sigma, score, *given)
             r = nxt / sigma
             if sampler == "ode":
                 x = d + r * (x - d)
             else:
                 x = d + r * r * (x - d) + nxt * math.sqrt(1 - r * r) * noise()
         x = condition(x, sigmas[-1])
-        pattern = memory.compute_denoised(x, sigmas[-1], score)
+        pattern = memory.compute_denoised(x, sigmas[-1], score, *given)
         weights, index = memory.item_weights(pattern, want_weights(return_weights, cue.shape[0], len(memory)))
     return Retrieval(
         pattern=pattern,
@@ -214,7 +249,7 @@ def retrieve_diffusion(
         index=index,
         trace=torch.stack(trace),
         steps=num_steps,
-        info={"sigmas": sigmas, "score": score, "sampler": sampler},
+        info={"sigmas": sigmas, "score": score, "sampler": sampler, "conditioning": conditioning},
     )
 
 
@@ -285,11 +320,26 @@ class DiffusionMemory(KernelDensityMemory):
         ratio = self.sigma_min / self.sigma_max
         return [self.sigma_max * ratio ** (k / num_steps) for k in range(num_steps)] + [self.sigma_min]
 
-    def compute_denoised(self, x: Tensor, sigma: float, score: str = "ideal") -> Tensor:
-        """``D(x, σ)`` for validated ``x [B, D]``: the ideal ``Σ_i w_i ξ_i`` or the network's."""
+    def compute_denoised(
+        self, x: Tensor, sigma: float, score: str = "ideal", cue: Tensor | None = None,
+        observed: Tensor | None = None,
+    ) -> Tensor:
+        """``D(x, σ)`` for validated ``x [B, D]``: the ideal ``E[ξ | x] = Σ_i w_i ξ_i`` or the network's.
+
+        With a ``cue`` (``observed [B, D]`` its observed entries, seen with noise ``ν``) the ideal
+        denoiser is the exact conditional ``E[ξ | x, x_obs]``: the weights are the kernel-density
+        posterior ``w_i ∝ exp(-‖x - ξ_i‖²/2σ² - Σ_obs (c_d - ξ_id)²/2ν²)``, one Gaussian kernel with
+        per-entry precision ``p = 1/σ² + m/ν²`` at the precision-weighted query ``(x/σ² + m c/ν²)/p``.
+        """
         if score == "learned":
             return self.denoiser(x, sigma)
-        return kernel_stats(x, self.items, 1.0 / sigma**2, return_index=False, return_lse=False,
+        precision: Tensor | float = 1.0 / sigma**2
+        query = x
+        if cue is not None and observed is not None:
+            m = observed.to(x.dtype) / self.noise_scale**2
+            precision = m + 1.0 / sigma**2
+            query = (x / sigma**2 + m * cue) / precision
+        return kernel_stats(query, self.items, precision, return_index=False, return_lse=False,
                             chunk_size=self.chunk_size, workspace=self.workspace).mean
 
     def noise_energy(self, x: Tensor, sigma: float) -> Tensor:
@@ -318,6 +368,20 @@ class DiffusionMemory(KernelDensityMemory):
         d = self.denoise(x, sigma, score)
         return (d - as_state(x, self.dim, self.dtype, self.device, "x").reshape(d.shape)) / sigma**2
 
+    def sample(
+        self, num_samples: int, *, score: str = "ideal", sampler: str = "ode", num_steps: int = 50,
+        seed: int | None = 0, return_weights: bool | None = None, progress: bool = False,
+    ) -> Retrieval:
+        """Generate ``num_samples`` items from noise: the reverse process with no cue (the options
+        of :func:`retrieve_diffusion`).  With the ideal score every sample ends on a stored item
+        once ``σ_min`` is small next to their separation; a learned score may generate new ones."""
+        num_samples = check_positive_int(num_samples, "num_samples")
+        self._check_not_empty()
+        blank = self.items.new_zeros(num_samples, self.dim)
+        return retrieve_diffusion(self, blank, torch.zeros_like(blank, dtype=torch.bool), score=score,
+                                  sampler=sampler, num_steps=num_steps, seed=seed, return_weights=return_weights,
+                                  progress=progress)
+
     # --- training the denoiser ------------------------------------------------------------------
     def fit(
         self, steps: int = 2000, *, batch_size: int = 256, lr: float = 2e-3, seed: int = 0, progress: bool = False,
@@ -327,7 +391,7 @@ class DiffusionMemory(KernelDensityMemory):
         Each step draws ``batch_size`` items with replacement, levels ``log σ ~ U(log σ_min,
         log σ_max)`` and noise; Adam (``lr``, cosine decay to ``lr/10``) on the mean of
         ``‖D_θ(ξ + σε, σ) - ξ‖² / c_out(σ)²``.  The stored items are not changed; a loss that
-        becomes NaN restores the parameters and raises ``ValueError``.
+        becomes NaN, or weights beyond ``±1e6``, restore the parameters and raise ``ValueError``.
         """
         steps = check_positive_int(steps, "steps")
         batch_size = check_positive_int(batch_size, "batch_size")
@@ -361,6 +425,10 @@ class DiffusionMemory(KernelDensityMemory):
                 optimizer.step()
                 schedule.step()
                 losses.append(loss.item())
+            try:  # finite but huge weights (a too large lr) would turn every later read into NaN
+                self.check_parameters()
+            except ValueError as e:
+                raise FloatingPointError(f"training diverged ({e})") from None
         except BaseException as e:
             with torch.no_grad():
                 for k, p in self.denoiser.named_parameters():
