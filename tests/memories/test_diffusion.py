@@ -94,7 +94,8 @@ def test_noisy_and_partial_cues_retrieve_the_item_the_exact_posterior_names():
     mask = torch.rand(30, 16, generator=gen) < 0.5
     mask[:, 0] = True
     part = memory.retrieve(torch.where(mask, cue, torch.nan), mask, num_steps=30)
-    exact = memory.retrieve(cue, mask, method="exact")  # the KDE posterior at σ_min: independent
+    kde = varmem.KernelDensityMemory(16, bandwidth=1e-3, noise_scale=0.1).write(items)
+    exact = kde.retrieve(cue, mask, method="exact")  # the KDE memory's exact posterior: independent
     assert (part.index == exact.index).float().mean() >= 29 / 30
     assert (part.index == torch.arange(30)).float().mean() >= 29 / 30
     # negative control: one observed entry of 16 cannot name the item among 30
@@ -110,7 +111,8 @@ def test_posterior_conditioning_samples_the_items_with_the_kernel_density_poster
     items = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
     memory = varmem.DiffusionMemory(2, sigma_min=1e-3, sigma_max=5.0, noise_scale=0.5).write(items)
     cue, mask = torch.tensor([[0.8, 0.0]]), torch.tensor([True, False])
-    target = memory.retrieve(cue, mask, method="exact").weights[0]  # (0.188, 0.624, 0.188)
+    kde = varmem.KernelDensityMemory(2, bandwidth=1e-3, noise_scale=0.5).write(items)
+    target = kde.retrieve(cue, mask, method="exact").weights[0]  # (0.188, 0.624, 0.188)
     n = 2000
     r = memory.retrieve(cue.expand(n, 2), mask, sampler="sde", num_steps=40, seed=0)
     freq = torch.bincount(r.index, minlength=3) / n
@@ -119,6 +121,28 @@ def test_posterior_conditioning_samples_the_items_with_the_kernel_density_poster
     # negative control: generation without the cue gives the items equally often
     free = torch.bincount(memory.sample(n, sampler="sde", num_steps=40, seed=0).index, minlength=3) / n
     assert ((free - target).abs() > tol).any()
+
+
+def test_the_model_is_the_kernel_density_memory_at_the_last_noise_level():
+    """Energy and evidence equal those of KernelDensityMemory(bandwidth=σ_min, noise_scale=ν), and the
+    fixed-point read is its EM read (an independent implementation of the same model)."""
+    items = _items(10, 4)
+    memory = varmem.DiffusionMemory(4, sigma_min=0.3, sigma_max=5.0, noise_scale=0.2).write(items)
+    kde = varmem.KernelDensityMemory(4, bandwidth=0.3, noise_scale=0.2).write(items)
+    cue = _noisy(items[:5], 0.2)
+    mask = torch.rand(5, 4, generator=torch.Generator().manual_seed(3)) < 0.6
+    mask[:, 0] = True
+    z = _noisy(items[:5], 0.1, seed=7)
+    torch.testing.assert_close(memory.energy(z, cue, mask), kde.energy(z, cue, mask), atol=1e-10, rtol=0)
+    torch.testing.assert_close(memory.log_evidence(cue, mask), kde.log_evidence(cue, mask), atol=1e-10, rtol=0)
+    torch.testing.assert_close(memory.log_evidence(cue), kde.log_evidence(cue), atol=1e-10, rtol=0)
+    a = memory.retrieve(cue, mask, method="fixed_point", max_steps=20, init="prior_mean")
+    b = kde.retrieve(cue, mask, method="fixed_point", max_steps=20, init="prior_mean")
+    torch.testing.assert_close(a.pattern, b.pattern, atol=1e-9, rtol=0)
+    w, index = memory.item_weights(z, True)
+    w_kde, index_kde = kde.item_weights(z, True)
+    torch.testing.assert_close(w, w_kde, atol=1e-12, rtol=0)
+    assert torch.equal(index, index_kde)
 
 
 def test_reads_are_seeded_and_the_sde_sampler_depends_on_the_seed():

@@ -49,6 +49,10 @@ correlated dense       CDAM (Burns 2024) on ±1 items, ``a = 1``, ``h = 0.2``, `
                        data's labels), so it runs only when ``labels`` are given; ``h`` is ours
                        (small: the read is pulled 0.2 of the way to the class mean, which costs
                        little MSE); the paper's graphs (ring, karate club) have no images
+diffusion (optional)   reverse-time VE diffusion with the ideal score of the stored items on
+                       ``[-1, 1]`` items, ``σ`` 20 → 0.01 in 50 probability-flow steps, the cue
+                       as evidence with ``ν = 0.2`` (exact posterior conditioning): Hoover et
+                       al. 2023's correspondence; only with ``--memories diffusion``
 =====================  ==========================================================================
 """
 
@@ -72,25 +76,32 @@ from ..baselines import (
     RandomFeatureMemory,
 )
 from ..memories import BayesPCN, KernelDensityMemory, LatentMemory, NonparametricMemory, PredictiveCodingMemory
+from ..memories.diffusion import DiffusionMemory
 from .run import Contender
 
-__all__ = ["default_contenders", "check_methods", "FAMILIES", "FAMILY_CLASSES"]
+__all__ = ["default_contenders", "check_methods", "FAMILIES", "OPTIONAL_FAMILIES", "ALL_FAMILIES", "FAMILY_CLASSES"]
 
 FAMILIES = ("kde", "nonparametric", "latent", "gpcn", "bayespcn", "classical", "dense", "cdam", "modern",
             "random_features", "kernelized", "mixture", "memn2n", "ntm")
 """Names of the default contenders, in the order of the table and the figures."""
+
+OPTIONAL_FAMILIES = ("diffusion",)
+"""Contenders that run only when asked for (``--memories diffusion``), not in the default comparison."""
+
+ALL_FAMILIES = FAMILIES + OPTIONAL_FAMILIES
+"""Every name :func:`default_contenders` and ``varmem compare --memories`` accept."""
 
 FAMILY_CLASSES: dict[str, type] = {
     "kde": KernelDensityMemory, "nonparametric": NonparametricMemory, "latent": LatentMemory,
     "gpcn": PredictiveCodingMemory, "bayespcn": BayesPCN, "classical": ClassicalHopfield,
     "dense": DenseAssociativeMemory, "cdam": CorrelatedDenseMemory, "modern": ModernHopfield,
     "random_features": RandomFeatureMemory, "kernelized": KernelizedHopfield, "mixture": MixtureHopfieldMemory,
-    "memn2n": MemN2N, "ntm": NTM,
+    "memn2n": MemN2N, "ntm": NTM, "diffusion": DiffusionMemory,
 }
 """The memory class of each family (its ``methods`` are the read methods a family can be given)."""
 
 
-def check_methods(methods: Any, families: Any = FAMILIES) -> dict[str, tuple[str, ...]]:
+def check_methods(methods: Any, families: Any = ALL_FAMILIES) -> dict[str, tuple[str, ...]]:
     """``{family: [method, ...]}`` checked against the families and each class's read methods;
     returns it with tuples (``ValueError`` names a bad family or method)."""
     if methods is None:
@@ -125,9 +136,9 @@ def default_contenders(
     (any of the class's ``methods``; default: the ones in the module docstring).
     """
     wanted = FAMILIES if families is None else tuple(families)
-    unknown = sorted(set(wanted) - set(FAMILIES))
+    unknown = sorted(set(wanted) - set(ALL_FAMILIES))
     if unknown:
-        raise ValueError(f"unknown memories {unknown}; choose from {', '.join(FAMILIES)}")
+        raise ValueError(f"unknown memories {unknown}; choose from {', '.join(ALL_FAMILIES)}")
     chosen_methods = check_methods(methods)
     kw = {"dtype": dtype, "device": device}
     h = 256
@@ -211,6 +222,11 @@ def default_contenders(
         out["ntm"] = Contender("ntm", reader(NTM, 1e-6), methods=("attention",),
                                key=f"epochs{epochs}-lr1e-6-seed{seed}-{len(train)}",
                                note=f"NTM(annabi), {epochs} epochs, lr 1e-6")
+    out["diffusion"] = Contender(
+        "diffusion", lambda d: DiffusionMemory(d, sigma_min=0.01, sigma_max=20.0, noise_scale=0.2, **kw),
+        methods=("diffusion",), options={"diffusion": {"num_steps": 50, "seed": seed}},
+        key=f"ideal-smin0.01-smax20-nu0.2-K50-seed{seed}",
+        note="DiffusionMemory(ideal score, σ 20 → 0.01, ν=0.2, 50 ODE steps, posterior conditioning)")
     for name, read_methods in chosen_methods.items():
         if name in out:
             out[name].methods = read_methods

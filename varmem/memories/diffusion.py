@@ -47,9 +47,12 @@ spurious states at its onset) is reported by later work (Pham et al. 2025, "Memo
 generalization: emergence of diffusion models from associative memory", arXiv 2505.21777), not
 by the survey; ``experiments/diffusion_memory.py`` shows it at a CPU size.
 
-The memory's probabilistic model (energy, Pyro model, ``"exact"`` and ``"fixed_point"`` reads)
-is the kernel-density memory at bandwidth ``σ_min``, the density the reverse process ends in:
-``E(z; x) = -log p_{σ_min}(z | M) - log p(x | z)``.
+The memory's probabilistic model (energy, Pyro model, evidence, the ``"fixed_point"`` EM read and the
+``"map"`` read) is
+the kernel density at bandwidth ``σ_min`` (:class:`varmem.KernelDensity`, the prior of
+:class:`varmem.KernelDensityMemory`), the density the reverse process ends in, with the cue
+likelihood ``N(z, ν²)`` on observed entries: ``E(z; x) = -log p_{σ_min}(z | M) - log p(x | z)``
+(all constants kept).
 """
 
 from __future__ import annotations
@@ -59,15 +62,19 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+import pyro.distributions as dist
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from ..distributions import KernelDensity
 from ..domains import SIGNED
 from ..engine import engine
-from ..helpers import make_generator, want_weights
-from ..inference import retrieve_exact, retrieve_fixed_point
+from ..evidence import Evidence
+from ..helpers import make_generator, masked_normal, want_weights
+from ..inference import retrieve_fixed_point, retrieve_map
 from ..kernels import kernel_stats
+from ..memory import GaussianMixtureMemory
 from ..retrieval import Retrieval
 from ..validation import (
     as_state,
@@ -77,7 +84,6 @@ from ..validation import (
     check_positive_int,
     check_seed,
 )
-from .kernel_density import KernelDensityMemory
 
 __all__ = ["DiffusionMemory", "DiffusionFit", "Denoiser", "retrieve_diffusion", "reverse_diffusion", "SCORES",
            "SAMPLERS"]
@@ -253,13 +259,13 @@ def reverse_diffusion(
     )
 
 
-class DiffusionMemory(KernelDensityMemory):
+class DiffusionMemory(GaussianMixtureMemory):
     """A diffusion model of the stored items, read by reverse-time diffusion (module docstring).
 
     Args:
         dim: ``D``, the dimension of an item (items expected in ``[-1, 1]``).
         sigma_min: the last noise level of the reverse process, and the bandwidth of the memory's
-            kernel-density model (its energy, ``"exact"`` and ``"fixed_point"`` reads).
+            kernel-density model (its energy, evidence and ``"fixed_point"`` read).
         sigma_max: the first noise level (the start noise); must exceed ``sigma_min``.
         noise_scale: ``ν``, the noise of the cue's observed entries (likelihood ``N(z, ν²)``).
         hidden: width of the learned denoiser's three hidden layers.
@@ -274,7 +280,7 @@ class DiffusionMemory(KernelDensityMemory):
         tensor([[1., 1.]])
     """
 
-    methods = (retrieve_diffusion, retrieve_exact, retrieve_fixed_point)
+    methods = (retrieve_diffusion, retrieve_fixed_point, retrieve_map)
     default_method = "diffusion"
     value_domain = SIGNED
 
@@ -295,9 +301,11 @@ class DiffusionMemory(KernelDensityMemory):
         sigma_max = check_positive(sigma_max, "sigma_max")
         if not sigma_max > sigma_min:
             raise ValueError(f"sigma_max ({sigma_max}) must exceed sigma_min ({sigma_min})")
-        super().__init__(dim, bandwidth=sigma_min, noise_scale=noise_scale, chunk_size=chunk_size, device=device,
-                         dtype=dtype)
+        super().__init__(dim, device=device, dtype=dtype)
         self.sigma_min, self.sigma_max = sigma_min, sigma_max
+        self.noise_scale = check_positive(noise_scale, "noise_scale")
+        self.chunk_size = check_positive_int(chunk_size, "chunk_size", allow_none=True)
+        self.register_buffer("items", torch.empty(0, dim, device=self.device, dtype=self.dtype))
         self.hidden = check_positive_int(hidden, "hidden")
         self.seed = check_seed(seed, "seed")
         self.denoiser = Denoiser(self.dim, self.hidden, self.seed, device=self.device, dtype=self.dtype)
@@ -307,6 +315,45 @@ class DiffusionMemory(KernelDensityMemory):
         return {"dim": self.dim, "sigma_min": self.sigma_min, "sigma_max": self.sigma_max,
                 "noise_scale": self.noise_scale, "hidden": self.hidden, "seed": self.seed,
                 "chunk_size": self.chunk_size}
+
+    def __len__(self) -> int:
+        return self.items.shape[0]
+
+    def write(self, items: Any) -> "DiffusionMemory":
+        """Append ``items`` (``[N, D]`` or ``[D]``); the learned denoiser is not retrained (:meth:`fit`)."""
+        self.append_rows("items", self.prepare_items(items))
+        return self
+
+    # --- the probabilistic model: the kernel density at the last noise level -------------------------
+    def prior(self) -> KernelDensity:
+        """``p(z | M) = p_{σ_min}(z | M) = (1/N) Σ_i N(z; ξ_i, σ_min² I)``, the noised items at the end
+        of the reverse process (:class:`varmem.KernelDensity`)."""
+        self._check_not_empty()
+        return KernelDensity(self.items, self.sigma_min, chunk_size=self.chunk_size)
+
+    def likelihood(self, z: Tensor, mask: Tensor | None = None) -> dist.TorchDistribution:
+        """``p(x | z)``: ``N(z_d, ν²)`` on observed entries, masked through Pyro elsewhere."""
+        return masked_normal(z, self.noise_scale, mask)
+
+    def item_weights(self, z: Tensor, return_weights: bool | None = None) -> tuple[Tensor | None, Tensor]:
+        """``p(i | z, M) = softmax_i(-‖z - ξ_i‖²/2σ_min²)`` at ``z [B, D]``, streamed over the items."""
+        stats = kernel_stats(z, self.items, 1.0 / self.sigma_min**2, return_lse=False,
+                             weights=want_weights(return_weights, z.shape[0], len(self)),
+                             chunk_size=self.chunk_size, workspace=self.workspace)
+        return stats.weights, stats.index
+
+    def compute_evidence(self, cue: Tensor, mask: Tensor | None, **options: Any) -> Evidence:
+        """``log p(x_obs | M) = log (1/N) Σ_i N(x_obs; ξ_i,obs, (σ_min² + ν²) I)`` in closed form."""
+        if options:
+            raise TypeError(f"the exact evidence of DiffusionMemory takes no options, got {sorted(options)}")
+        c = self.sigma_min**2 + self.noise_scale**2
+        m = cue.new_ones(()) if mask is None else mask.to(cue.dtype)
+        lse = kernel_stats(cue, self.items, m / c, return_index=False, chunk_size=self.chunk_size).lse
+        n_obs = (cue.new_full(cue.shape[:1], cue.shape[1]) if mask is None
+                 else mask.expand_as(cue).sum(-1).to(cue.dtype))
+        value = lse - math.log(len(self)) - 0.5 * n_obs * math.log(2 * math.pi * c)
+        return Evidence(log_evidence=value, kind="exact", method="closed_form", stderr=torch.zeros_like(value),
+                        n_observed=n_obs)
 
     def check_state(self) -> None:
         self.check_stored_items()
