@@ -313,8 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_compare(sub: Any) -> None:
     from .comparison import FAMILIES
-    from .comparison.presets import ALL_FAMILIES, OPTIONAL_FAMILIES
     from .comparison.command import DATASETS, DEFAULT_CORRUPTIONS, CompareConfig
+    from .comparison.presets import ALL_FAMILIES, OPTIONAL_FAMILIES
 
     d = CompareConfig()
     p = sub.add_parser(
