@@ -101,7 +101,8 @@ class Denoiser(nn.Module):
 
     ``c_skip = σ_d² / (σ² + σ_d²)``, ``c_out = σ σ_d / √(σ² + σ_d²)``, ``c_in = 1 / √(σ² + σ_d²)``;
     ``e(σ)`` = ``log σ / 4`` and its sines and cosines at frequencies 1, 2, 4, 8; ``F_θ`` an MLP
-    ``[D + 9] → hidden → hidden → hidden → D`` with SiLU, initialised from ``seed`` (float64 draws).
+    ``[D + 9] → hidden → hidden → hidden → D`` with SiLU, initialised from ``seed`` (float64 draws:
+    weights uniform with variance ``1/fan_in``, the output layer's ten times smaller, biases 0).
     ``x [B, D]``, ``sigma`` a float or ``[B]`` → ``[B, D]``.
     """
 
@@ -112,7 +113,7 @@ class Denoiser(nn.Module):
         layers: list[nn.Module] = []
         for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
             layer = nn.Linear(n_in, n_out, device=device, dtype=dtype)
-            with torch.no_grad():  # Kaiming-uniform as torch, but from our generator; last layer small
+            with torch.no_grad():  # uniform with variance 1/fan_in from our generator; the last layer small
                 bound = 1 / math.sqrt(n_in) * (0.1 if i == len(sizes) - 2 else math.sqrt(3))
                 layer.weight.copy_((torch.rand(n_out, n_in, generator=gen, dtype=torch.float64) * 2 - 1) * bound)
                 layer.bias.zero_()
