@@ -168,14 +168,15 @@ def retrieve_diffusion(
     progress: bool = False,
 ) -> Retrieval:
     """``"diffusion"``: reverse-time diffusion from noise at ``σ_max`` to ``σ_min``, conditioned on
-    the cue's observed entries by replacement (see :mod:`varmem.memories.diffusion`).
+    the cue's observed entries by the exact posterior (ideal score) or by replacement (see
+    :mod:`varmem.memories.diffusion`).
 
     ``pattern`` is ``D(x_K, σ_min)``, the denoised end state; ``weights`` the responsibilities
     ``p(i | z, M)`` at it under the kernel density of bandwidth ``σ_min`` (``weights_at =
     "final_state"``), ``index`` their arg-max; ``trace`` ``[K, B]`` the energy
     ``-log p_{σ_k}(x_k | M)`` of the state at each level before its step (the ideal model's, for
     both scores); ``steps = K``; no stopping rule (``converged`` None); ``info``: ``sigmas``
-    (the ``K + 1`` levels), ``score``, ``sampler``.
+    (the ``K + 1`` levels), ``score``, ``sampler``, ``conditioning`` (the one used).
 
     Options:
         score: ``"ideal"`` (the exact score of the stored items) or ``"learned"`` (the trained
