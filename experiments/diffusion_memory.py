@@ -169,8 +169,10 @@ def digits_part(args: argparse.Namespace) -> dict[str, Any]:
         "ideal_posterior": memory.retrieve(cue, mask, num_steps=args.steps, conditioning="posterior"),
         "ideal_replacement": memory.retrieve(cue, mask, num_steps=args.steps, conditioning="replacement"),
         "learned_replacement": memory.retrieve(cue, mask, num_steps=args.steps, score="learned"),
-        "exact_posterior_mean": memory.retrieve(cue, mask, method="exact"),
     }
+    kde = varmem.KernelDensityMemory(64, bandwidth=memory.sigma_min, noise_scale=memory.noise_scale,
+                                     dtype=torch.float64).write(items)
+    reads["exact_posterior_mean"] = kde.retrieve(cue, mask, method="exact")  # the same model in closed form
     target = torch.arange(len(items))
     results = {}
     for name, r in reads.items():
