@@ -151,6 +151,17 @@ def test_the_model_is_the_kernel_density_memory_at_the_last_noise_level():
     assert torch.equal(index, index_kde)
 
 
+def test_forget_and_delete_remove_items_from_the_ideal_score():
+    items = _items(6, 3)
+    memory = varmem.DiffusionMemory(3, sigma_min=1e-3, sigma_max=5.0).write(items)
+    memory.forget([0, 1]).delete(items[2])
+    assert torch.equal(memory.items, items[3:])
+    r = memory.retrieve(_noisy(items, 0.05), num_steps=20)  # every cue now reads one of the three left
+    assert ((r.pattern[:, None] - items[3:][None]).norm(dim=-1).min(1).values < 1e-6).all()
+    with pytest.raises(KeyError):
+        memory.delete(items[0])
+
+
 def test_reads_are_seeded_and_the_sde_sampler_depends_on_the_seed():
     items = _items(10, 4)
     memory = varmem.DiffusionMemory(4).write(items)

@@ -71,7 +71,7 @@ from ..distributions import KernelDensity
 from ..domains import SIGNED
 from ..engine import engine
 from ..evidence import Evidence
-from ..helpers import make_generator, masked_normal, want_weights
+from ..helpers import make_generator, masked_normal, match_rows, row_selection, want_weights
 from ..inference import retrieve_fixed_point, retrieve_map
 from ..kernels import kernel_stats
 from ..memory import GaussianMixtureMemory
@@ -324,6 +324,21 @@ class DiffusionMemory(GaussianMixtureMemory):
     def write(self, items: Any) -> "DiffusionMemory":
         """Append ``items`` (``[N, D]`` or ``[D]``); the learned denoiser is not retrained (:meth:`fit`)."""
         self.append_rows("items", self.prepare_items(items))
+        return self
+
+    def forget(self, index: Any) -> "DiffusionMemory":
+        """Remove the stored items at ``index`` (an int, a sequence or tensor of ints, a slice, or a
+        bool mask over the ``N`` items).  The learned denoiser keeps what it learned (:meth:`fit` again)."""
+        self.items = self.items[~row_selection(index, len(self), self.device)]
+        return self
+
+    def delete(self, items: Any, *, atol: float = 0.0) -> "DiffusionMemory":
+        """Remove one stored copy of each given item (matched within ``atol`` in max-norm); ``KeyError``
+        (and nothing removed) if some item is not stored."""
+        rows = match_rows(self.items, self.prepare_items(items), atol)
+        keep = torch.ones(len(self), dtype=torch.bool, device=self.device)
+        keep[rows] = False
+        self.items = self.items[keep]
         return self
 
     # --- the probabilistic model: the kernel density at the last noise level -------------------------
