@@ -197,8 +197,9 @@ def draw_circle(path: Path, circle: dict[str, Any]) -> None:
     for ax, (n, data) in zip(axes.flat, shown.items(), strict=False):
         ax.set_axis_on()
         ax.plot(t.cos(), t.sin(), color="0.8", lw=1)
-        ax.scatter(*data["learned"].T, s=6, color="tab:blue", alpha=0.6, label="learned samples")
-        ax.scatter(*data["items"].T, s=30 if n <= 64 else 4, marker="x", color="tab:red", label="stored")
+        ax.scatter(*data["items"].T, s=30 if n <= 64 else 6, marker="x", color="tab:red", lw=1 if n <= 64 else 0.5,
+                   label="stored", zorder=2)
+        ax.scatter(*data["learned"].T, s=6, color="tab:blue", alpha=0.6, label="learned samples", zorder=3)
         ax.set(xlim=(-1.6, 1.6), ylim=(-1.6, 1.6), aspect="equal", title=f"N = {n}")
         ax.set_xticks([])
         ax.set_yticks([])
