@@ -5,7 +5,7 @@ A memory is ``p(x, z | M) = p(z | M) p(x | z)``: writing changes the prior over 
 
 * probabilistic memories (``varmem.memories``): :class:`KernelDensityMemory`,
   :class:`NonparametricMemory`, :class:`LatentMemory`, :class:`PredictiveCodingMemory`,
-  :class:`BayesPCN`;
+  :class:`BayesPCN`, :class:`DiffusionMemory` (read by reverse-time diffusion);
 * baselines on the same protocol (``varmem.baselines``): classical, dense and modern Hopfield
   networks, random-feature, kernelized and correlated dense memories, BayesPCN's mixture baseline;
 * retrieval engines (``varmem.inference``), training (:func:`fit`), ArviZ conversion
@@ -48,6 +48,7 @@ from .distributions import KernelDensity, Mixture
 from .evidence import Evidence
 from .memories import (
     BayesPCN,
+    DiffusionMemory,
     EntropicHeteroMemory,
     EntropicMemory,
     FiringRateMemory,
@@ -91,6 +92,7 @@ __all__ = [
     "BayesPCN",
     "EntropicMemory",
     "EntropicHeteroMemory",
+    "DiffusionMemory",
     "KernelDensity",
     "Mixture",
     # neuroscience seed systems

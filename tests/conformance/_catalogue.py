@@ -335,6 +335,8 @@ CONSTRUCTOR_SPECS: dict[str, dict[str, Any]] = {
     "EntropicHeteroMemory": {
         "dim": Int(2), "split": Int(1), "rows": Int(1), "rows_b": Int(1, allow_none=True), "iota": NONNEG,
         "kappa": NONNEG, "xi": Int(0), **_DEVICE},
+    "DiffusionMemory": {"dim": DIM, "sigma_min": POS, "sigma_max": POS, "noise_scale": POS, "hidden": DIM,
+                        "seed": SEED, "chunk_size": CHUNK, **_DEVICE},
 }
 """What every constructor argument of every memory class accepts."""
 
@@ -407,6 +409,9 @@ OPTION_SPECS: dict[str, dict[str, Any]] = {
     "sample_and_test": {"seed": Int(0, allow_none=True, seed=True), "num_samples": Int(1)},
     "search_and_test": {"seed": Int(0, allow_none=True, seed=True), "num_samples": Int(1),
                         "max_steps": Int(0, allow_none=True)},
+    "diffusion": {"score": Choice(("ideal", "learned")), "sampler": Choice(("ode", "sde")), "num_steps": Int(1),
+                  "conditioning": Choice(("auto", "posterior", "replacement")),
+                  "seed": Int(0, allow_none=True, seed=True), "return_weights": OPT_BOOL, "progress": Bool()},
 }
 """What every option of every engine accepts (tensor values of ``init`` / ``precision`` are added
 per memory by :func:`_tensor_option_values`)."""

@@ -256,6 +256,11 @@ def _factories() -> list[Factory]:
                 half, _noisy(half, [0, 3, 4], 10, 0.05), _mask(3, 4, 20),
                 options={m: {"seed": 0} for m in ("random", "sample_and_test", "search_and_test")},
                 num_weights=lambda m: 0, energy_constant=None),
+        Factory(varmem.DiffusionMemory,
+                dict(dim=4, sigma_min=0.05, sigma_max=3.0, noise_scale=0.2, hidden=8, seed=0, chunk_size=None,
+                     **dev),
+                real4, _noisy(real4, [0, 3, 4], 10, 0.2), _mask(3, 4, 20),
+                options={"diffusion": {"num_steps": 8}, "fixed_point": FIXED, "map": MAP}),
     ]
 
 

@@ -440,7 +440,7 @@ def test_no_call_changes_the_callers_tensors_or_keeps_an_alias_of_them(name):
 
 
 PROBABILISTIC = {"KernelDensityMemory", "NonparametricMemory", "LatentMemory", "PredictiveCodingMemory", "BayesPCN",
-                 "EntropicMemory"}
+                 "EntropicMemory", "DiffusionMemory"}
 """The memories that are normalised generative models of their cues: they have an evidence."""
 
 
@@ -459,7 +459,7 @@ def test_evidence_is_one_finite_log_density_per_cue_or_a_type_error(name):
         with pytest.raises(TypeError, match="has no evidence"):
             memory.evidence(cue)
         return
-    exact = ("KernelDensityMemory", "NonparametricMemory", "EntropicMemory")
+    exact = ("KernelDensityMemory", "NonparametricMemory", "EntropicMemory", "DiffusionMemory")
     options = {} if name in exact else {"num_samples": 32, "seed": 0}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # few samples: the degenerate-weights warning

@@ -72,6 +72,10 @@ entropic               :class:`~varmem.EntropicMemory` as the CIFAR paper config
                        rejected cue comes back as the register reads it) and selectable ``exact``.
                        The EAM constructs an object column by column rather than returning a
                        stored one, so exact recall is not what it is for
+diffusion              reverse-time VE diffusion with the ideal score of the stored items on
+                       ``[-1, 1]`` items, ``σ`` 20 → 0.01 in 50 probability-flow steps, the cue
+                       as evidence with ``ν = 0.2`` (exact posterior conditioning): Hoover et
+                       al. 2023's correspondence
 =====================  ==========================================================================
 """
 
@@ -97,6 +101,7 @@ from ..baselines import (
 )
 from ..memories import (
     BayesPCN,
+    DiffusionMemory,
     EntropicMemory,
     FiringRateMemory,
     KernelDensityMemory,
@@ -112,12 +117,13 @@ FAMILIES = ("kde", "nonparametric", "latent", "gpcn", "bayespcn", "classical", "
             "random_features", "kernelized", "mixture", "memn2n", "ntm")
 """Names of the default contenders, in the order of the table and the figures."""
 
-OPTIONAL_FAMILIES = ("firing_rate", "spiking", "entropic")
+OPTIONAL_FAMILIES = ("firing_rate", "spiking", "entropic", "diffusion")
 """Memories that ``varmem compare`` runs only when named (``--memories``), not in the default run:
 the firing-rate memory of Betteti et al. (its read integrates 1000 Euler steps, about 25 ms per MNIST
 cue on one core, and its covariance rule is made for random patterns, not correlated digits), the
-spiking low-rank memory (a reconstruction) and the entropic memory (it constructs an object column by
-column rather than returning a stored one)."""
+spiking low-rank memory (a reconstruction), the entropic memory (it constructs an object column by
+column rather than returning a stored one), and the diffusion memory (its 50-step
+reverse process costs about 50 times a kernel-density read and recalls the same)."""
 
 ALL_FAMILIES = FAMILIES + OPTIONAL_FAMILIES
 """Every memory name ``varmem compare`` accepts."""
@@ -128,7 +134,7 @@ FAMILY_CLASSES: dict[str, type] = {
     "dense": DenseAssociativeMemory, "cdam": CorrelatedDenseMemory, "modern": ModernHopfield,
     "random_features": RandomFeatureMemory, "kernelized": KernelizedHopfield, "mixture": MixtureHopfieldMemory,
     "memn2n": MemN2N, "ntm": NTM, "firing_rate": FiringRateMemory, "spiking": SpikingLowRankMemory,
-    "entropic": EntropicMemory,
+    "entropic": EntropicMemory, "diffusion": DiffusionMemory,
 }
 """The memory class of each family (its ``methods`` are the read methods a family can be given)."""
 
@@ -269,6 +275,11 @@ def default_contenders(
         "entropic", lambda d: EntropicMemory(d, rows=16, sigma=0.025, **kw), methods=("beta",),
         options={"beta": {"seed": seed}}, key=f"w-m16-sigma0.025-seed{seed}",
         note="EntropicMemory(weighted, m=16, σ=0.025, ι=κ=ξ=0), β-retrieval")
+    out["diffusion"] = Contender(
+        "diffusion", lambda d: DiffusionMemory(d, sigma_min=0.01, sigma_max=20.0, noise_scale=0.2, **kw),
+        methods=("diffusion",), options={"diffusion": {"num_steps": 50, "seed": seed}},
+        key=f"ideal-smin0.01-smax20-nu0.2-K50-seed{seed}",
+        note="DiffusionMemory(ideal score, σ 20 → 0.01, ν=0.2, 50 ODE steps, posterior conditioning)")
     for name, read_methods in chosen_methods.items():
         if name in out:
             out[name].methods = read_methods

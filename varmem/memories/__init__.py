@@ -1,5 +1,6 @@
 """Probabilistic memories: Pyro models whose prior depends on what was stored."""
 
+from .diffusion import DiffusionFit, DiffusionMemory
 from .entropic import EntropicHeteroMemory, EntropicMemory, EntropicPosterior
 from .firing_rate import FiringRateMemory
 from .kernel_density import KernelDensityMemory, KernelDensityPosterior
@@ -19,4 +20,6 @@ __all__ = [
     "EntropicMemory",
     "EntropicPosterior",
     "EntropicHeteroMemory",
+    "DiffusionMemory",
+    "DiffusionFit",
 ]
