@@ -53,6 +53,7 @@ from .memories import (
     NonparametricMemory,
     NonparametricPosterior,
     PredictiveCodingMemory,
+    SparseRecoveryMemory,
 )
 from .memory import (
     GaussianMixtureMemory,
@@ -85,6 +86,7 @@ __all__ = [
     "LatentMemory",
     "PredictiveCodingMemory",
     "BayesPCN",
+    "SparseRecoveryMemory",
     "KernelDensity",
     "Mixture",
     # baselines

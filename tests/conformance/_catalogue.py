@@ -305,6 +305,8 @@ CONSTRUCTOR_SPECS: dict[str, dict[str, Any]] = {
     "MemN2N": {"dim": DIM, "alpha": POS, "train_alpha": POS, "beta_init": FINITE,
                "variant": Choice(("annabi", "textbook")), **_DEVICE},
     "NTM": {"dim": DIM, "variant": Choice(("annabi", "textbook")), "eps": POS, **_DEVICE},
+    "SparseRecoveryMemory": {"dim": DIM, "max_rank": Int(1, allow_none=True), "noise_scale": POS,
+                             "subspace_scale": POS, "off_subspace_scale": POS, **_DEVICE},
 }
 """What every constructor argument of every memory class accepts."""
 
@@ -354,6 +356,9 @@ OPTION_SPECS: dict[str, dict[str, Any]] = {
     "hybrid": {**_ITERATIVE, "start": Choice(("encoder", "guide"))},
     "learned_precision": {"max_steps": Int(0), "precision": Precision(), "init": Init(), "return_weights": OPT_BOOL},
     "attention": {"return_weights": Bool()},
+    "lp": {},
+    "admm": {"max_steps": Int(1), "tol": NONNEG, "rho": POS, "relaxation": Real(0, 2, lo_open=True, hi_open=True),
+             "trace": Bool()},
 }
 """What every option of every engine accepts (tensor values of ``init`` / ``precision`` are added
 per memory by :func:`_tensor_option_values`)."""

@@ -4,6 +4,7 @@ from .kernel_density import KernelDensityMemory, KernelDensityPosterior
 from .latent import LatentMemory
 from .nonparametric import NonparametricMemory, NonparametricPosterior
 from .predictive_coding import BayesPCN, PredictiveCodingMemory
+from .sparse_recovery import SparseRecoveryMemory
 
 __all__ = [
     "KernelDensityMemory",
@@ -13,4 +14,5 @@ __all__ = [
     "LatentMemory",
     "PredictiveCodingMemory",
     "BayesPCN",
+    "SparseRecoveryMemory",
 ]
