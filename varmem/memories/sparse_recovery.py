@@ -152,14 +152,17 @@ def retrieve_lp(memory: Any, cue: Tensor, mask: Tensor | None) -> Retrieval:
 
 @engine("admm", requires=(SubspaceConstraints,))
 def retrieve_admm(
-    memory: Any, cue: Tensor, mask: Tensor | None, *, max_steps: int = 5000, tol: float = 1e-9, rho: float = 1.0,
+    memory: Any, cue: Tensor, mask: Tensor | None, *, max_steps: int = 5000, tol: float = 1e-9, rho: float = 20.0,
     relaxation: float = 1.6, trace: bool = False,
 ) -> Retrieval:
     """ℓ1 decoding by (over-relaxed) scaled ADMM, batched over cues (module docstring).
 
     On cues scaled to ``max |y_o| = 1``: steps until the primal residual ``‖U c + r - y‖_∞`` and the
     dual one ``ρ ‖U (c - c_prev)‖_∞`` are both ``≤ tol`` for every cue (``converged``), at most
-    ``max_steps``.  ``relaxation`` ``α ∈ (0, 2)`` (1 = plain ADMM; 1.5–1.8 usually faster).
+    ``max_steps``.  ``relaxation`` ``α ∈ (0, 2)`` (1 = plain ADMM; 1.5–1.8 usually faster).  Defaults
+measured at ``n = 200, k = 100``, 30 errors: ``ρ = 20, α = 1.6`` converge in about 550 steps
+(``ρ = 1``: about 7 000); cues beyond the ℓ1 threshold converge slowly (their ℓ1 minimiser is not
+the stored item, and often not unique).
     ``trace``: record ``[T, B]`` the ℓ1 objective ``Σ_o |y - U c|`` per step."""
     max_steps = check_positive_int(max_steps, "max_steps")
     tol = check_non_negative(tol, "tol")
