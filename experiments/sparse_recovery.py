@@ -35,7 +35,7 @@ Outputs (``--output``, default ``results/sparse_recovery``): ``sparse_recovery.j
 Usage::
 
     python experiments/sparse_recovery.py           # n = 200 (about 5 minutes on 2 busy cores)
-    python experiments/sparse_recovery.py --smoke   # n = 60, 10 queries (seconds)
+    python experiments/sparse_recovery.py --smoke   # n = 40, 8 queries (seconds)
 """
 
 from __future__ import annotations
@@ -233,15 +233,15 @@ def plot_messages(result: dict[str, Any], path: Any) -> None:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = experiment.parser(__doc__, "sparse_recovery", smoke="n = 60, 10 queries, a coarse grid")
+    p = experiment.parser(__doc__, "sparse_recovery", smoke="n = 40, 8 queries, a coarse grid")
     p.add_argument("--n", type=int, default=200, help="message length n (k = n/2 in parts 1 and 3)")
     p.add_argument("--queries", type=int, default=30, help="queries per point")
     p.add_argument("--admm-steps", dest="admm_steps", type=int, default=5000, help="ADMM steps at most")
     args = p.parse_args(argv)
     if args.smoke:
-        args.n, args.queries, args.admm_steps = 60, 10, 3000
+        args.n, args.queries, args.admm_steps = 40, 8, 500
     n = args.n
-    args.errors = ([3, 6, 9, 12, 15] if args.smoke else [5, 10, 15, 20, 25, 30, 35, 40, 45])
+    args.errors = ([2, 5, 10] if args.smoke else [5, 10, 15, 20, 25, 30, 35, 40, 45])
     args.ratios = [0.25, 0.5, 0.75]
     args.fractions = ([0.05, 0.15, 0.25] if args.smoke
                       else [0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.175, 0.2, 0.25, 0.3])
