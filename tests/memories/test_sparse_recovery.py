@@ -200,3 +200,23 @@ def test_admm_trace_records_the_l1_objective_which_ends_at_the_lp_optimum():
     torch.testing.assert_close(r.trace[-1], memory.retrieve(y).info["objective"], rtol=1e-6, atol=0)
     with pytest.raises(ValueError, match="relaxation"):
         memory.retrieve(y, method="admm", relaxation=2.0)
+
+
+def test_varmem_compare_selects_it_by_name_only_and_its_masked_reads_are_exact():
+    """Not in the default comparison (EXTRA_FAMILIES); selectable by name; on 8×8 digits with N = 10
+    half-dropped cues are erasures that the span of 10 digits decodes exactly (48 ≥ 10 observed), and
+    the rows of the table say so (MSE ≈ 0, recall 1)."""
+    from varmem.cli import build_parser
+    from varmem.comparison import FAMILIES, compare, default_contenders
+    from varmem.comparison.command import CompareConfig
+    from varmem.comparison.presets import EXTRA_FAMILIES
+
+    assert "sparse_recovery" in EXTRA_FAMILIES and "sparse_recovery" not in FAMILIES
+    assert CompareConfig(memories=("sparse_recovery",), output="unused").validate().memories == ("sparse_recovery",)
+    args = build_parser().parse_args(["compare", "--memories", "sparse_recovery"])
+    assert tuple(args.memories) == ("sparse_recovery",)
+    data = varmem.datasets.load_digits(dtype=F64)
+    (contender,) = default_contenders(64, families=["sparse_recovery"], dtype=F64)
+    table = compare([contender], data.flat()[:200], image_shape=data.image_shape, corruptions={"drop": 0.25},
+                    sizes=(10,), queries=5, progress=False)
+    assert table["accuracy"].tolist() == [1.0] and float(table["mse"].max()) < 1e-12
