@@ -220,3 +220,19 @@ def test_varmem_compare_selects_it_by_name_only_and_its_masked_reads_are_exact()
     table = compare([contender], data.flat()[:200], image_shape=data.image_shape, corruptions={"drop": 0.25},
                     sizes=(10,), queries=5, progress=False)
     assert table["accuracy"].tolist() == [1.0] and float(table["mse"].max()) < 1e-12
+
+
+@pytest.mark.slow
+def test_reference_table_n200_k100_every_error_count():
+    """Reference §5.2 [ours], the whole table (random positions, LP): 30/30 exact at s = 5 … 25, ≥ 29/30
+    at 30, and at most 20/30 at 40 (11/30 in the reference; the count at 40 varies with the draw
+    because s = 40 is just past the Donoho–Tanner weak threshold s* ≈ 0.385·100 [U])."""
+    _, X, gen = _messages(200, 100, 400, 1)
+    memory = varmem.SparseRecoveryMemory(200, dtype=F64).write(X)
+    scale = 3 * float(X.abs().mean())
+    counts = {}
+    for s in (5, 10, 15, 20, 25, 30, 40):
+        x = X[torch.randperm(400, generator=gen)[:30]]
+        counts[s] = int(_exact(memory.retrieve(_corrupt(x, s, gen, scale)).pattern, x).sum())
+    assert all(counts[s] >= 29 for s in (5, 10, 15, 20, 25, 30)), counts
+    assert counts[40] <= 20, counts

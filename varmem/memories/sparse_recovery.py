@@ -218,7 +218,8 @@ class SparseRecoveryMemory(PriorLikelihoodMemory):
         off_subspace_scale: ``ε < τ``, the prior scale across it (model and energy only).
         device, dtype: where the items and the basis live.
 
-    State: ``items`` ``[N, D]``; the basis ``U`` is derived from them (``subspace()``).
+    State: ``items`` ``[N, D]``; the basis ``U`` (``subspace()``) and the constraints ``B``
+    (``constraints()``) are derived from them (one SVD per write).
 
     Example:
         >>> g = torch.Generator().manual_seed(0)
@@ -261,6 +262,7 @@ class SparseRecoveryMemory(PriorLikelihoodMemory):
                 raise ValueError(f"{name} = {value!r} is outside what {self.dtype} can square and invert")
         self.register_buffer("items", torch.empty(0, dim, dtype=self.dtype, device=self.device))
         self.register_buffer("basis", torch.empty(dim, 0, dtype=self.dtype, device=self.device), persistent=False)
+        self.register_buffer("constraint_rows", torch.eye(dim, dtype=self.dtype, device=self.device), persistent=False)
 
     # --- state -------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -281,18 +283,17 @@ class SparseRecoveryMemory(PriorLikelihoodMemory):
 
     def constraints(self) -> Tensor:
         """``B`` ``[D - k, D]``: orthonormal rows with ``B x = 0`` for every stored ``x`` (``B Bᵀ = I``,
-        ``B U = 0``); computed from the stored items' SVD on each call."""
-        return subspace_basis(self.items, self.max_rank)[1] if len(self) else torch.eye(
-            self.dim, dtype=self.dtype, device=self.device)
+        ``B U = 0``)."""
+        return self.constraint_rows
 
-    def _basis_of(self, items: Tensor) -> Tensor:
-        basis, _ = subspace_basis(items, self.max_rank)
+    def _basis_of(self, items: Tensor) -> tuple[Tensor, Tensor]:
+        basis, constraints = subspace_basis(items, self.max_rank)
         if self.max_rank is None and basis.shape[1] >= self.dim:
             raise ValueError(
                 f"items would span all of R^{self.dim} (rank {basis.shape[1]}): no constraint is left, so no error "
                 f"could be corrected; store items of a proper subspace, or pass max_rank=k < {self.dim} to learn "
                 "the best k-dimensional one (nothing was stored)")
-        return basis
+        return basis, constraints
 
     def check_state(self) -> None:
         self.check_stored_items()
@@ -300,15 +301,18 @@ class SparseRecoveryMemory(PriorLikelihoodMemory):
             self._basis_of(self.items)
 
     def refresh_derived_state(self) -> None:
-        self.basis = (self._basis_of(self.items) if len(self)
-                      else torch.empty(self.dim, 0, dtype=self.dtype, device=self.device))
+        if len(self):
+            self.basis, self.constraint_rows = self._basis_of(self.items)
+        else:
+            self.basis = torch.empty(self.dim, 0, dtype=self.dtype, device=self.device)
+            self.constraint_rows = torch.eye(self.dim, dtype=self.dtype, device=self.device)
 
     def write(self, items: Any) -> "SparseRecoveryMemory":
         """Append ``items`` (``[N, D]`` or ``[D]``) and relearn the subspace (an SVD of all items)."""
         new = self.prepare_items(items)
-        basis = self._basis_of(torch.cat([self.items, new]))  # refuses before anything changes
+        basis, constraints = self._basis_of(torch.cat([self.items, new]))  # refuses before anything changes
         self.append_rows("items", new)
-        self.basis = basis
+        self.basis, self.constraint_rows = basis, constraints
         return self
 
     # --- the Pyro model ----------------------------------------------------------------------
