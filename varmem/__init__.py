@@ -5,7 +5,7 @@ A memory is ``p(x, z | M) = p(z | M) p(x | z)``: writing changes the prior over 
 
 * probabilistic memories (``varmem.memories``): :class:`KernelDensityMemory`,
   :class:`NonparametricMemory`, :class:`LatentMemory`, :class:`PredictiveCodingMemory`,
-  :class:`BayesPCN`;
+  :class:`BayesPCN`, :class:`SparseRecoveryMemory` (ℓ1 decoding in a learned subspace);
 * baselines on the same protocol (``varmem.baselines``): classical, dense and modern Hopfield
   networks, random-feature, kernelized and correlated dense memories, BayesPCN's mixture baseline;
 * retrieval engines (``varmem.inference``), training (:func:`fit`), ArviZ conversion
