@@ -46,13 +46,17 @@ def train(attention: bool, data: tuple, args: argparse.Namespace) -> dict[str, A
     net = DIAResNet(1, 10, WIDTHS, blocks_per_stage=args.blocks, attention=attention).float()
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
     gen = torch.Generator().manual_seed(args.seed)
-    curve = []
+    curve, losses = [], []
     for _ in tqdm(range(args.epochs), desc=f"{'DIA' if attention else 'plain'} epochs", leave=False):
         net.train()
+        total = 0.0
         for idx in torch.randperm(x_tr.shape[0], generator=gen).split(args.batch):
             opt.zero_grad()
-            torch.nn.functional.cross_entropy(net(x_tr[idx]), y_tr[idx]).backward()
+            loss = torch.nn.functional.cross_entropy(net(x_tr[idx]), y_tr[idx])
+            loss.backward()
             opt.step()
+            total += float(loss.detach()) * len(idx)
+        losses.append(total / x_tr.shape[0])
         net.eval()
         with torch.no_grad():
             curve.append(float((net(x_te).argmax(-1) == y_te).double().mean()))
@@ -66,7 +70,7 @@ def train(attention: bool, data: tuple, args: argparse.Namespace) -> dict[str, A
             per_pair = [float(torch.corrcoef(torch.stack([h[a].flatten(), h[b].flatten()]))[0, 1])
                         for a in range(h.shape[0]) for b in range(a + 1, h.shape[0])]
             correlations.append(sum(per_pair) / len(per_pair))
-    return {"attention": attention, "test_accuracy": curve[-1], "curve": curve,
+    return {"attention": attention, "test_accuracy": curve[-1], "curve": curve, "train_loss": losses,
             "parameters": sum(p.numel() for p in net.parameters()), "dia_parameters": net.dia_parameters(),
             "mean_block_attention_correlation": correlations}
 

@@ -18,5 +18,6 @@ def test_dia_digits_smoke(tmp_path):
     assert all(r["dia_parameters"] == r["formula"] == 14392 for r in data["depth"])
     dia, plain = data["runs"]
     assert dia["parameters"] - plain["parameters"] == 14392 and plain["dia_parameters"] == 0
-    assert dia["test_accuracy"] > 0.15 and plain["test_accuracy"] > 0.15  # both learn (chance: 0.1)
+    for run in (dia, plain):  # both learn: the epoch-mean training loss falls (3 epochs of 5 steps)
+        assert run["train_loss"][-1] < run["train_loss"][0] and 0 <= run["test_accuracy"] <= 1
     assert all(-1 <= c <= 1 for c in dia["mean_block_attention_correlation"])
