@@ -244,7 +244,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.errors = ([2, 5, 10] if args.smoke else [5, 10, 15, 20, 25, 30, 35, 40, 45])
     args.ratios = [0.25, 0.5, 0.75]
     args.fractions = ([0.05, 0.15, 0.25] if args.smoke
-                      else [0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.175, 0.2, 0.25, 0.3])
+                      else [0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.175, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45])
     args.sizes = sorted({max(2, int(f * n)) for f in ((0.1, 0.5, 1.0, 2.0) if args.smoke
                                                      else (0.05, 0.1, 0.25, 0.45, 0.5, 0.75, 0.95, 1.0, 2.0, 5.0))})
     return experiment.resolve(args)
