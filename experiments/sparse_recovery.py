@@ -220,15 +220,17 @@ def plot_messages(result: dict[str, Any], path: Any) -> None:
     Ns = [r["N"] for r in rows]
     ax.plot(Ns, [r["structured_written"] for r in rows], "o-", label="structured x = G u: written messages")
     ax.plot(Ns, [r["structured_never_written"] for r in rows], "s--",
-            label=f"structured: never-written messages (all 2^{part['k']} are stored)")
+            label=f"structured: never-written messages (from N = k on: all 2^{part['k']})")
     ax.plot(Ns, [r["unstructured_written"] for r in rows], "^-", label="unstructured Gaussian messages")
-    ax.axvline(part["n"], color="grey", ls=":", lw=1)
+    for x, name in ((part["k"], "N = k"), (part["n"], "N = n")):
+        ax.axvline(x, color="grey", ls=":", lw=1)
+        ax.annotate(name, (x, 0.1), textcoords="offset points", xytext=(3, 0), fontsize=8, color="grey")
     ax.set_xscale("log")
     experiment.plain_log_axis(ax, "x")
     ax.set(xlabel="messages written N", ylabel=f"exact recall with s = {part['s']} errors",
            title=f"n = {part['n']}, k = {part['k']}: the span, not the list, is what is stored")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="center right")
     experiment.save_figure(fig, path)
 
 
