@@ -86,7 +86,8 @@ def subspace_basis(items: Tensor, max_rank: int | None = None) -> tuple[Tensor, 
     ``k`` is the numerical rank (singular values above ``σ_max · max(N, D) · eps``, NumPy's
     ``matrix_rank`` rule), capped at ``max_rank``."""
     n, d = items.shape
-    _, s, vh = torch.linalg.svd(items, full_matrices=True)
+    # the full D x D right factor; the left one only as large as needed (N x N when N < D, else N x D)
+    _, s, vh = torch.linalg.svd(items, full_matrices=n < d)
     tol = (s[0] if s.numel() else items.new_zeros(())) * max(n, d) * torch.finfo(items.dtype).eps
     k = int((s > tol).sum()) if s.numel() and float(s[0]) > 0 else 0
     if max_rank is not None:
