@@ -23,6 +23,7 @@ install_requires = [
     "tqdm>=4.60",
     "safetensors>=0.4",
     "scikit-learn>=1.2",
+    "scipy>=1.9",  # SparseRecoveryMemory's LP reader (HiGHS); also a dependency of scikit-learn
     "mlxtend>=0.22",
     "pillow>=9",
 ]

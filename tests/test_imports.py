@@ -111,7 +111,8 @@ def lint_imports_available():
 def test_the_layering_contracts_hold(lint_imports_available):
     result = _lint_imports(ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "3 kept, 0 broken" in result.stdout
+    contracts = (ROOT / "setup.cfg").read_text().count("[importlinter:contract:")  # every contract, kept
+    assert f"{contracts} kept, 0 broken" in result.stdout and contracts >= 4
 
 
 def test_an_upward_import_breaks_the_contracts(lint_imports_available, tmp_path):
@@ -125,6 +126,7 @@ def test_an_upward_import_breaks_the_contracts(lint_imports_available, tmp_path)
     memory.write_text(memory.read_text() + lazy)
     result = _lint_imports(tmp_path)
     assert result.returncode != 0
-    assert "Contracts: 0 kept, 3 broken." in result.stdout, result.stdout
+    contracts = (ROOT / "setup.cfg").read_text().count("[importlinter:contract:")
+    assert f"Contracts: {contracts - 3} kept, 3 broken." in result.stdout, result.stdout  # the others hold
     assert "varmem.inference.exact -> varmem.memories.kernel_density" in result.stdout
     assert "varmem.memory -> varmem.inference" in result.stdout  # the lazy import is seen too

@@ -6,6 +6,7 @@ A memory is ``p(x, z | M) = p(z | M) p(x | z)``: writing changes the prior over 
 * probabilistic memories (``varmem.memories``): :class:`KernelDensityMemory`,
   :class:`NonparametricMemory`, :class:`LatentMemory`, :class:`PredictiveCodingMemory`,
   :class:`BayesPCN`, :class:`DiffusionMemory` (read by reverse-time diffusion);
+  :class:`BayesPCN`, :class:`SparseRecoveryMemory` (ℓ1 decoding in a learned subspace);
 * baselines on the same protocol (``varmem.baselines``): classical, dense and modern Hopfield
   networks, random-feature, kernelized and correlated dense memories, BayesPCN's mixture baseline;
 * retrieval engines (``varmem.inference``), training (:func:`fit`), ArviZ conversion
@@ -58,6 +59,7 @@ from .memories import (
     NonparametricMemory,
     NonparametricPosterior,
     PredictiveCodingMemory,
+    SparseRecoveryMemory,
 )
 from .memory import (
     GaussianMixtureMemory,
@@ -93,6 +95,7 @@ __all__ = [
     "EntropicMemory",
     "EntropicHeteroMemory",
     "DiffusionMemory",
+    "SparseRecoveryMemory",
     "KernelDensity",
     "Mixture",
     # neuroscience seed systems

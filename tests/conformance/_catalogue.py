@@ -337,6 +337,8 @@ CONSTRUCTOR_SPECS: dict[str, dict[str, Any]] = {
         "kappa": NONNEG, "xi": Int(0), **_DEVICE},
     "DiffusionMemory": {"dim": DIM, "sigma_min": POS, "sigma_max": POS, "noise_scale": POS, "hidden": DIM,
                         "seed": SEED, "chunk_size": CHUNK, **_DEVICE},
+    "SparseRecoveryMemory": {"dim": DIM, "max_rank": Int(1, allow_none=True), "noise_scale": POS,
+                             "subspace_scale": POS, "off_subspace_scale": POS, **_DEVICE},
 }
 """What every constructor argument of every memory class accepts."""
 
@@ -412,6 +414,9 @@ OPTION_SPECS: dict[str, dict[str, Any]] = {
     "diffusion": {"score": Choice(("ideal", "learned")), "sampler": Choice(("ode", "sde")), "num_steps": Int(1),
                   "conditioning": Choice(("auto", "posterior", "replacement")),
                   "seed": Int(0, allow_none=True, seed=True), "return_weights": OPT_BOOL, "progress": Bool()},
+    "lp": {},
+    "admm": {"max_steps": Int(1), "tol": NONNEG, "rho": POS, "relaxation": Real(0, 2, lo_open=True, hi_open=True),
+             "trace": Bool()},
 }
 """What every option of every engine accepts (tensor values of ``init`` / ``precision`` are added
 per memory by :func:`_tensor_option_values`)."""

@@ -261,6 +261,10 @@ def _factories() -> list[Factory]:
                      **dev),
                 real4, _noisy(real4, [0, 3, 4], 10, 0.2), _mask(3, 4, 20),
                 options={"diffusion": {"num_steps": 8}, "fixed_point": FIXED, "map": MAP}),
+        Factory(varmem.SparseRecoveryMemory,
+                dict(dim=6, max_rank=None, noise_scale=0.5, subspace_scale=10.0, off_subspace_scale=0.1, **dev),
+                _real_items(6, n=3), _noisy(_real_items(6, n=3), [0, 1, 2], 10, 0.2), _mask(3, 6, 20),
+                options={"admm": {"max_steps": 200}}, num_weights=lambda m: 0),
     ]
 
 

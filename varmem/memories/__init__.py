@@ -7,6 +7,7 @@ from .kernel_density import KernelDensityMemory, KernelDensityPosterior
 from .latent import LatentMemory
 from .nonparametric import NonparametricMemory, NonparametricPosterior
 from .predictive_coding import BayesPCN, PredictiveCodingMemory
+from .sparse_recovery import SparseRecoveryMemory
 
 __all__ = [
     "KernelDensityMemory",
@@ -22,4 +23,5 @@ __all__ = [
     "EntropicHeteroMemory",
     "DiffusionMemory",
     "DiffusionFit",
+    "SparseRecoveryMemory",
 ]
