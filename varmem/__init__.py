@@ -54,6 +54,7 @@ from .memories import (
     NonparametricPosterior,
     PredictiveCodingMemory,
 )
+from .memories.factual import LinearAssociativeMemory, MLPAssociativeMemory, random_embeddings
 from .memory import (
     GaussianMixtureMemory,
     Memory,
@@ -122,4 +123,8 @@ __all__ = [
     "evidence",
     "helpers",
     "validation",
+    # factual recall (Nichani, Lee & Bietti)
+    "LinearAssociativeMemory",
+    "MLPAssociativeMemory",
+    "random_embeddings",
 ]

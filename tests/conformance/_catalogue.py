@@ -305,6 +305,14 @@ CONSTRUCTOR_SPECS: dict[str, dict[str, Any]] = {
     "MemN2N": {"dim": DIM, "alpha": POS, "train_alpha": POS, "beta_init": FINITE,
                "variant": Choice(("annabi", "textbook")), **_DEVICE},
     "NTM": {"dim": DIM, "variant": Choice(("annabi", "textbook")), "eps": POS, **_DEVICE},
+    "LinearAssociativeMemory": {
+        "dim": DIM, "code_dim": CHUNK, "rule": Choice(("trained", "hebbian")), "beta": POS,
+        "lr": Real(0, lo_open=True, allow_none=True), "max_steps": Int(1, allow_none=True),
+        "target_accuracy": Real(0, 1, lo_open=True), "seed": SEED, **_DEVICE},
+    "MLPAssociativeMemory": {
+        "dim": DIM, "hidden": DIM, "code_dim": CHUNK, "rule": Choice(("trained", "hebbian")), "beta": POS,
+        "lr": Real(0, lo_open=True, allow_none=True), "max_steps": Int(1, allow_none=True),
+        "target_accuracy": Real(0, 1, lo_open=True), "seed": SEED, **_DEVICE},
 }
 """What every constructor argument of every memory class accepts."""
 
@@ -354,6 +362,8 @@ OPTION_SPECS: dict[str, dict[str, Any]] = {
     "hybrid": {**_ITERATIVE, "start": Choice(("encoder", "guide"))},
     "learned_precision": {"max_steps": Int(0), "precision": Precision(), "init": Init(), "return_weights": OPT_BOOL},
     "attention": {"return_weights": Bool()},
+    "categorical": {"point": Choice(("argmax", "mean")), "return_weights": OPT_BOOL, "num_samples": Int(0),
+                    "seed": Int(0, allow_none=True, seed=True)},
 }
 """What every option of every engine accepts (tensor values of ``init`` / ``precision`` are added
 per memory by :func:`_tensor_option_values`)."""

@@ -226,6 +226,16 @@ def _factories() -> list[Factory]:
                 real4, _noisy(real4, [0, 3, 4], 10, 0.2), _mask(3, 4, 20)),
         Factory(varmem.NTM, dict(dim=4, variant="annabi", eps=1e-5, **dev),
                 real4, _noisy(real4, [0, 3, 4], 10, 0.2), _mask(3, 4, 20)),
+        Factory(varmem.LinearAssociativeMemory,
+                dict(dim=4, code_dim=6, rule="trained", beta=1.0, lr=None, max_steps=32, target_accuracy=0.99,
+                     seed=0, **dev),
+                real4, _noisy(real4, [0, 3, 4], 10, 0.2), _mask(3, 4, 20), num_weights=len,
+                bad_items=lambda: [("of zero norm", torch.zeros(1, 4, device=DEVICE))]),
+        Factory(varmem.MLPAssociativeMemory,
+                dict(dim=4, hidden=8, code_dim=None, rule="trained", beta=1.0, lr=None, max_steps=32,
+                     target_accuracy=0.99, seed=0, **dev),
+                real4, _noisy(real4, [0, 3, 4], 10, 0.2), _mask(3, 4, 20),
+                bad_items=lambda: [("of zero norm", torch.zeros(1, 4, device=DEVICE))]),
     ]
 
 

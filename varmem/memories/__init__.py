@@ -1,5 +1,6 @@
 """Probabilistic memories: Pyro models whose prior depends on what was stored."""
 
+from .factual import LinearAssociativeMemory, MLPAssociativeMemory
 from .kernel_density import KernelDensityMemory, KernelDensityPosterior
 from .latent import LatentMemory
 from .nonparametric import NonparametricMemory, NonparametricPosterior
@@ -13,4 +14,6 @@ __all__ = [
     "LatentMemory",
     "PredictiveCodingMemory",
     "BayesPCN",
+    "LinearAssociativeMemory",
+    "MLPAssociativeMemory",
 ]
