@@ -330,18 +330,19 @@ class AssociativeMemory(Memory):
         with torch.enable_grad():
             for step in range(self.max_steps + 1):
                 s = self.beta * self.transform(keys) @ self.codes.T
-                if step % _CHECK_EVERY == 0 or step == self.max_steps:
+                loss = torch.nn.functional.cross_entropy(s, target)
+                if step % _CHECK_EVERY == 0 or step == self.max_steps:  # the paper checks every 32 steps
+                    loss_value = loss.item()
+                    if not math.isfinite(loss_value):
+                        raise FloatingPointError(
+                            f"{type(self).__name__}: the training loss became {loss_value} at step {step} "
+                            f"(lr={self.lr}, beta={self.beta}); state restored (lower lr)")
                     acc = (s.argmax(-1) == target).double().mean().item()
                     if acc >= self.target_accuracy or step == self.max_steps:
                         break
-                loss = torch.nn.functional.cross_entropy(s, target)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"{type(self).__name__}: the training loss became {loss.item()} at step "
-                                             f"{step} (lr={self.lr}, beta={self.beta}); state restored (lower lr)")
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
-                loss_value = loss.item()
         for p in params:
             p.grad = None
         self.last_fit = {"steps": step, "accuracy": acc, "loss": loss_value}
