@@ -314,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_compare(sub: Any) -> None:
     from .comparison import FAMILIES
     from .comparison.command import DATASETS, DEFAULT_CORRUPTIONS, CompareConfig
+    from .comparison.presets import ALL_FAMILIES, OPTIONAL_FAMILIES
 
     d = CompareConfig()
     p = sub.add_parser(
@@ -329,10 +330,10 @@ def _add_compare(sub: Any) -> None:
         formatter_class=_HelpFormatter,
     )
     p.add_argument("--dataset", choices=tuple(DATASETS), default=d.dataset, help="image data set")
-    p.add_argument("--memories", "--memory", dest="memories", action=_NameList, valid=FAMILIES, default=None,
+    p.add_argument("--memories", "--memory", dest="memories", action=_NameList, valid=ALL_FAMILIES, default=None,
                    metavar="NAME", help=f"memories, repeatable or comma-separated, from {', '.join(FAMILIES)} "
-                   "(default: all)")
-    p.add_argument("--methods", "--method", dest="methods", action=_MethodLists, valid=FAMILIES, default=None,
+                   f"(default: all of these) and the optional {', '.join(OPTIONAL_FAMILIES)}")
+    p.add_argument("--methods", "--method", dest="methods", action=_MethodLists, valid=ALL_FAMILIES, default=None,
                    metavar="MEMORY=METHOD[,METHOD]",
                    help="read methods of one memory, repeatable, e.g. kde=exact,fixed_point (default: each memory's "
                    "methods in varmem.comparison.presets)")

@@ -39,7 +39,7 @@ from ..validation import (
     check_positive_int,
 )
 from .figures import FIGURES, plot_all
-from .presets import FAMILIES, check_methods, default_contenders
+from .presets import ALL_FAMILIES, FAMILIES, check_methods, default_contenders
 from .run import ComparisonError, compare
 
 __all__ = ["CompareConfig", "run_compare", "format_summary", "DATASETS", "DEFAULT_CORRUPTIONS"]
@@ -94,7 +94,7 @@ class CompareConfig:
         """Normalise the fields in place; raise ``ValueError`` / ``TypeError`` naming a bad one."""
         self.dataset = check_choice(self.dataset, "dataset", tuple(DATASETS))
         size, _ = DATASETS[self.dataset]
-        self.memories = check_names(self.memories, FAMILIES, "memory")
+        self.memories = check_names(self.memories, ALL_FAMILIES, "memory")
         self.methods = check_methods(self.methods, self.memories)
         if not isinstance(self.corruptions, Mapping) or not self.corruptions:
             raise ValueError("corruptions must map at least one corruption name to its levels")

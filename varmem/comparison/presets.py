@@ -44,6 +44,12 @@ mixture Hopfield       BayesPCN's ``mhn`` baseline: ``σ = 0.01``, dot metric, `
 MemN2N, NTM            Annabi et al.'s readers on pixels: 20 epochs of memories of 100 training
                        items, Adam (MemN2N lr 2e-5, NTM lr 1e-6: their CIFAR / CLEVR pixel
                        settings)
+linear / MLP AM        (optional, ``--memories linear_am,mlp_am``; not in the default run, whose time
+                       budget a trained write per size would exceed) Nichani, Lee & Bietti's
+                       associative memories: the item's direction is its key, a frozen random
+                       128-dim output code per item, ``F`` trained with cross-entropy (Adam, to 99 %
+                       recall of the stored items), read ``categorical`` (the arg-max stored item);
+                       MLP width 128
 correlated dense       CDAM (Burns 2024) on ±1 items, ``a = 1``, ``h = 0.2``, ``β = 1``, ``η = 1``,
                        row-normalised graph; its graph joins stored items of the same class (the
                        data's labels), so it runs only when ``labels`` are given; ``h`` is ours
@@ -71,14 +77,28 @@ from ..baselines import (
     ModernHopfield,
     RandomFeatureMemory,
 )
-from ..memories import BayesPCN, KernelDensityMemory, LatentMemory, NonparametricMemory, PredictiveCodingMemory
+from ..memories import (
+    BayesPCN,
+    KernelDensityMemory,
+    LatentMemory,
+    LinearAssociativeMemory,
+    MLPAssociativeMemory,
+    NonparametricMemory,
+    PredictiveCodingMemory,
+)
 from .run import Contender
 
-__all__ = ["default_contenders", "check_methods", "FAMILIES", "FAMILY_CLASSES"]
+__all__ = ["default_contenders", "check_methods", "FAMILIES", "FAMILY_CLASSES", "OPTIONAL_FAMILIES", "ALL_FAMILIES"]
 
 FAMILIES = ("kde", "nonparametric", "latent", "gpcn", "bayespcn", "classical", "dense", "cdam", "modern",
             "random_features", "kernelized", "mixture", "memn2n", "ntm")
 """Names of the default contenders, in the order of the table and the figures."""
+
+OPTIONAL_FAMILIES = ("linear_am", "mlp_am")
+"""Contenders that ``families`` (``varmem compare --memories``) can name but the default run leaves out."""
+
+ALL_FAMILIES = FAMILIES + OPTIONAL_FAMILIES
+"""Every name ``families`` accepts."""
 
 FAMILY_CLASSES: dict[str, type] = {
     "kde": KernelDensityMemory, "nonparametric": NonparametricMemory, "latent": LatentMemory,
@@ -86,11 +106,12 @@ FAMILY_CLASSES: dict[str, type] = {
     "dense": DenseAssociativeMemory, "cdam": CorrelatedDenseMemory, "modern": ModernHopfield,
     "random_features": RandomFeatureMemory, "kernelized": KernelizedHopfield, "mixture": MixtureHopfieldMemory,
     "memn2n": MemN2N, "ntm": NTM,
+    "linear_am": LinearAssociativeMemory, "mlp_am": MLPAssociativeMemory,
 }
 """The memory class of each family (its ``methods`` are the read methods a family can be given)."""
 
 
-def check_methods(methods: Any, families: Any = FAMILIES) -> dict[str, tuple[str, ...]]:
+def check_methods(methods: Any, families: Any = ALL_FAMILIES) -> dict[str, tuple[str, ...]]:
     """``{family: [method, ...]}`` checked against the families and each class's read methods;
     returns it with tuples (``ValueError`` names a bad family or method)."""
     if methods is None:
@@ -125,9 +146,9 @@ def default_contenders(
     (any of the class's ``methods``; default: the ones in the module docstring).
     """
     wanted = FAMILIES if families is None else tuple(families)
-    unknown = sorted(set(wanted) - set(FAMILIES))
+    unknown = sorted(set(wanted) - set(ALL_FAMILIES))
     if unknown:
-        raise ValueError(f"unknown memories {unknown}; choose from {', '.join(FAMILIES)}")
+        raise ValueError(f"unknown memories {unknown}; choose from {', '.join(ALL_FAMILIES)}")
     chosen_methods = check_methods(methods)
     kw = {"dtype": dtype, "device": device}
     h = 256
@@ -211,6 +232,13 @@ def default_contenders(
         out["ntm"] = Contender("ntm", reader(NTM, 1e-6), methods=("attention",),
                                key=f"epochs{epochs}-lr1e-6-seed{seed}-{len(train)}",
                                note=f"NTM(annabi), {epochs} epochs, lr 1e-6")
+    out["linear_am"] = Contender(
+        "linear_am", lambda d: LinearAssociativeMemory(d, code_dim=128, seed=seed, **kw), methods=("categorical",),
+        key=f"trained-code128-seed{seed}", note="LinearAssociativeMemory(trained CE, 128-dim codes)")
+    out["mlp_am"] = Contender(
+        "mlp_am", lambda d: MLPAssociativeMemory(d, hidden=128, code_dim=128, seed=seed, **kw),
+        methods=("categorical",), key=f"trained-m128-code128-seed{seed}",
+        note="MLPAssociativeMemory(trained CE, m=128, 128-dim codes)")
     for name, read_methods in chosen_methods.items():
         if name in out:
             out[name].methods = read_methods

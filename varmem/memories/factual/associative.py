@@ -248,6 +248,12 @@ class AssociativeMemory(Memory):
         """``[B, N]`` ``s_i(x) = β u_iᵀ F(e(x))`` for validated cues ``[B, D]``."""
         return self.beta * self.transform(unit_keys(cue, mask)) @ self.codes.T
 
+    def item_weights(self, z: Tensor, return_weights: bool | None = None) -> tuple[Tensor | None, Tensor]:
+        """``(p(i | z, M) [B, N] or None, argmax [B])``: the read's posterior at query states ``z [B, D]``."""
+        s = self.logits(z)
+        w = torch.softmax(s, -1)
+        return (w if want_weights(return_weights, z.shape[0], w.shape[-1]) else None), s.argmax(-1)
+
     def compute_energy(self, z: Tensor, cue: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
         """``E(z) = log N − logsumexp_i s_i(z)`` (nats; module docstring), ``z [..., D]`` → ``[...]``;
         differentiable in ``z`` and the weights.  ``cue`` / ``mask`` do not enter."""
