@@ -53,7 +53,10 @@ def sequential(args: argparse.Namespace) -> dict[str, Any]:
     loss = torch.tensor(r.loss, dtype=torch.float64)
     steps = torch.tensor(r.steps)
     ln8 = math.log(8)
-    on_plateau = ((loss - ln8).abs() < 0.1).nonzero().flatten()
+    # the plateau: loss within 0.1 of ln 8 while the model still only knows the relation (accuracy ≤ 0.5;
+    # the accuracy jumps a few hundred steps before the loss leaves the band)
+    recalled = torch.tensor(r.accuracy) > 0.5
+    on_plateau = (((loss - ln8).abs() < 0.1) & ~recalled).nonzero().flatten()
     plateau = None
     if len(on_plateau):
         first, last = int(on_plateau[0]), int(on_plateau[-1])
