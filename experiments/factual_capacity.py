@@ -131,6 +131,8 @@ def plot(result: dict[str, Any], path: Any) -> None:
                         label=f"reference §1.4 ({kind}, ours)")
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ys = [y for line in ax.get_lines() for y in line.get_ydata() if y > 0]
+        ax.set_ylim(0.8 * min(ys), 1.25 * max(ys))
         ax.set(xlabel="parameters (d² linear, m·d MLP)", ylabel="largest N stored at ≥ 99 % accuracy",
                title="linear associative memory" if guide == "trained" else "MLP associative memory (m = d)")
         ax.grid(True, which="both", alpha=0.3)
@@ -142,9 +144,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = experiment.parser(__doc__, "factual_capacity",
                           smoke="linear d = 8 (≤ 1024 steps), Hebbian d ≤ 32, MLP d = 4 (≤ 512 steps)",
                           dtype="float32", threads=1)
-    p.add_argument("--linear-dims", type=int, nargs="+", default=[8, 11, 16, 22, 32])
-    p.add_argument("--hebbian-dims", type=int, nargs="+", default=[16, 32, 64, 128])
-    p.add_argument("--mlp-dims", type=int, nargs="+", default=[8])
+    p.add_argument("--linear-dims", type=int, nargs="*", default=[8, 11, 16, 22, 32])
+    p.add_argument("--hebbian-dims", type=int, nargs="*", default=[16, 32, 64, 128])
+    p.add_argument("--mlp-dims", type=int, nargs="*", default=[8])
     p.add_argument("--mlp-ratio", type=int, default=1, help="m = ratio · d")
     p.add_argument("--seeds", type=int, default=2, help="seeds per trained size (Hebbian: 3)")
     p.add_argument("--linear-steps", type=int, default=4096, help="most Adam steps per trained linear write")
