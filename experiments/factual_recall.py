@@ -109,7 +109,7 @@ def plot_grid(grid: dict[str, Any], path: Any) -> None:
     acc = torch.tensor([[next(c["accuracy"] for c in grid["cells"] if c["heads"] == h and c["mlp_width"] == m)
                          for h in heads] for m in widths])
     fig, ax = experiment.subplots(figsize=(6.5, 4.8))
-    im = ax.imshow(acc, origin="lower", vmin=0, vmax=1, cmap="viridis", aspect="auto")
+    im = ax.imshow(acc.tolist(), origin="lower", vmin=0, vmax=1, cmap="viridis", aspect="auto")
     ax.set_xticks(range(len(heads)), [f"{h}\n({grid['dim'] * grid['head_dim'] * h})" for h in heads])
     ax.set_yticks(range(len(widths)), [f"{m} ({grid['dim'] * m})" for m in widths])
     for i in range(len(widths)):
