@@ -55,7 +55,8 @@ class CompareConfig:
 
     Attributes:
         dataset: ``"mnist"`` or ``"digits"``.
-        memories: names from :data:`varmem.comparison.FAMILIES`.
+        memories: names from :data:`varmem.comparison.FAMILIES` (the default) or
+            :data:`varmem.comparison.presets.OPTIONAL_FAMILIES`.
         methods: ``{memory: [method, ...]}``: read methods replacing a memory's defaults.
         corruptions: corruption name → levels (:data:`varmem.corruptions.CORRUPTIONS`).
         sizes: memory sizes ``N``.
