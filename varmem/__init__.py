@@ -61,6 +61,7 @@ from .memories import (
     PredictiveCodingMemory,
     SparseRecoveryMemory,
 )
+from .memories.factual import LinearAssociativeMemory, MLPAssociativeMemory, random_embeddings
 from .memory import (
     GaussianMixtureMemory,
     Memory,
@@ -136,4 +137,8 @@ __all__ = [
     "evidence",
     "helpers",
     "validation",
+    # factual recall (Nichani, Lee & Bietti)
+    "LinearAssociativeMemory",
+    "MLPAssociativeMemory",
+    "random_embeddings",
 ]

@@ -339,6 +339,14 @@ CONSTRUCTOR_SPECS: dict[str, dict[str, Any]] = {
                         "seed": SEED, "chunk_size": CHUNK, **_DEVICE},
     "SparseRecoveryMemory": {"dim": DIM, "max_rank": Int(1, allow_none=True), "noise_scale": POS,
                              "subspace_scale": POS, "off_subspace_scale": POS, **_DEVICE},
+    "LinearAssociativeMemory": {
+        "dim": DIM, "code_dim": CHUNK, "rule": Choice(("trained", "hebbian")), "beta": POS,
+        "lr": Real(0, lo_open=True, allow_none=True), "max_steps": Int(1, allow_none=True),
+        "target_accuracy": Real(0, 1, lo_open=True), "seed": SEED, **_DEVICE},
+    "MLPAssociativeMemory": {
+        "dim": DIM, "hidden": DIM, "code_dim": CHUNK, "rule": Choice(("trained", "hebbian")), "beta": POS,
+        "lr": Real(0, lo_open=True, allow_none=True), "max_steps": Int(1, allow_none=True),
+        "target_accuracy": Real(0, 1, lo_open=True), "seed": SEED, **_DEVICE},
 }
 """What every constructor argument of every memory class accepts."""
 
@@ -417,6 +425,8 @@ OPTION_SPECS: dict[str, dict[str, Any]] = {
     "lp": {},
     "admm": {"max_steps": Int(1), "tol": NONNEG, "rho": POS, "relaxation": Real(0, 2, lo_open=True, hi_open=True),
              "trace": Bool()},
+    "categorical": {"point": Choice(("argmax", "mean")), "return_weights": OPT_BOOL, "num_samples": Int(0),
+                    "seed": Int(0, allow_none=True, seed=True)},
 }
 """What every option of every engine accepts (tensor values of ``init`` / ``precision`` are added
 per memory by :func:`_tensor_option_values`)."""

@@ -265,6 +265,16 @@ def _factories() -> list[Factory]:
                 dict(dim=6, max_rank=None, noise_scale=0.5, subspace_scale=10.0, off_subspace_scale=0.1, **dev),
                 _real_items(6, n=3), _noisy(_real_items(6, n=3), [0, 1, 2], 10, 0.2), _mask(3, 6, 20),
                 options={"admm": {"max_steps": 200}}, num_weights=lambda m: 0),
+        Factory(varmem.LinearAssociativeMemory,
+                dict(dim=4, code_dim=6, rule="trained", beta=1.0, lr=None, max_steps=32, target_accuracy=0.99,
+                     seed=0, **dev),
+                real4, _noisy(real4, [0, 3, 4], 10, 0.2), _mask(3, 4, 20), num_weights=len,
+                bad_items=lambda: [("of zero norm", torch.zeros(1, 4, device=DEVICE))]),
+        Factory(varmem.MLPAssociativeMemory,
+                dict(dim=4, hidden=8, code_dim=None, rule="trained", beta=1.0, lr=None, max_steps=32,
+                     target_accuracy=0.99, seed=0, **dev),
+                real4, _noisy(real4, [0, 3, 4], 10, 0.2), _mask(3, 4, 20),
+                bad_items=lambda: [("of zero norm", torch.zeros(1, 4, device=DEVICE))]),
     ]
 
 

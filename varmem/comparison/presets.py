@@ -86,6 +86,11 @@ sparse recovery        learned span of the stored items (``max_rank = D - 1``), 
                        and it recalls the span rather than a list (a blend of stored digits in
                        the span is a valid read).  Generic ℓ1 memory after Mazumdar & Rawat
                        2015, whose own algorithm is unverified
+linear / MLP AM        Nichani, Lee & Bietti's
+                       associative memories: the item's direction is its key, a frozen random
+                       128-dim output code per item, ``F`` trained with cross-entropy (Adam, to 99 %
+                       recall of the stored items), read ``categorical`` (the arg-max stored item);
+                       MLP width 128
 =====================  ==========================================================================
 """
 
@@ -116,6 +121,8 @@ from ..memories import (
     FiringRateMemory,
     KernelDensityMemory,
     LatentMemory,
+    LinearAssociativeMemory,
+    MLPAssociativeMemory,
     NonparametricMemory,
     PredictiveCodingMemory,
     SparseRecoveryMemory,
@@ -128,14 +135,16 @@ FAMILIES = ("kde", "nonparametric", "latent", "gpcn", "bayespcn", "classical", "
             "random_features", "kernelized", "mixture", "memn2n", "ntm")
 """Names of the default contenders, in the order of the table and the figures."""
 
-OPTIONAL_FAMILIES = ("firing_rate", "spiking", "entropic", "diffusion", "sparse_recovery")
+OPTIONAL_FAMILIES = ("firing_rate", "spiking", "entropic", "diffusion", "sparse_recovery", "linear_am",
+                     "mlp_am")
 """Memories that ``varmem compare`` runs only when named (``--memories``), not in the default run:
 the firing-rate memory of Betteti et al. (its read integrates 1000 Euler steps, about 25 ms per MNIST
 cue on one core, and its covariance rule is made for random patterns, not correlated digits), the
 spiking low-rank memory (a reconstruction), the entropic memory (it constructs an object column by
 column rather than returning a stored one), and the diffusion memory (its 50-step
 reverse process costs about 50 times a kernel-density read and recalls the same), and the sparse-recovery
-memory (its regime, a few gross errors, is not among the image corruptions)."""
+memory (its regime, a few gross errors, is not among the image corruptions), and the linear and MLP
+associative memories of Nichani et al. (a trained write per memory size costs seconds)."""
 
 ALL_FAMILIES = FAMILIES + OPTIONAL_FAMILIES
 """Every memory name ``varmem compare`` accepts."""
@@ -147,7 +156,7 @@ FAMILY_CLASSES: dict[str, type] = {
     "random_features": RandomFeatureMemory, "kernelized": KernelizedHopfield, "mixture": MixtureHopfieldMemory,
     "memn2n": MemN2N, "ntm": NTM, "firing_rate": FiringRateMemory, "spiking": SpikingLowRankMemory,
     "entropic": EntropicMemory, "diffusion": DiffusionMemory,
-    "sparse_recovery": SparseRecoveryMemory,
+    "sparse_recovery": SparseRecoveryMemory, "linear_am": LinearAssociativeMemory, "mlp_am": MLPAssociativeMemory,
 }
 """The memory class of each family (its ``methods`` are the read methods a family can be given)."""
 
@@ -297,6 +306,13 @@ def default_contenders(
         "sparse_recovery", lambda d: SparseRecoveryMemory(d, max_rank=d - 1, **kw), methods=("admm",),
         options={"admm": {"max_steps": 2000}}, key="span-admm2000",
         note="SparseRecoveryMemory(span of the stored items, l1 decoding by ADMM, 2000 steps)")
+    out["linear_am"] = Contender(
+        "linear_am", lambda d: LinearAssociativeMemory(d, code_dim=128, seed=seed, **kw), methods=("categorical",),
+        key=f"trained-code128-seed{seed}", note="LinearAssociativeMemory(trained CE, 128-dim codes)")
+    out["mlp_am"] = Contender(
+        "mlp_am", lambda d: MLPAssociativeMemory(d, hidden=128, code_dim=128, seed=seed, **kw),
+        methods=("categorical",), key=f"trained-m128-code128-seed{seed}",
+        note="MLPAssociativeMemory(trained CE, m=128, 128-dim codes)")
     for name, read_methods in chosen_methods.items():
         if name in out:
             out[name].methods = read_methods

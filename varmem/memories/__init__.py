@@ -2,6 +2,7 @@
 
 from .diffusion import DiffusionFit, DiffusionMemory
 from .entropic import EntropicHeteroMemory, EntropicMemory, EntropicPosterior
+from .factual import LinearAssociativeMemory, MLPAssociativeMemory
 from .firing_rate import FiringRateMemory
 from .kernel_density import KernelDensityMemory, KernelDensityPosterior
 from .latent import LatentMemory
@@ -24,4 +25,6 @@ __all__ = [
     "DiffusionMemory",
     "DiffusionFit",
     "SparseRecoveryMemory",
+    "LinearAssociativeMemory",
+    "MLPAssociativeMemory",
 ]
