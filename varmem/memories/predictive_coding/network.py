@@ -516,6 +516,19 @@ class PCNetwork(Memory):
             converged = torch.zeros_like(final, dtype=torch.bool)
         return acts, torch.stack(trace), done, converged
 
+    def prior_prediction(self, dtype: torch.dtype | None = None) -> Tensor:
+        """The top-down pass of means ``[D]``: ``a_{L-1} = b`` (the top mean), ``a_l = f(a_{l+1}) R_l``
+        down to the sensory layer, averaged over the particles with their weights ``w_k``.  For
+        ``activation="linear"`` this is the prior mean of the sensory layer exactly; otherwise the
+        prediction from the hidden layers' means (the read option ``start="prior_mean"``)."""
+        dtype = dtype or self.dtype
+        layers = self.layer_stats(dtype)
+        a = layers[-1][0]  # [K, 1, h]
+        for i in range(self.n_layers - 2, -1, -1):
+            a = self._f(a) @ layers[i][0]
+        w = self.particle_log_weights(dtype).exp()
+        return (w.view(-1, 1, 1) * a).sum(0).squeeze(0)
+
     def predict_sensory(self, acts: list[Tensor], layers: list | None = None) -> Tensor:
         """``[K, B, D]`` top-down sensory predictions ``f(a_1) R_{0,k}``."""
         layers = layers if layers is not None else self.layer_stats(acts[0].dtype)
