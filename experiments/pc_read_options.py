@@ -150,16 +150,18 @@ def plot(rows: list[dict[str, Any]], path) -> None:
     axes[0].set_ylabel("MSE on hidden entries ([-1, 1] units)")
     axes[0].set_title(f"start value of unknown entries (N={row['N']})")
     axes[0].legend(fontsize=7)
-    for rule, r in row["rules"].items():
-        xs = [r["reads"][k]["steps"] for k in ("mask0.75", "white0.8")]
-        ys = [r["reads"][k]["acc"] for k in ("mask0.75", "white0.8")]
-        axes[1].scatter(xs, ys, label=rule)
-        for x, y, k in zip(xs, ys, ("mask0.75", "white0.8"), strict=True):
-            axes[1].annotate(k, (x, y), fontsize=6)
+    markers = {"mask0.75": "o", "white0.8": "s", "mask0.25": "^", "white0.2": "v"}
+    for j, (rule, r) in enumerate(row["rules"].items()):
+        for k, mk in markers.items():
+            v = r["reads"][k]
+            axes[1].scatter(v["steps"], v["mse"], marker=mk, color=f"C{j}",
+                            label=f"{rule} (write {r['write_steps']:.0f} steps/item)" if k == "mask0.75" else None)
+            axes[1].annotate(f"{k} acc {v['acc']:.2f}", (v["steps"], v["mse"]), fontsize=5)
+    axes[1].set_yscale("log")
     axes[1].set_xlabel("read relaxation steps")
-    axes[1].set_ylabel("accuracy (MSE < 0.01)")
-    axes[1].set_title("stopping rules on the hard protocol")
-    axes[1].legend(fontsize=7)
+    axes[1].set_ylabel("MSE ([-1, 1] units)")
+    axes[1].set_title(f"stopping rules (N={row['N']}; o mask0.75, s white0.8, ^ mask0.25, v white0.2)")
+    axes[1].legend(fontsize=6)
     experiment.save_figure(fig, path)
 
 

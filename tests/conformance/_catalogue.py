@@ -272,7 +272,8 @@ CONSTRUCTOR_SPECS: dict[str, dict[str, Any]] = {
         "dim": DIM, "n_layers": Int(2), "h_dim": DIM, "activation": Choice(("relu", "gelu", "tanh", "linear")),
         "sigma_obs": POS, "sigma_data": Real(0, lo_open=True, allow_none=True),
         "training": Choice(("online", "offline")), "epochs": Int(1), "weight_lr": POS, "T_infer": Int(1),
-        "activation_lr": POS, "activation_optimizer": Choice(("adam", "sgd")), "infer_tol": NONNEG, "seed": SEED,
+        "activation_lr": POS, "activation_optimizer": Choice(("adam", "sgd")), "infer_tol": NONNEG,
+        "infer_rtol": Real(0, 1, hi_open=True), "seed": SEED,
         **_DEVICE},
     "BayesPCN": {
         "dim": DIM, "n_layers": Int(2), "h_dim": DIM, "activation": Choice(("relu", "gelu", "tanh", "linear")),

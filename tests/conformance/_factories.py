@@ -182,7 +182,7 @@ def _factories() -> list[Factory]:
         Factory(varmem.PredictiveCodingMemory,
                 dict(dim=4, n_layers=2, h_dim=4, activation="relu", sigma_obs=1.0, sigma_data=None,
                      training="online", epochs=2, weight_lr=0.1, T_infer=5, activation_lr=0.05,
-                     activation_optimizer="adam", infer_tol=1e-3, seed=0, **dev),
+                     activation_optimizer="adam", infer_tol=1e-3, infer_rtol=0.0, seed=0, **dev),
                 real4, _noisy(real4, [0, 3, 4], 10, 0.2), _mask(3, 4, 20),
                 options={"pc": PC, "pc_pyro": PC}, num_weights=lambda m: 0),
         Factory(varmem.BayesPCN,
