@@ -54,7 +54,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--read-steps", type=int, default=200)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--conv-epochs", type=int, default=300)
+    p.add_argument("--conv-epochs", type=int, default=300, help="0: no convolutional memory")
     args = p.parse_args(argv)
     if args.smoke:
         args.items, args.widths, args.patch_widths = [4], [32], [32]
@@ -173,15 +173,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         r = rows[-1]
         tqdm.write(f"{data:7s} N={n:4d} h={h:5d}  noise acc {r['white']['acc']:.2f} (mse {r['white']['mse01']:.4f})"
                    f"  half acc {r['bottom']['acc']:.2f} (mse {r['bottom']['mse01']:.4f})")
-    conv = run_conv(patches[:min(args.items)], args)
+    conv = run_conv(patches[:min(args.items)], args) if args.conv_epochs > 0 else None
     result = {"experiment": "PC recall vs stored items by width (Salvatori et al. 2021 at CPU size)",
               **experiment.record(args), "settings": experiment.settings(args), "rows": rows,
-              "conv_patches": {"N": min(args.items), **conv}, "published_cifar10_read_from_figure_U": PUBLISHED}
+              "conv_patches": None if conv is None else {"N": min(args.items), **conv},
+              "published_cifar10_read_from_figure_U": PUBLISHED}
     written = experiment.save_results(args.output, JSON_NAME, result, {PNG_NAME: lambda p: plot(result, p)})
-    print(f"conv PC memory on {min(args.items)} patches: energy {conv['energy_first']:.1f} -> "
-          f"{conv['energy_last']:.2f};"
-          f" noise acc {conv['white']['acc']:.2f} (mse {conv['white']['mse01']:.4f}), half acc "
-          f"{conv['bottom']['acc']:.2f} (mse {conv['bottom']['mse01']:.4f})")
+    if conv is not None:
+        print(f"conv PC memory on {min(args.items)} patches: energy {conv['energy_first']:.1f} -> "
+              f"{conv['energy_last']:.2f}; noise acc {conv['white']['acc']:.2f} (mse {conv['white']['mse01']:.4f}),"
+              f" half acc {conv['bottom']['acc']:.2f} (mse {conv['bottom']['mse01']:.4f})")
     print(experiment.wrote(written))
     return result
 

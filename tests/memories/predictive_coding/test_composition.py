@@ -173,6 +173,11 @@ def test_convolutional_net_trains_on_minibatches_with_a_record_per_epoch():
      "w_optimizer"),
     (lambda: PCNet((3,), [Dense(3, 2)]).fit(torch.randn(2, 2), epochs=0, progress=False), ValueError, "epochs"),
     (lambda: PCNet((3,), [Dense(3, 2)]).read(torch.randn(2, 2), procedure="all"), ValueError, "procedure"),
+    (lambda: PCNet((3,), [Dense(3, 2)]).fit(torch.randn(2, 3), progress=False), ValueError, "data must be"),
+    (lambda: PCNet((3,), [Dense(3, 2)]).fit([[0.0, 1.0]], progress=False), TypeError, "data must be"),
+    (lambda: PCNet((3,), [Dense(3, 2)]).fit(torch.tensor([[0.0, float("nan")]]), progress=False), ValueError,
+     "NaN"),
+    (lambda: PCNet((3,), [Dense(3, 2)]).read(torch.randn(2, 2), torch.ones(2, 2)), ValueError, "mask must be"),
 ])
 def test_bad_arguments_name_the_problem(build, error, words):
     with pytest.raises(error, match=words):

@@ -397,7 +397,7 @@ class PCNet(nn.Module):
         check_bool(progress, "progress")
         if path is not None:
             check_choice(path, "path", ("fused", "autograd"))
-        data = data.reshape(data.shape[0], *self.shapes[-1])
+        data = self._as_sensory(data, "data")
         N = data.shape[0]
         batch_size = N if batch_size is None else check_positive_int(batch_size, "batch_size")
         x_optimizer = x_optimizer or functools.partial(torch.optim.SGD, lr=0.1)
@@ -438,6 +438,20 @@ class PCNet(nn.Module):
                 callback(epoch, record)
         return record
 
+    def _as_sensory(self, x: Any, name: str) -> Tensor:
+        """``x`` as ``[B, *sensory shape]`` (flat ``[B, D]`` accepted) in the network's dtype and
+        device, with a clear error for anything else."""
+        if not torch.is_tensor(x) or not torch.is_floating_point(x):
+            raise TypeError(f"{name} must be a floating tensor, got {type(x).__name__}"
+                            f"{'' if not torch.is_tensor(x) else ' of ' + str(x.dtype)}")
+        if x.dim() < 2 or x[0].numel() != self.dim:
+            raise ValueError(f"{name} must be [B, {self.dim}] or [B, *{self.shapes[-1]}], got {tuple(x.shape)}")
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError(f"{name} contains NaN or inf")
+        p = next(self.parameters(), None)
+        like = p if p is not None else x
+        return x.reshape(x.shape[0], *self.shapes[-1]).to(like.device, like.dtype)
+
     # --- reading -------------------------------------------------------------------------------
     @torch.no_grad()
     def read(self, cue: Tensor, mask: Tensor | None = None, *, procedure: str | None = None,
@@ -454,9 +468,14 @@ class PCNet(nn.Module):
         check_choice(proc, "procedure", ("clamp_predict", "joint", "relax_all"))
         steps, n_repeat = check_positive_int(steps, "steps"), check_positive_int(n_repeat, "n_repeat")
         x_optimizer = x_optimizer or functools.partial(torch.optim.SGD, lr=0.1)
+        if torch.is_tensor(cue) and torch.is_tensor(mask) and mask.dtype == torch.bool and mask.shape == cue.shape:
+            cue = torch.where(mask, cue, torch.zeros((), dtype=cue.dtype, device=cue.device))  # unknown: never read
+        cue = self._as_sensory(cue, "cue")
         B = cue.shape[0]
-        cue = cue.reshape(B, *self.shapes[-1])
-        known = None if mask is None else mask.reshape(B, *self.shapes[-1])
+        if mask is not None and (not torch.is_tensor(mask) or mask.dtype != torch.bool
+                                 or mask.numel() != cue.numel()):
+            raise ValueError(f"mask must be a bool tensor with the cue's {tuple(cue.shape)} entries")
+        known = None if mask is None else mask.reshape(B, *self.shapes[-1]).to(cue.device)
         generator = make_generator(seed, "cpu")
         x = cue.clone()
         if known is not None:
