@@ -18,7 +18,8 @@ BayesPCN's GPCN baselines, or plain gradient steps ``γ``); learning is the loca
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -26,6 +27,7 @@ from tqdm.auto import tqdm
 
 from ...evidence import Evidence
 from ...validation import check_bool, check_choice, check_number, check_positive, check_positive_int, check_values
+from .composition import FitRecord
 from .network import PCNetwork
 
 __all__ = ["PredictiveCodingMemory"]
@@ -96,6 +98,7 @@ class PredictiveCodingMemory(PCNetwork):
         for i, w in enumerate(self.initial_means(1, self.dtype)):
             self.register_buffer(f"W{i}", w[0])
         self.register_buffer("items", torch.empty(0, dim, device=self.device, dtype=self.dtype))
+        self.fit_record: FitRecord | None = None  # the energy per epoch of the last offline training
         self._generator = torch.Generator(device=self.device).manual_seed(self.seed)
 
     def __len__(self) -> int:
@@ -153,11 +156,14 @@ class PredictiveCodingMemory(PCNetwork):
         return super().compute_evidence(cue, mask, **options)
 
     # --- learning ------------------------------------------------------------------------------
-    def _train_step(self, x: Tensor, generator: torch.Generator) -> None:
-        """Relax the hidden layers with ``a_0 = x`` clamped, then one local weight update."""
+    def _train_step(self, x: Tensor, generator: torch.Generator) -> tuple[float, int]:
+        """Relax the hidden layers with ``a_0 = x`` clamped, then one local weight update; returns
+        the mean energy ``−log p(a | W)`` per item at the relaxed activities (before the weight
+        step) and the relaxation steps taken."""
         acts = [x.unsqueeze(0)] + self.init_hidden(x.shape[0], 1, generator)
-        acts, _, _, _ = self.relax(acts, None, steps=self.T_infer, lr=self.activation_lr,
-                                   optimizer=self.activation_optimizer, tol=self.infer_tol, rtol=self.infer_rtol)
+        acts, trace, steps, _ = self.relax(acts, None, steps=self.T_infer, lr=self.activation_lr,
+                                           optimizer=self.activation_optimizer, tol=self.infer_tol,
+                                           rtol=self.infer_rtol)
         inputs = self._inputs(acts)
         new = []
         for i in range(self.n_layers):
@@ -169,6 +175,7 @@ class PredictiveCodingMemory(PCNetwork):
                                      "sensory layer) is too large, or activation_lr made the relaxation diverge")
         for i, w in enumerate(new):
             setattr(self, f"W{i}", w)
+        return float(trace[-1].mean()), steps
 
     def write(self, items: Any, *, progress: bool = False) -> "PredictiveCodingMemory":
         """Store ``items`` (``[N, D]`` or ``[D]``): online, one local-learning step per item, in
@@ -189,21 +196,40 @@ class PredictiveCodingMemory(PCNetwork):
             raise
         return self
 
-    def fit(self, epochs: int | None = None, *, progress: bool = False) -> "PredictiveCodingMemory":
-        """Train ``epochs`` (default ``self.epochs``) more full-batch epochs over the stored items."""
+    def fit(self, epochs: int | None = None, *, progress: bool = False,
+            callback: Callable[[int, FitRecord], Any] | None = None) -> "PredictiveCodingMemory":
+        """Train ``epochs`` (default ``self.epochs``) more full-batch epochs over the stored items.
+
+        The energy of every epoch (mean ``−log p(a | W)`` per item at the relaxed activities, before
+        that epoch's weight step), its seconds and the relaxation steps are recorded in
+        :attr:`fit_record` (a :class:`~varmem.memories.predictive_coding.FitRecord`, also kept by an
+        offline :meth:`write`); ``callback(epoch, record)`` is called after each epoch and the
+        progress bar shows the energy."""
         epochs = check_positive_int(self.epochs if epochs is None else epochs, "epochs")
         check_bool(progress, "progress")
+        if callback is not None and not callable(callback):
+            raise TypeError(f"callback must be callable (epoch, record), got {callback!r}")
         if len(self) == 0:
             raise ValueError("PredictiveCodingMemory is empty: write items before fitting")
         before = self._snapshot()
         try:
             with torch.no_grad():
-                self._fit(epochs, progress)
+                self._fit(epochs, progress, callback)
         except BaseException:
             self._restore(before)
             raise
         return self
 
-    def _fit(self, epochs: int, progress: bool) -> None:
-        for _ in tqdm(range(epochs), desc="GPCN epochs", disable=not progress, leave=False):
-            self._train_step(self.items, self._generator)
+    def _fit(self, epochs: int, progress: bool, callback: Callable[[int, FitRecord], Any] | None = None) -> None:
+        record = FitRecord()
+        bar = tqdm(range(epochs), desc="GPCN epochs", disable=not progress, leave=False)
+        for epoch in bar:
+            t0 = time.perf_counter()
+            energy, steps = self._train_step(self.items, self._generator)
+            record.energy.append(energy)
+            record.seconds.append(time.perf_counter() - t0)
+            record.steps += steps
+            bar.set_postfix(energy=f"{energy:.4g}")
+            if callback is not None:
+                callback(epoch, record)
+        self.fit_record = record
