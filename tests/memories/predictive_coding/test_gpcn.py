@@ -225,3 +225,17 @@ def test_offline_training_records_the_energy_per_epoch_and_calls_back():
     assert first.energy[0] == pytest.approx(float(ref.compute_energy(code).mean()), rel=1e-9)
     with pytest.raises(TypeError, match="callback"):
         m.fit(1, callback=3)
+
+
+def test_relaxation_without_a_record_takes_the_same_steps_and_ends_in_the_same_state():
+    m = _small().write(torch.randn(3, 6))
+    x = torch.randn(4, 6)
+    runs = []
+    for record in (True, False):
+        acts = [x.unsqueeze(0)] + m.init_hidden(4, 1, torch.Generator().manual_seed(3))
+        acts, trace, steps, _ = m.relax(acts, None, steps=25, lr=0.05, tol=0.0, rtol=0.0, record=record)
+        runs.append((torch.cat([a.squeeze(0) for a in acts], -1), trace, steps))
+    (a, full, n), (b, last, n2) = runs
+    assert n == n2 == 25 and full.shape == (26, 4) and last.shape == (1, 4)
+    torch.testing.assert_close(a, b, atol=0, rtol=0)
+    torch.testing.assert_close(last[0], full[-1], atol=0, rtol=0)

@@ -163,7 +163,7 @@ class PredictiveCodingMemory(PCNetwork):
         acts = [x.unsqueeze(0)] + self.init_hidden(x.shape[0], 1, generator)
         acts, trace, steps, _ = self.relax(acts, None, steps=self.T_infer, lr=self.activation_lr,
                                            optimizer=self.activation_optimizer, tol=self.infer_tol,
-                                           rtol=self.infer_rtol)
+                                           rtol=self.infer_rtol, record=False)
         inputs = self._inputs(acts)
         new = []
         for i in range(self.n_layers):
