@@ -24,7 +24,9 @@ Environment (documented commands; no network at run time)::
     python experiments/bench_pc.py --pcx-python <venvs>/pcx/bin/python          # N = 16, 64
     python experiments/bench_pc.py --smoke                                        # varmem only, seconds
 
-fabricpc 0.6.0 needs ``jax>=0.7`` (so another environment) and is not driven by this script yet.
+fabricpc 0.6.0 installs too (another environment: ``pip install "jax>=0.7" "fabricpc==0.6.0"``, it
+brings jax 0.10.2) but is not driven by this script yet: its graph API uses post-synaptic
+activations and its own initialisation, so matching varmem's algorithm needs a port not written.
 """
 
 from __future__ import annotations
