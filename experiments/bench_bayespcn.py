@@ -4,7 +4,7 @@ What is compared
 ----------------
 * **varmem**: ``varmem.BayesPCN`` (camera-ready defaults: Adam 0.01, at most ``T = 500`` steps;
   early stop by the official absolute test ``|ΔF| ≤ 1e-3`` or by the scale-aware relative test
-  ``infer_rtol`` (default 1e-4: every cue's ``|ΔF| ≤ 1e-4·|F|`` at some step; ``--rtol 0`` turns
+  ``infer_rtol`` (default 1e-6: every cue's ``|ΔF| ≤ 1e-6·|F|`` at some step; ``--rtol 0`` turns
   it off); energy and hand-written local-error gradient in one fused pass (``FusedEnergy``: constant
   layer terms prepared once per relaxation, ``[R | U]`` in one matmul, no autograd), in-place Adam
   on one flat activity buffer, the ``K`` particles as one batched ``[K, …]`` tensor, white-noise

@@ -9,6 +9,7 @@ import torch
 
 from varmem.corruptions import (
     CORRUPTIONS,
+    bottom_rows_mask,
     channel_rotation,
     corrupt,
     pixel_drop,
@@ -179,12 +180,14 @@ def test_corrupt_defaults(generator):
     assert torch.equal(corrupt(x, "color", 2)[0], x[:, [2, 0, 1]])
     _, mask = corrupt(x, "mask", 0.5)
     assert not bool(mask[..., 8:].any()) and bool(mask[..., :8].all())
-    assert CORRUPTIONS == ("white", "drop", "mask", "square", "color")
+    assert CORRUPTIONS == ("white", "drop", "mask", "square", "color", "bottom")
+    _, mask = corrupt(x, "bottom")  # Salvatori / PCX: the bottom half hidden
+    assert not bool(mask[..., 8:, :].any()) and bool(mask[..., :8, :].all())
 
 
 def test_errors(generator):
     x = _images(generator, 2, 3, 8, 8)
-    with pytest.raises(ValueError, match="white, drop, mask, square, color"):
+    with pytest.raises(ValueError, match="white, drop, mask, square, color, bottom"):
         corrupt(x, "blur")
     for p in (-0.1, 1.5, float("nan")):
         with pytest.raises(ValueError, match=r"\[0, 1\]"):
@@ -218,3 +221,18 @@ def test_errors(generator):
         square_occlusion(x, 2.5)
     with pytest.raises(TypeError, match="shift"):
         channel_rotation(x, 1.0)
+
+
+def test_bottom_rows_mask_hides_floor_p_h_rows_whatever_the_layout():
+    x = torch.arange(2 * 3 * 5 * 4, dtype=torch.float64).reshape(2, 3, 5, 4)
+    for p, k in ((0.0, 0), (0.2, 1), (0.5, 2), (0.6, 3), (1.0, 5)):
+        y, mask = bottom_rows_mask(x, p, fill=-1.0)
+        hidden = ~mask
+        assert int(hidden.sum()) == 2 * 3 * k * 4  # ⌊p·H⌋ rows, every column and channel
+        if k:
+            assert bool(hidden[..., 5 - k:, :].all()) and bool((y[..., 5 - k:, :] == -1).all())
+        assert torch.equal(y[mask], x[mask])
+    yf, mf = bottom_rows_mask(x.reshape(2, -1), 0.5, image_shape=(3, 5, 4))
+    assert torch.equal(yf, bottom_rows_mask(x, 0.5)[0].reshape(2, -1))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        bottom_rows_mask(x, 1.5)

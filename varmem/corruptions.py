@@ -12,6 +12,7 @@ name       corruption                                       level               
 white      ``x + std·ε``, ``ε ~ N(0, 1)``, not clipped       ``std``             0.2
 drop       each pixel dropped with probability ``p``        ``p``               0.25
 mask       right-most ``⌊p·W⌋`` columns hidden               ``p``               0.25
+bottom     bottom ``⌊p·H⌋`` rows hidden (Salvatori, PCX)     ``p``               0.5
 square     one ``size × size`` grey square per image        ``size``            ``H // 2``
 color      cyclic channel shift (R←G, G←B, B←R)             ``shift``           1
 =========  ===============================================  ==================  =============
@@ -33,12 +34,13 @@ __all__ = [
     "white_noise",
     "pixel_drop",
     "right_columns_mask",
+    "bottom_rows_mask",
     "square_occlusion",
     "channel_rotation",
     "corrupt",
 ]
 
-CORRUPTIONS: tuple[str, ...] = ("white", "drop", "mask", "square", "color")
+CORRUPTIONS: tuple[str, ...] = ("white", "drop", "mask", "square", "color", "bottom")
 
 _ImageShape = Sequence[int] | None
 
@@ -159,6 +161,20 @@ def right_columns_mask(
     return _apply_pixel_mask(x4, known_cols.expand(b, h, w), fill, x.shape)
 
 
+def bottom_rows_mask(
+    x: Tensor, p: float = 0.5, *, fill: float = 0.0, image_shape: _ImageShape = None
+) -> tuple[Tensor, Tensor]:
+    """Hide the bottom ``k = ⌊p·H⌋`` rows of every image (set to ``fill``): the half-image cue of
+    Salvatori et al. (2021) and of PCX's associative-memory example at ``p = 0.5``."""
+    p = check_unit_interval(p, "p")
+    fill = check_finite(fill, "fill")
+    x4 = _as_images(x, image_shape)
+    b, _, h, w = x4.shape
+    k = math.floor(p * h + 1e-9)  # tolerate p·H landing just below an integer
+    known_rows = torch.arange(h, device=x4.device) < h - k  # [H]
+    return _apply_pixel_mask(x4, known_rows[:, None].expand(h, w).expand(b, h, w), fill, x.shape)
+
+
 def square_occlusion(
     x: Tensor, size: int, *, generator: torch.Generator | None = None, fill: float = 0.5,
     image_shape: _ImageShape = None,
@@ -210,6 +226,8 @@ def corrupt(
         return pixel_drop(x, 0.25 if level is None else level, generator=generator, image_shape=image_shape)
     if name == "mask":
         return right_columns_mask(x, 0.25 if level is None else level, image_shape=image_shape)
+    if name == "bottom":
+        return bottom_rows_mask(x, 0.5 if level is None else level, image_shape=image_shape)
     if name == "square":
         size = _as_images(x, image_shape).shape[2] // 2 if level is None else level
         return square_occlusion(x, size, generator=generator, image_shape=image_shape)

@@ -276,7 +276,7 @@ def _check_level(name: str, level: Any, image_shape: Sequence[int]) -> float | i
         if v > SCALE_RANGE[1]:
             raise ValueError(f"{what} (the noise std) must be at most {SCALE_RANGE[1]:g}, got {level!r}")
         return v
-    if name in ("drop", "mask"):
+    if name in ("drop", "mask", "bottom"):
         v = check_finite(level, what)
         if not 0 < v < 1:
             raise ValueError(f"{what} is a probability and must lie in (0, 1) (1 hides every pixel), got {level!r}")

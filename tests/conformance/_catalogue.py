@@ -290,14 +290,16 @@ CONSTRUCTOR_SPECS: dict[str, dict[str, Any]] = {
         "dim": DIM, "n_layers": Int(2), "h_dim": DIM, "activation": Choice(("relu", "gelu", "tanh", "linear")),
         "sigma_obs": POS, "sigma_data": Real(0, lo_open=True, allow_none=True),
         "training": Choice(("online", "offline")), "epochs": Int(1), "weight_lr": POS, "T_infer": Int(1),
-        "activation_lr": POS, "activation_optimizer": Choice(("adam", "sgd")), "infer_tol": NONNEG, "seed": SEED,
+        "activation_lr": POS, "activation_optimizer": Choice(("adam", "sgd")), "infer_tol": NONNEG,
+        "infer_rtol": Real(0, 1, hi_open=True), "seed": SEED,
         **_DEVICE},
     "BayesPCN": {
         "dim": DIM, "n_layers": Int(2), "h_dim": DIM, "activation": Choice(("relu", "gelu", "tanh", "linear")),
         "sigma_prior": POS, "sigma_obs": POS, "sigma_data": Real(0, lo_open=True, allow_none=True),
         "n_particles": Int(1), "log_prob": Choice(("p_pred", "map")),
         "ensemble_log_joint": Choice(("individual", "shared")), "T_infer": Int(1), "activation_lr": POS,
-        "infer_tol": NONNEG, "infer_rtol": Real(0, 1, hi_open=True), "write_batch": Int(1), "resample": Bool(),
+        "infer_tol": NONNEG, "infer_rtol": Real(0, 1, hi_open=True), "write_batch": Int(1),
+        "write_objective": Choice(("independent", "joint")), "resample": Bool(),
         "resample_threshold": Real(0, 1), "keep_history": Bool(), "seed": SEED, **_DEVICE},
     "ClassicalHopfield": {"dim": DIM, "rule": Choice(("hebbian", "storkey")), **_DEVICE},
     "DenseAssociativeMemory": {
@@ -378,7 +380,23 @@ class Drive:
                               ("list of floats", [0.1, 0.2], "invalid", None)]
 
 
-_PC = {"max_steps": Int(1, allow_none=True), "lr": Real(0, allow_none=True), "n_repeat": Int(1),
+@dataclass(frozen=True)
+class StartValue:
+    """The ``start`` option of the predictive-coding reads: a start name or a finite number."""
+
+    names: tuple[str, ...]
+
+    def values(self, canonical: Any) -> list[Value]:
+        return _junk(False) + [("upper case", self.names[0].upper(), "invalid", None),
+                               ("unknown name", "cue", "invalid", None), ("True", True, "invalid", None),
+                               ("NaN", math.nan, "invalid", None), ("+inf", math.inf, "invalid", None),
+                               ("list [0.5]", [0.5], "invalid", None),
+                               ("float -1.0", -1.0, "edge", None), ("int 0", 0, "edge", None)]
+
+
+_PC = {"procedure": Choice(("clamp_predict", "joint", "relax_all"), allow_none=True),
+       "start": StartValue(("zero", "prior_mean")), "max_steps": Int(1, allow_none=True),
+       "lr": Real(0, allow_none=True), "n_repeat": Int(1),
        "tol": Real(0, allow_none=True), "rtol": Real(0, allow_none=True), "seed": Int(0, allow_none=True, seed=True),
        "progress": Bool()}
 _ITERATIVE = {"scheme": Choice(("map", "bp", "pc")), "optimizer": Choice(("lbfgs", "adam"), allow_none=True),

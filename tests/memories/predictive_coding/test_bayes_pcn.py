@@ -244,7 +244,7 @@ def test_write_uses_the_relative_early_stop_and_zero_disables_it():
         stops.append((steps, trace))
     (n_full, full), (n_early, _) = stops
     assert n_full == 400 and n_early == _first_settled_step(full[:-1], 1e-3) < 400
-    assert varmem.BayesPCN(6).infer_rtol == 1e-4  # the default (chosen at equal recall, see bench_bayespcn)
+    assert varmem.BayesPCN(6).infer_rtol == 1e-6  # the default (never below the official recall, pc_read_options)
 
 
 # --- recall --------------------------------------------------------------------------------------
@@ -405,7 +405,8 @@ def test_camera_ready_defaults():
     assert m.config() == {
         "dim": 6, "n_layers": 4, "h_dim": 256, "activation": "relu", "sigma_prior": 1.0, "sigma_obs": 0.01,
         "sigma_data": None, "n_particles": 1, "log_prob": "p_pred", "ensemble_log_joint": "individual",
-        "T_infer": 500, "activation_lr": 0.01, "infer_tol": 1e-3, "infer_rtol": 1e-4, "write_batch": 1,
+        "T_infer": 500, "activation_lr": 0.01, "infer_tol": 1e-3, "infer_rtol": 1e-6, "write_batch": 1,
+        "write_objective": "independent",
         "resample": False, "resample_threshold": 0.5, "keep_history": True, "seed": 0,
     }
     assert m.layer_sigma2(0) == m.layer_sigma2(1) == 0.01**2

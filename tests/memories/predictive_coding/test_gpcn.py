@@ -202,3 +202,40 @@ def test_empty_memory_refuses_reads_and_save_load_round_trips(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), m.state_dict().values(), strict=True))
     cue = torch.randn(2, 6, dtype=torch.float32)
     torch.testing.assert_close(loaded.retrieve(cue, seed=0).pattern, m.retrieve(cue, seed=0).pattern)
+
+
+def test_offline_training_records_the_energy_per_epoch_and_calls_back():
+    x = torch.randn(3, 6, generator=torch.Generator().manual_seed(2))
+    m = _small(training="offline", epochs=3, T_infer=7, infer_tol=0.0, infer_rtol=0.0)
+    start = [m.weight(i).clone() for i in range(m.n_layers)]
+    seen = []
+    m.write(x)  # three epochs, recorded
+    assert len(m.fit_record.energy) == 3 and m.fit_record.steps == 3 * 7
+    m.fit(2, callback=lambda epoch, rec: seen.append((epoch, len(rec.energy))))
+    assert seen == [(0, 1), (1, 2)] and len(m.fit_record.seconds) == 2
+    # independent: the first epoch's energy is the mean −log p(a | W) at the relaxed activities,
+    # recomputed from the initial weights and the same random start
+    ref = _small(training="offline", epochs=3, T_infer=7, infer_tol=0.0, infer_rtol=0.0)
+    for i, w in enumerate(start):
+        setattr(ref, f"W{i}", w)
+    acts = [x.unsqueeze(0)] + ref.init_hidden(3, 1, torch.Generator().manual_seed(ref.seed))
+    acts, _, _, _ = ref.relax(acts, None, steps=7, lr=ref.activation_lr, tol=0.0)
+    code = ref.join_code([a.squeeze(0) for a in acts])
+    first = _small(training="offline", epochs=1, T_infer=7, infer_tol=0.0, infer_rtol=0.0).write(x).fit_record
+    assert first.energy[0] == pytest.approx(float(ref.compute_energy(code).mean()), rel=1e-9)
+    with pytest.raises(TypeError, match="callback"):
+        m.fit(1, callback=3)
+
+
+def test_relaxation_without_a_record_takes_the_same_steps_and_ends_in_the_same_state():
+    m = _small().write(torch.randn(3, 6))
+    x = torch.randn(4, 6)
+    runs = []
+    for record in (True, False):
+        acts = [x.unsqueeze(0)] + m.init_hidden(4, 1, torch.Generator().manual_seed(3))
+        acts, trace, steps, _ = m.relax(acts, None, steps=25, lr=0.05, tol=0.0, rtol=0.0, record=record)
+        runs.append((torch.cat([a.squeeze(0) for a in acts], -1), trace, steps))
+    (a, full, n), (b, last, n2) = runs
+    assert n == n2 == 25 and full.shape == (26, 4) and last.shape == (1, 4)
+    torch.testing.assert_close(a, b, atol=0, rtol=0)
+    torch.testing.assert_close(last[0], full[-1], atol=0, rtol=0)

@@ -2,12 +2,16 @@
 
 :class:`PredictiveCodingMemory` (GPCN, Salvatori et al. 2021) and :class:`BayesPCN` (Yoo & Wood
 2022) share the network of :mod:`.network` (energy, hand-written gradient, fused relaxation, Pyro
-model) and its readers ``pc`` / ``pc_pyro`` (:mod:`.readers`).
+model) and its readers ``pc`` / ``pc_pyro`` (:mod:`.readers`).  :class:`PCNet` (:mod:`.composition`)
+builds a predictive-coding network from layers (dense, convolution, transposed convolution;
+Gaussian or Bernoulli nodes; any ``torch.optim`` optimiser for activities and weights).
 """
 
 from .bayes_pcn import BayesPCN
+from .composition import Conv2d, ConvTranspose2d, Dense, FitRecord, PCNet
 from .gpcn import PredictiveCodingMemory
 from .network import ACTIVATIONS, PCNetwork
 from .readers import PCReadable
 
-__all__ = ["BayesPCN", "PredictiveCodingMemory", "PCNetwork", "PCReadable", "ACTIVATIONS"]
+__all__ = ["BayesPCN", "PredictiveCodingMemory", "PCNetwork", "PCReadable", "ACTIVATIONS", "PCNet", "Dense",
+           "Conv2d", "ConvTranspose2d", "FitRecord"]

@@ -1,16 +1,29 @@
 """``"pc"`` and ``"pc_pyro"``: read a predictive-coding memory by MAP inference of its activities.
 
-Both engines compute the same thing (BayesPCN's read, Yoo & Wood 2022, §1.3 of the reference):
+Both engines compute the same thing.  The read *procedure* is an explicit option
+(``procedure``); left at None it is ``"clamp_predict"`` for a full cue and ``"joint"`` for a
+partial one (BayesPCN's read, Yoo & Wood 2022, §1.3 of the reference), and the one that ran is
+recorded in ``info["procedure"]``:
 
-* **full cue** (``mask=None``, e.g. white noise): ``n_repeat`` rounds of (a) clamp the sensory
-  layer to the current estimate (first the cue), draw the hidden activities ``h^{-1/2} N(0, I)``
-  and maximise ``log p(a | M)`` over them; (b) set the sensory layer to its most probable value
-  given the hidden ones: the top-down prediction ``f(a_1) R_0`` for ``K = 1`` (the exact argmax,
-  which the official code approaches with 500 more Adam steps), for ``K > 1`` the
-  responsibility-weighted prediction polished by ``steps`` Adam steps on the sensory layer.
-  ``n_repeat = 30`` is Salvatori et al.'s iterated clamp / relax / predict procedure.
-* **partial cue** (``mask`` given: drop, mask): observed entries clamped to the cue; the hidden
-  activities and the unknown sensory entries are optimised jointly for ``n_repeat · steps`` steps.
+* ``"clamp_predict"``: ``n_repeat`` rounds of (a) clamp the whole sensory layer to the current
+  estimate (first the cue, unknown entries at their start value), draw the hidden activities
+  ``h^{-1/2} N(0, I)`` and maximise ``log p(a | M)`` over them; (b) set the sensory layer (its
+  unknown entries, for a partial cue) to its most probable value given the hidden ones: the
+  top-down prediction ``f(a_1) R_0`` for ``K = 1`` (the exact argmax, which the official code
+  approaches with 500 more Adam steps), for ``K > 1`` the responsibility-weighted prediction
+  polished by ``steps`` Adam steps.  ``n_repeat = 30`` is Salvatori et al.'s iterated function F.
+* ``"joint"``: the observed sensory entries clamped to the cue; the hidden activities and the
+  unknown sensory entries are optimised jointly for ``n_repeat · steps`` steps (for a full cue
+  only the hidden ones move and the pattern is the cue).
+* ``"relax_all"``: every sensory entry is free, started at the cue (unknown entries at their start
+  value), and optimised jointly with the hidden activities for ``n_repeat · steps`` steps: the
+  noisy cue is only a starting point (PCX's noisy-cue read).
+
+``start`` is the start value of the unknown sensory entries (``mask`` False): ``"zero"``,
+``"prior_mean"`` (the network's top-down pass of means, see ``PCNetwork.prior_prediction``) or a
+number (``-1``: the official BayesPCN code, whose hidden pixels hold -1).  What a cue holds at its
+unknown entries is never read (the protocol replaces it by 0).  The default, ``"zero"``, was chosen
+by measurement (``experiments/pc_read_options.py``).
 
 ``"pc"`` uses the memory's hand-written local-error gradient (vectorised over cues and particles);
 ``"pc_pyro"`` optimises an ``AutoDelta`` guide over the activity sites of ``memory.model`` with the
@@ -36,6 +49,7 @@ from ...validation import (
     DIVERGED,
     check_bool,
     check_choice,
+    check_finite,
     check_non_negative,
     check_positive_int,
     check_seed,
@@ -71,6 +85,42 @@ class PCReadable(Protocol):
 
     def default_options(self, method: str) -> dict[str, Any]: ...
 
+    def prior_prediction(self, dtype: torch.dtype) -> Tensor: ...
+
+
+PROCEDURES = ("clamp_predict", "joint", "relax_all")
+"""The read procedures of ``"pc"`` / ``"pc_pyro"`` (see the module docstring)."""
+STARTS = ("zero", "prior_mean")
+"""The named start values of unknown sensory entries (a number is also accepted)."""
+DEFAULT_START = "zero"
+"""Measured in ``experiments/pc_read_options.py`` (see the PC guide)."""
+
+
+def _procedure(procedure: Any, mask: Tensor | None) -> str:
+    if procedure is None:
+        return "clamp_predict" if mask is None else "joint"
+    return check_choice(procedure, "option procedure", PROCEDURES)
+
+
+def _check_start(start: Any) -> Any:
+    if isinstance(start, str):
+        return check_choice(start, "option start", STARTS)
+    try:
+        return check_finite(start, "option start")
+    except TypeError:
+        raise TypeError(f"option start must be one of {list(STARTS)} or a finite number, got {start!r}") from None
+
+
+def _start(memory: Any, cue: Tensor, mask: Tensor | None, start: Any) -> Tensor:
+    """The sensory estimate a read starts from ``[B, D]``: the cue, unknown entries at ``start``."""
+    if mask is None:
+        return cue.clone()
+    if start == "prior_mean":
+        fill = memory.prior_prediction(cue.dtype).to(cue.device)
+    else:
+        fill = torch.zeros((), dtype=cue.dtype, device=cue.device) + (0.0 if start == "zero" else float(start))
+    return torch.where(mask, cue, fill)
+
 
 def _resolve(memory: Any, method: str, max_steps: int | None, lr: float | None, tol: float | None,
              rtol: float | None, n_repeat: int, seed: Any, progress: Any) -> tuple[int, float, float, float]:
@@ -87,26 +137,28 @@ def _resolve(memory: Any, method: str, max_steps: int | None, lr: float | None, 
 
 
 def _result(memory: Any, method: str, acts: list[Tensor], traces: list[Tensor], steps: int,
-            converged: Tensor | None) -> Retrieval:
+            converged: Tensor | None, procedure: str, start: Any) -> Retrieval:
     with torch.no_grad():
         energy, _, r = memory.mixture_energy(acts)
     code = memory.join_code([a.squeeze(0) for a in acts])
     return Retrieval(
         pattern=acts[0].squeeze(0).clone(), method=method, code=code,
         trace=torch.cat(traces) if traces else None, steps=steps, converged=converged,
-        info={"energy": energy, "particle_weights": r.T},
+        info={"energy": energy, "particle_weights": r.T, "procedure": procedure, "start": start},
     )
 
 
 def _polish_sensory(memory: Any, acts: list[Tensor], steps: int, lr: float, optimizer: str, tol: float,
-                    rtol: float = 0.0) -> Tensor:
-    """Most probable sensory layer given the hidden ones (closed form for K = 1)."""
+                    rtol: float = 0.0, mask: Tensor | None = None) -> Tensor:
+    """Most probable sensory layer given the hidden ones (closed form for K = 1); with ``mask``
+    only the unknown entries move, the known ones keep their values in ``acts[0]``."""
     pred = memory.predict_sensory(acts)  # [K, B, D]
     if pred.shape[0] == 1:
-        return pred
+        return pred if mask is None else torch.where(mask, acts[0], pred)
     _, _, r = memory.mixture_energy(acts)
-    acts[0] = (r.unsqueeze(-1) * pred).sum(0, keepdim=True)
-    free = torch.ones_like(acts[0][0], dtype=torch.bool)
+    mean = (r.unsqueeze(-1) * pred).sum(0, keepdim=True)
+    acts[0] = mean if mask is None else torch.where(mask, acts[0], mean)
+    free = torch.ones_like(acts[0][0], dtype=torch.bool) if mask is None else ~mask.expand_as(acts[0][0])
     memory.relax(acts, free, steps=steps, lr=lr, optimizer=optimizer, tol=tol, rtol=rtol, free_hidden=False)
     return acts[0]
 
@@ -117,6 +169,8 @@ def retrieve_pc(
     cue: Tensor,
     mask: Tensor | None,
     *,
+    procedure: str | None = None,
+    start: str | float = DEFAULT_START,
     max_steps: int | None = None,
     lr: float | None = None,
     optimizer: str = "adam",
@@ -129,24 +183,31 @@ def retrieve_pc(
     """Predictive-coding read with hand-written local-error gradients (see module docstring).
 
     Options (None: the memory's :meth:`~varmem.Memory.default_options`, its write-time settings):
+        procedure: ``"clamp_predict"``, ``"joint"`` or ``"relax_all"`` (module docstring); None:
+            ``"clamp_predict"`` for a full cue, ``"joint"`` for a partial one.
+        start: start value of the unknown sensory entries: ``"zero"`` (default), ``"prior_mean"``
+            or a number.
         max_steps: optimiser steps per relaxation (default ``T_infer``; camera-ready 500).
         lr: activity step size (default ``activation_lr``; camera-ready 0.01 with Adam).
         optimizer: ``"adam"`` (official BayesPCN) or ``"sgd"`` (plain ``a ← a − lr ∂E/∂a``).
-        n_repeat: clamp / relax / predict rounds for a full cue; multiplies ``max_steps`` for a
-            partial one.
+        n_repeat: clamp / relax / predict rounds (``"clamp_predict"``); multiplies ``max_steps``
+            for the other procedures.
         tol: early stop when every cue's energy changed by at most ``tol`` in the same step
             (default ``infer_tol``; the official absolute test).
         rtol: early stop once every cue's energy has, at some step, changed by at most
-            ``rtol·|E|`` (default ``infer_rtol``, 0 for a memory without one); see
-            ``PCNetwork.relax``.  ``tol = rtol = 0``: never stop early (``converged`` is None).
+            ``rtol·|E|`` (default ``infer_rtol``); see ``PCNetwork.relax``.  ``tol = rtol = 0``:
+            never stop early (``converged`` is None).
         seed: seeds the random hidden initialisation (``None``: the global RNG).
         progress: show a progress bar.
 
     Returns a :class:`Retrieval` with ``pattern [B, D]``, ``code [B, D + (L-1)h]`` (all
-    activities), ``trace [T, B]`` (energy per step), ``info["energy"] [B]`` and
-    ``info["particle_weights"] [B, K]`` (responsibilities at the final state).
+    activities), ``trace [T, B]`` (energy per step), ``info["energy"] [B]``,
+    ``info["particle_weights"] [B, K]`` (responsibilities at the final state),
+    ``info["procedure"]`` and ``info["start"]``.
     """
     check_choice(optimizer, "option optimizer", ("adam", "sgd"))
+    proc = _procedure(procedure, mask)
+    start = _check_start(start)
     steps, lr, tol, rtol = _resolve(memory, "pc", max_steps, lr, tol, rtol, n_repeat, seed, progress)
     generator = make_generator(seed, cue.device)
     B = cue.shape[0]
@@ -154,26 +215,30 @@ def retrieve_pc(
     total = 0
     with torch.no_grad():
         layers = memory.layer_stats(cue.dtype)
+        x = _start(memory, cue, mask, start).unsqueeze(0)
         bar = tqdm(total=steps * n_repeat, desc="pc read", disable=not progress, leave=False)
-        if mask is None:
-            x = cue.unsqueeze(0)
+        if proc == "clamp_predict":
             for _ in range(n_repeat):
                 acts = [x] + memory.init_hidden(B, 1, generator)
                 acts, trace, done, converged = memory.relax(acts, None, steps=steps, lr=lr, optimizer=optimizer,
                                                             tol=tol, rtol=rtol, layers=layers, progress=bar)
                 traces.append(trace)
                 total += done
-                x = _polish_sensory(memory, acts, steps, lr, optimizer, tol, rtol)
+                x = _polish_sensory(memory, acts, steps, lr, optimizer, tol, rtol, mask)
                 acts[0] = x
         else:
-            acts = [cue.unsqueeze(0).clone()] + memory.init_hidden(B, 1, generator)
-            acts, trace, total, converged = memory.relax(acts, ~mask.expand_as(cue), steps=steps * n_repeat, lr=lr,
+            free = torch.ones_like(cue, dtype=torch.bool) if proc == "relax_all" or mask is None else ~mask
+            if proc == "joint" and mask is None:
+                free = None  # a full cue: nothing sensory to infer
+            acts = [x.clone()] + memory.init_hidden(B, 1, generator)
+            acts, trace, total, converged = memory.relax(acts, free, steps=steps * n_repeat, lr=lr,
                                                          optimizer=optimizer, tol=tol, rtol=rtol, layers=layers,
                                                          progress=bar)
-            acts[0] = torch.where(mask, cue, acts[0])
+            if proc == "joint" and mask is not None:
+                acts[0] = torch.where(mask, cue, acts[0])
             traces.append(trace)
         bar.close()
-    return _result(memory, "pc", acts, traces, total, converged if tol > 0 or rtol > 0 else None)
+    return _result(memory, "pc", acts, traces, total, converged if tol > 0 or rtol > 0 else None, proc, start)
 
 
 @engine("pc_pyro", requires=(PCReadable,))
@@ -182,6 +247,8 @@ def retrieve_pc_pyro(
     cue: Tensor,
     mask: Tensor | None,
     *,
+    procedure: str | None = None,
+    start: str | float = DEFAULT_START,
     max_steps: int | None = None,
     lr: float | None = None,
     n_repeat: int = 1,
@@ -195,8 +262,11 @@ def retrieve_pc_pyro(
     activities as ``"pc"`` (same ``seed`` → same start), loss ``(TraceEnum_)ELBO`` = the energy
     summed over cues, minimised with ``torch.optim.Adam``.  Same options as ``"pc"`` (Adam only; the
     early stop tests the summed loss: ``|ΔE| ≤ tol + rtol·|E|``, so ``converged`` is the same for
-    every cue).  ``trace [T, B]``: each cue's energy after every step.
+    every cue).  ``trace [T, B]``: each cue's energy after every step.  ``"relax_all"`` makes every
+    sensory entry the latent site ``x_missing`` (started at the cue).
     """
+    proc = _procedure(procedure, mask)
+    start = _check_start(start)
     steps, lr, tol, rtol = _resolve(memory, "pc_pyro", max_steps, lr, tol, rtol, n_repeat, seed, progress)
     generator = make_generator(seed, cue.device)
     B, L = cue.shape[0], len(memory.layer_stats(cue.dtype))
@@ -247,14 +317,19 @@ def retrieve_pc_pyro(
                     break
             return acts_now()
 
-    if mask is None:
-        x = cue
+    x = _start(memory, cue, mask, start)
+    if proc == "clamp_predict":
         for _ in range(n_repeat):
             acts = run(x, None, steps)
             with torch.no_grad():
-                x = _polish_sensory(memory, acts, steps, lr, "adam", tol, rtol).squeeze(0)
+                x = _polish_sensory(memory, acts, steps, lr, "adam", tol, rtol, mask).squeeze(0)
             acts[0] = x.unsqueeze(0)
+    elif proc == "relax_all":
+        acts = run(x, torch.zeros_like(cue, dtype=torch.bool), steps * n_repeat)
+    elif mask is None:
+        acts = run(x, None, steps * n_repeat)
     else:
-        acts = run(cue, mask.expand_as(cue), steps * n_repeat)
+        acts = run(x, mask.expand_as(cue), steps * n_repeat)
+        acts[0] = torch.where(mask, cue, acts[0])
     bar.close()
-    return _result(memory, "pc_pyro", acts, traces, total, converged if tol > 0 or rtol > 0 else None)
+    return _result(memory, "pc_pyro", acts, traces, total, converged if tol > 0 or rtol > 0 else None, proc, start)
