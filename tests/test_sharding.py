@@ -1,0 +1,60 @@
+"""Sharded kernel-sum memories on 2 and 4 localhost gloo ranks (:mod:`varmem.sharding`).
+
+References: each sharded read is compared, to 1e-10 in float64, with the single-process read of
+the same items (the shards gathered in rank-major order) — weights, arg-max, exact posterior,
+evidence, fixed-point trace; a checkpoint written by 4 ranks is loaded by 2; a rank that dies in a
+read leaves the other with a ShardFailure and its items.  The checks run inside the workers
+(``tests/_shard_worker.py``); a failing assertion there fails the spawn here.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+import _shard_worker
+from varmem.sharding import ShardedMemory, balanced_counts
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_balanced_counts_fill_the_smallest_shards():
+    assert balanced_counts([0, 0], 5) == [3, 2]
+    assert balanced_counts([4, 1, 2], 4) == [0, 3, 1]  # ends [4, 4, 3]
+    assert balanced_counts([2, 2], 0) == [0, 0]
+
+
+def test_needs_a_process_group_and_a_shardable_memory():
+    import varmem
+
+    with pytest.raises(TypeError, match="shardable"):
+        ShardedMemory(varmem.ClassicalHopfield(4))
+    with pytest.raises(RuntimeError, match="init_process_group"):
+        ShardedMemory(varmem.KernelDensityMemory(3, bandwidth=0.5, noise_scale=0.5))
+
+
+@pytest.mark.parametrize("world", [2, 4])
+def test_sharded_reads_equal_the_single_process_read(world, tmp_path):
+    (tmp_path / "ckpt").mkdir()
+    mp.spawn(_shard_worker.check_reads, args=(world, _port(), str(tmp_path / "ckpt")), nprocs=world)
+    files = sorted(p.name for p in (tmp_path / "ckpt").iterdir())
+    assert "manifest.json" in files and sum(f.startswith("shard-") for f in files) == world
+    other = 2 if world == 4 else 4 - 1  # load with a group of another size (3 ranks after 2)
+    mp.spawn(_shard_worker.check_load, args=(other, _port(), str(tmp_path / "ckpt")), nprocs=other)
+
+
+def test_a_rank_that_dies_mid_read_leaves_the_others_their_items(tmp_path):
+    ctx = mp.start_processes(_shard_worker.check_failure, args=(2, _port(), str(tmp_path)), nprocs=2, join=False)
+    for p in ctx.processes:
+        p.join(120)
+    codes = [p.exitcode for p in ctx.processes]
+    assert codes == [0, 3], codes
+    assert (tmp_path / "rank0-ok").exists() and (tmp_path / "survivor.safetensors").exists()
+    assert torch.__version__
