@@ -12,7 +12,6 @@ from __future__ import annotations
 import socket
 
 import pytest
-import torch
 import torch.multiprocessing as mp
 
 import _shard_worker
@@ -23,6 +22,12 @@ def _port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _run(fn, world: int, directory: str) -> None:
+    """Run ``fn(rank, world, port, directory)`` on ``world`` forked ranks (forked: no re-import of
+    varmem per rank, the bulk of a spawn's time); a worker's exception is raised here."""
+    mp.start_processes(fn, args=(world, _port(), directory), nprocs=world, start_method="fork")
 
 
 def test_balanced_counts_fill_the_smallest_shards():
@@ -43,18 +48,18 @@ def test_needs_a_process_group_and_a_shardable_memory():
 @pytest.mark.parametrize("world", [2, 4])
 def test_sharded_reads_equal_the_single_process_read(world, tmp_path):
     (tmp_path / "ckpt").mkdir()
-    mp.spawn(_shard_worker.check_reads, args=(world, _port(), str(tmp_path / "ckpt")), nprocs=world)
+    _run(_shard_worker.check_reads, world, str(tmp_path / "ckpt"))
     files = sorted(p.name for p in (tmp_path / "ckpt").iterdir())
     assert "manifest.json" in files and sum(f.startswith("shard-") for f in files) == world
     other = 2 if world == 4 else 4 - 1  # load with a group of another size (3 ranks after 2)
-    mp.spawn(_shard_worker.check_load, args=(other, _port(), str(tmp_path / "ckpt")), nprocs=other)
+    _run(_shard_worker.check_load, other, str(tmp_path / "ckpt"))
 
 
 def test_a_rank_that_dies_mid_read_leaves_the_others_their_items(tmp_path):
-    ctx = mp.start_processes(_shard_worker.check_failure, args=(2, _port(), str(tmp_path)), nprocs=2, join=False)
+    ctx = mp.start_processes(_shard_worker.check_failure, args=(2, _port(), str(tmp_path)), nprocs=2, join=False,
+                             start_method="fork")
     for p in ctx.processes:
         p.join(120)
     codes = [p.exitcode for p in ctx.processes]
     assert codes == [0, 3], codes
     assert (tmp_path / "rank0-ok").exists() and (tmp_path / "survivor.safetensors").exists()
-    assert torch.__version__
