@@ -28,7 +28,7 @@ def _reference(memory, cls, **config):
     padded[: sizes[memory.rank]] = memory.local.items
     parts = [torch.empty_like(padded) for _ in sizes]
     dist.all_gather(parts, padded)
-    items = torch.cat([p[:s] for p, s in zip(parts, sizes)])
+    items = torch.cat([p[:s] for p, s in zip(parts, sizes, strict=True)])
     return cls(**config, dtype=torch.float64).write(items), items
 
 

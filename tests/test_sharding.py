@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import socket
 
+import _shard_worker
 import pytest
 import torch.multiprocessing as mp
 
-import _shard_worker
 from varmem.sharding import ShardedMemory, balanced_counts
 
 

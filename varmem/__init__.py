@@ -45,6 +45,7 @@ from .checkpoint import CheckpointError, load, register_checkpoint_class, save
 from .comparison import Contender, compare
 from .distributions import KernelDensity, Mixture
 from .evidence import Evidence
+from .indexed import IndexedMemory
 from .memories import (
     BayesPCN,
     KernelDensityMemory,
@@ -64,6 +65,7 @@ from .memory import (
 )
 from .models import VAE
 from .retrieval import Retrieval
+from .sharding import ShardedMemory, ShardFailure
 from .training import FitResult, fit
 
 __all__ = [
@@ -110,6 +112,10 @@ __all__ = [
     "load",
     "register_checkpoint_class",
     "CheckpointError",
+    # memories beyond one machine
+    "ShardedMemory",
+    "ShardFailure",
+    "IndexedMemory",
     # modules
     "datasets",
     "corruptions",
