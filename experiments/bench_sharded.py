@@ -62,14 +62,15 @@ def item_rows(start: int, stop: int, dim: int, seed: int) -> torch.Tensor:
     out = []
     for b in range(start // _BLOCK, (stop - 1) // _BLOCK + 1):
         g = torch.Generator().manual_seed(seed * 1_000_003 + b)
-        block = torch.randn(_BLOCK, dim, generator=g)
+        block = torch.randn(_BLOCK, dim, generator=g, dtype=torch.float32)
         lo, hi = max(start, b * _BLOCK) - b * _BLOCK, min(stop, (b + 1) * _BLOCK) - b * _BLOCK
         out.append(block[lo:hi])
     return torch.cat(out)
 
 
 def cues(batch: int, dim: int, seed: int) -> torch.Tensor:
-    return item_rows(0, batch, dim, seed) + 0.3 * torch.randn(batch, dim, generator=torch.Generator().manual_seed(seed))
+    noise = torch.randn(batch, dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float32)
+    return item_rows(0, batch, dim, seed) + 0.3 * noise
 
 
 def _port() -> int:

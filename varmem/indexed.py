@@ -59,14 +59,16 @@ def _faiss() -> Any:
     return faiss
 
 
-def neglected_mass_bound(kth_logit: Tensor, lse_candidates: Tensor, num_items: int, num_candidates: Tensor | int
-                         ) -> Tensor:
+def neglected_mass_bound(kth_logit: Tensor, lse_candidates: Tensor, num_items: int, num_candidates: Tensor | int,
+                         *, log: bool = False) -> Tensor:
     """``[B]`` the bound ``sigmoid(log(N - k) + ℓ_(k) - lse_C)`` on the softmax mass outside the
-    candidates (module docstring); 0 where the candidates are all the items."""
+    candidates (module docstring); 0 where the candidates are all the items.  ``log=True``: its
+    logarithm (``logsigmoid``, accurate far below the dtype's smallest number; ``-inf`` for 0)."""
     rest = (num_items - torch.as_tensor(num_candidates, device=kth_logit.device)).to(kth_logit.dtype)
     log_rest = rest.clamp_min(1).log() + kth_logit
-    bound = torch.sigmoid(log_rest - lse_candidates)
-    return torch.where(rest > 0, bound, torch.zeros_like(bound))
+    value = torch.nn.functional.logsigmoid(log_rest - lse_candidates)
+    value = torch.where(rest > 0, value, torch.full_like(value, -math.inf))
+    return value if log else value.exp()
 
 
 class IndexBackend(KernelBackend):
@@ -84,14 +86,19 @@ class IndexBackend(KernelBackend):
         self.reset(0)
 
     def reset(self, batch: int) -> None:
-        self.bound = torch.zeros(batch, dtype=torch.float64)
+        self.log_bound = torch.full((batch,), -math.inf, dtype=torch.float64)
         self.fallback = torch.zeros(batch, dtype=torch.bool)
         self.indexed_calls = 0
 
-    def _record(self, bound: Tensor, fallback: Tensor) -> None:
-        if self.bound.shape != bound.shape:
-            self.reset(bound.shape[0])
-        self.bound = torch.maximum(self.bound, bound.detach().to("cpu", torch.float64))
+    @property
+    def bound(self) -> Tensor:
+        """``[B]`` the largest bound on the neglected mass over the read's kernel sums (0: exact)."""
+        return self.log_bound.exp()
+
+    def _record(self, log_bound: Tensor, fallback: Tensor) -> None:
+        if self.log_bound.shape != log_bound.shape:
+            self.reset(log_bound.shape[0])
+        self.log_bound = torch.maximum(self.log_bound, log_bound.detach().to("cpu", torch.float64))
         self.fallback |= fallback.to("cpu")
 
     def _usable(self, query: Tensor, precision: Any, kernel: Any, item_bias: Any, values: Any) -> bool:
@@ -114,7 +121,7 @@ class IndexBackend(KernelBackend):
                        workspace=workspace)
         B, N = query.shape[0], items.shape[0]
         if not self._usable(query, precision, kernel, item_bias, values) or N <= self.k:
-            self._record(torch.zeros(B), torch.ones(B, dtype=torch.bool))
+            self._record(torch.full((B,), -math.inf), torch.ones(B, dtype=torch.bool))
             return kernel_stats(query, items, precision, **options)
         self.indexed_calls += 1
         found = self.search(query)  # [B, k]
@@ -132,13 +139,13 @@ class IndexBackend(KernelBackend):
         mean = torch.einsum("bk,bkd->bd", w, cand)
         second = torch.einsum("bk,bkd->bd", w, cand * cand) if second_moment else None
         kth = logits.masked_fill(~valid, math.inf).amin(-1)
-        bound = neglected_mass_bound(kth, lse, N, valid.sum(-1))
+        log_bound = neglected_mass_bound(kth, lse, N, valid.sum(-1), log=True)
         top, arg = logits.max(-1)
         index = pos.gather(1, arg[:, None])[:, 0]
         dense = None
         if weights:
             dense = query.new_zeros(B, N).scatter_add_(1, pos, w.masked_fill(~valid, 0.0))
-        redo = bound > self.tol
+        redo = log_bound > math.log(self.tol) if self.tol > 0 else log_bound > -math.inf
         if bool(redo.any()):  # the cues whose neglected mass may exceed tol: exact over all items
             rows = redo.nonzero().flatten()
             exact = kernel_stats(query[rows], items, precision, **{**options, "return_index": True,
@@ -149,8 +156,8 @@ class IndexBackend(KernelBackend):
                 second[rows] = exact.second_moment
             if dense is not None:
                 dense[rows] = exact.weights
-            bound = bound.masked_fill(redo, 0.0)
-        self._record(bound, redo)
+            log_bound = log_bound.masked_fill(redo, -math.inf)
+        self._record(log_bound, redo)
         return KernelStats(lse=lse if return_lse else None, mean=mean, index=index if return_index else None,
                            second_moment=second, weights=dense, top=top if return_index else None)
 
@@ -308,16 +315,17 @@ class IndexedMemory:
     # --- reading --------------------------------------------------------------------------------
     def retrieve(self, cue: Any, mask: Any = None, method: str | None = None, **options: Any) -> Any:
         """The memory's read with indexed kernel sums; ``info`` gains ``neglected_mass_bound`` (``[B]``,
-        the largest bound over the read's kernel sums; 0 for exact ones), ``exact_fallback`` (``[B]``:
-        read over all items) and ``candidates`` (``k``)."""
+        the largest bound over the read's kernel sums; 0 for exact ones) and its logarithm
+        ``log_neglected_mass_bound`` (float64, exact far below float32's range), ``exact_fallback``
+        (``[B]``: read over all items) and ``candidates`` (``k``)."""
         self._backend.reset(0)
         result = self.memory.retrieve(cue, mask, method, **options)
         b = self._backend
         B = result.pattern.shape[0]
         if b.bound.shape[0] != B:  # no kernel sum ran (e.g. max_steps=0 without weights)
             b.reset(B)
-        result.info.update(neglected_mass_bound=b.bound.clone(), exact_fallback=b.fallback.clone(),
-                           candidates=b.k)
+        result.info.update(neglected_mass_bound=b.bound, log_neglected_mass_bound=b.log_bound.clone(),
+                           exact_fallback=b.fallback.clone(), candidates=b.k)
         return result
 
     # --- checkpoints ----------------------------------------------------------------------------
