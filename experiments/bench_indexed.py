@@ -115,7 +115,7 @@ def bench(data: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
     memory = varmem.KernelDensityMemory(args.dim, args.bandwidth, args.noise, dtype=torch.float32)
     memory.items = items  # the buffer itself: no copy of N · D floats
     del items
-    nlist = args.nlist or max(16, min(4096, int(2 * math.sqrt(n))))
+    nlist = args.nlist or max(16, min(1024, int(2 * math.sqrt(n))))
     t0 = time.perf_counter()
     indexed = varmem.IndexedMemory(memory, k=args.k, tol=args.tol, index=f"IVF{nlist},{args.codec}", nprobe=args.nprobe,
                                    train_size=64 * nlist, seed=args.seed)
@@ -199,7 +199,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--k", type=int, default=64, help="candidates per cue")
-    p.add_argument("--nlist", type=int, default=None, help="IVF lists (default 2 sqrt(N), at most 4096)")
+    p.add_argument("--nlist", type=int, default=None,
+                   help="IVF lists (default 2 sqrt(N), at most 1024: adding 1e7 items to more lists takes "
+                        "many minutes on one thread)")
     p.add_argument("--nprobe", type=int, default=16)
     p.add_argument("--tol", type=float, default=1e-3, help="bound above which a cue is read exactly")
     p.add_argument("--clusters", type=int, default=10_000)
