@@ -63,3 +63,21 @@ def test_a_rank_that_dies_mid_read_leaves_the_others_their_items(tmp_path):
     codes = [p.exitcode for p in ctx.processes]
     assert codes == [0, 3], codes
     assert (tmp_path / "rank0-ok").exists() and (tmp_path / "survivor.safetensors").exists()
+
+
+def test_the_default_backend_is_the_plain_kernel_sum():
+    """``KernelBackend`` itself computes what ``kernel_stats`` / ``sample_items`` compute without one
+    (the hook memories pass is transparent)."""
+    import torch
+
+    from varmem.kernels import KernelBackend, kernel_stats, sample_items
+
+    g = torch.Generator().manual_seed(0)
+    q, x = torch.randn(3, 4, generator=g, dtype=torch.float64), torch.randn(50, 4, generator=g, dtype=torch.float64)
+    plain = kernel_stats(q, x, 2.0, second_moment=True, weights=True)
+    hooked = kernel_stats(q, x, 2.0, second_moment=True, weights=True, backend=KernelBackend())
+    for field in ("lse", "mean", "second_moment", "weights", "index", "top"):
+        assert torch.equal(getattr(plain, field), getattr(hooked, field)), field
+    draws = [sample_items(q, x, 2.0, 5, generator=torch.Generator().manual_seed(1), backend=b)
+             for b in (None, KernelBackend())]
+    assert torch.equal(*draws)

@@ -93,6 +93,9 @@ class ShardGroup(KernelBackend):
         self.rank = dist.get_rank(group)
         self.world = dist.get_world_size(group)
         self.sizes = [0] * self.world
+        nccl = dist.get_backend(group) == "nccl"
+        self.comm_device = torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu")
+        """Where collectives run: NCCL needs CUDA tensors, gloo takes CPU ones (and CUDA ones)."""
 
     @property
     def offsets(self) -> list[int]:
@@ -113,20 +116,21 @@ class ShardGroup(KernelBackend):
 
     def all_gather(self, t: Tensor, what: str) -> Tensor:
         """``[W, *t.shape]`` every rank's ``t`` (same shape on all ranks)."""
+        home, t = t.device, t.to(self.comm_device).contiguous()
         out = [torch.empty_like(t) for _ in range(self.world)]
         try:
-            dist.all_gather(out, t.contiguous(), group=self.group)
+            dist.all_gather(out, t, group=self.group)
         except RuntimeError as e:
             raise self._fail(what, e) from e
-        return torch.stack(out)
+        return torch.stack(out).to(home)
 
     def all_reduce(self, t: Tensor, what: str, op: Any = dist.ReduceOp.SUM) -> Tensor:
-        t = t.clone()
+        home, t = t.device, t.to(self.comm_device, copy=True)
         try:
             dist.all_reduce(t, op=op, group=self.group)
         except RuntimeError as e:
             raise self._fail(what, e) from e
-        return t
+        return t.to(home)
 
     def barrier(self, what: str) -> None:
         self.all_reduce(torch.zeros(1), what)
