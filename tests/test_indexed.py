@@ -93,6 +93,10 @@ def test_index_follows_writes_forgets_deletes_and_survives_save(tmp_path):
     assert torch.allclose(got.pattern, want.pattern, atol=1e-6)
     with pytest.raises(KeyError):
         indexed.delete(torch.full((1, 8), 50.0, dtype=torch.float64))
+    stray = IndexedMemory(_kde(items[:100]), k=4)
+    stray.memory.write(extra[:1])  # behind the index's back: a read refuses instead of ignoring the item
+    with pytest.raises(RuntimeError, match="only through IndexedMemory"):
+        stray.retrieve(cues)
     assert len(indexed) == indexed.index.ntotal == 2045  # a refused delete removes nothing
     with pytest.raises(ValueError):
         indexed.write(torch.zeros(3, 7))

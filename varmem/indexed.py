@@ -120,6 +120,9 @@ class IndexBackend(KernelBackend):
                        values=values, return_index=return_index, return_lse=return_lse, chunk_size=chunk_size,
                        workspace=workspace)
         B, N = query.shape[0], items.shape[0]
+        if N != self.ids.shape[0]:
+            raise RuntimeError(f"the memory holds {N} items but its index {self.ids.shape[0]}: change an indexed "
+                               "memory only through IndexedMemory (write / forget / delete)")
         if not self._usable(query, precision, kernel, item_bias, values) or N <= self.k:
             self._record(torch.full((B,), -math.inf), torch.ones(B, dtype=torch.bool))
             return kernel_stats(query, items, precision, **options)

@@ -387,11 +387,10 @@ class ShardedMemory:
                                  "delete")
         self._agree_same(_fingerprint(targets), "items to delete")
         local = self.local.items
-        if local.shape[0]:
-            close = (local.unsqueeze(0) - targets.unsqueeze(1)).abs().amax(-1) <= atol  # [T, N_r]
-            have = close.sum(-1)
-        else:
-            have = torch.zeros(targets.shape[0], dtype=torch.long)
+        have = torch.zeros(targets.shape[0], dtype=torch.long)
+        for j, target in enumerate(targets):  # deletions are few; each scan over the shard is vectorised
+            if local.shape[0]:
+                have[j] = int(((local - target).abs().amax(-1) <= atol).sum())
         counts = self._group.all_gather(have.cpu(), "delete")  # [W, T]
         missing = [j for j in range(targets.shape[0]) if int(counts[:, j].sum()) == 0]
         if missing:
