@@ -169,8 +169,9 @@ def plot(rows: Sequence[dict[str, Any]], result: dict[str, Any], path: Path) -> 
         ws = [r["W"] for r in part]
         ax.plot(ws, [r["speedup"] for r in part], "o-", label="speed-up (single s / sharded s)")
         ax.plot(ws, ws, "k:", label="ideal")
-        ax.bar(ws, [r["comm_share"] * max(ws) for r in part], alpha=0.25, color="C3",
-               label=f"communication share (× {max(ws)})")
+        share = ax.twinx()
+        share.bar(ws, [100 * r["comm_share"] for r in part], alpha=0.25, color="C3", width=0.5)
+        share.set(ylim=(0, 100), ylabel="communication share of the read, % (bars)")
         n = f"{part[0]['N_per_rank']:,} items per rank" if mode == "weak" else f"N = {part[0]['N']:,}"
         ax.set(xlabel="ranks W (processes on one machine)", ylabel="speed-up", xticks=ws,
                title=f"{mode} scaling, {n}")
