@@ -18,8 +18,9 @@ Cues: stored items (random positions) plus ``--cue-noise · N(0, I)``.  Reported
 **agreement** = fraction of cues whose recalled item (``Retrieval.index``) is the same, **pattern
 error** = ``max_d |m_indexed - m_exact|`` (max and median over cues), the fraction of cues read
 exactly (fallback), the error of each float32 read against a float64 exact read (``f64 err``, max
-over cues: which of the two is nearer the truth), and for ``--check-cues`` cues the **true neglected mass** ``Σ_{i∉C} p(i | x)``
-(one extra exact pass per cue with the candidates masked out) against the **reported bound**
+over cues: which of the two is nearer the truth), and for ``--check-cues`` cues the **true
+neglected mass** ``Σ_{i∉C} p(i | x)`` (one extra exact pass per cue with the candidates masked
+out) against the **reported bound**
 (both as log10; "holds" = bound ≥ true).  Target of the issue: ≥ 10× at N = 1e7 with the same
 item for ≥ 99 % of cues and pattern error < 1e-3.
 
