@@ -47,7 +47,8 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["varmem", "varmem.*"]),
     install_requires=install_requires,
-    extras_require={"test": test_requires, "all": test_requires},
+    extras_require={"test": test_requires, "all": test_requires,
+                    "faiss": ["faiss-cpu>=1.7.3"]},  # varmem.indexed: nearest-neighbour (indexed) reads
     entry_points={"console_scripts": ["varmem = varmem.cli:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",

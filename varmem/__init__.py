@@ -47,6 +47,7 @@ from .checkpoint import CheckpointError, load, register_checkpoint_class, save
 from .comparison import Contender, compare
 from .distributions import KernelDensity, Mixture
 from .evidence import Evidence
+from .indexed import IndexedMemory
 from .memories import (
     BayesPCN,
     DiffusionMemory,
@@ -72,6 +73,7 @@ from .memory import (
 )
 from .models import VAE
 from .retrieval import Retrieval
+from .sharding import ShardedMemory, ShardFailure
 from .training import FitResult, fit
 
 __all__ = [
@@ -125,6 +127,10 @@ __all__ = [
     "load",
     "register_checkpoint_class",
     "CheckpointError",
+    # memories beyond one machine
+    "ShardedMemory",
+    "ShardFailure",
+    "IndexedMemory",
     # modules
     "datasets",
     "corruptions",

@@ -44,7 +44,8 @@ from .validation import check_positive_int
 
 __all__ = [
     "Kernel", "GaussianKernel", "DotProductKernel", "KERNELS", "as_kernel", "Prepared", "Workspace",
-    "KernelStats", "kernel_stats", "kernel_log_sum_exp", "sample_items", "default_chunk_size",
+    "KernelStats", "kernel_stats", "kernel_log_sum_exp", "sample_items", "default_chunk_size", "KernelBackend",
+    "gumbel_max_items",
 ]
 
 # Target entries of one [B, chunk] block of logits.  On the CPU a block should stay in the L2 / L3
@@ -231,6 +232,8 @@ class KernelStats:
         index: ``[B]`` ``argmax_i ℓ_bi`` (None when not requested).
         second_moment: ``[B, D]`` ``Σ_i w_bi ξ_i²`` (only if requested; of ``v`` with ``values``).
         weights: ``[B, N]`` ``w_bi`` (only if requested; rows sum to 1).
+        top: ``[B]`` ``max_i ℓ_bi`` without the per-query constant (with ``index``; None otherwise):
+            what a :class:`KernelBackend` compares to find the arg-max across parts of the items.
     """
 
     lse: Tensor | None
@@ -238,6 +241,46 @@ class KernelStats:
     index: Tensor | None
     second_moment: Tensor | None = None
     weights: Tensor | None = None
+    top: Tensor | None = None
+
+
+class KernelBackend:
+    """Computes the kernel sums of a memory whose items are not (only) one local tensor.
+
+    A memory hands its backend (``memory.kernel_backend``, None for a plain memory) to
+    :func:`kernel_stats` and :func:`sample_items`, which then delegate the whole call to
+    :meth:`kernel_stats` / :meth:`sample_items` here, with the same arguments.  A backend returns
+    what the plain call would return on *all* the items the memory stands for: a sharded backend
+    (:mod:`varmem.sharding`) merges the per-process log-sum-exps and weighted sums with collective
+    operations; an indexed backend (:mod:`varmem.indexed`) sums over nearest-neighbour candidates.
+    The defaults below are the plain local computation.
+    """
+
+    def kernel_stats(self, query: Tensor, items: Tensor, precision: Tensor | float, **options) -> KernelStats:
+        return kernel_stats(query, items, precision, **options)
+
+    def sample_items(self, query: Tensor, items: Tensor, precision: Tensor | float, num_samples: int,
+                     **options) -> Tensor:
+        return sample_items(query, items, precision, num_samples, **options)
+
+    def total(self, local: int) -> int:
+        """The number of items the memory stands for, given the ``local`` number it holds."""
+        return local
+
+    def rows(self, items: Tensor, index: Tensor) -> Tensor:
+        """``items[index]`` for indices ``[...]`` into all the items (``[..., D]``)."""
+        return items[index]
+
+    def all_max(self, value: float) -> float:
+        """The maximum of a per-part number over all parts (the identity for one part)."""
+        return value
+
+    def mean_item(self, items: Tensor) -> Tensor:
+        """``[D]`` the mean of all the items."""
+        return items.mean(0)
+
+    holds_all_items: bool = True
+    """Whether ``items`` are all the items (False for a shard: then only kernel sums are global)."""
 
 
 def _check_items(items: Tensor, what: str) -> int:
@@ -260,6 +303,7 @@ def kernel_stats(
     return_lse: bool = True,
     chunk_size: int | None = None,
     workspace: Workspace | None = None,
+    backend: KernelBackend | None = None,
 ) -> KernelStats:
     """Log-normaliser, softmax moments, arg-max and (optionally) weights of the kernel logits.
 
@@ -279,11 +323,18 @@ def kernel_stats(
             ``[B, N]`` reductions, for callers that only need the softmax mean).
         chunk_size: items per chunk (default :func:`default_chunk_size`).
         workspace: reusable blocks for the chunk logits and weights (CPU, no autograd).
+        backend: a :class:`KernelBackend` that computes the whole call instead (sharded or indexed
+            items); None: the items are this tensor.
 
     Each chunk goes through torch's fused softmax; its log-normaliser is ``ℓ_max - log w_max``
     (the largest weight is ``1 / Σ_i exp(ℓ_i - ℓ_max) ≥ 1/C``, so its log is accurate), and chunks
     are merged with ``logaddexp`` as in flash attention.
     """
+    if backend is not None:
+        return backend.kernel_stats(
+            query, items, precision, kernel=kernel, second_moment=second_moment, weights=weights,
+            item_bias=item_bias, values=values, return_index=return_index, return_lse=return_lse,
+            chunk_size=chunk_size, workspace=workspace)
     kernel = as_kernel(kernel)
     N = _check_items(items, "kernel_stats")
     prep = kernel.prepare(query, precision)
@@ -357,7 +408,7 @@ def kernel_stats(
     if lse is not None and prep.const is not None:
         lse = lse + prep.const
     return KernelStats(lse=lse if return_lse else None, mean=mean, index=index, second_moment=second,
-                       weights=dense)
+                       weights=dense, top=best if return_index else None)
 
 
 def sample_items(
@@ -370,6 +421,7 @@ def sample_items(
     item_bias: Tensor | None = None,
     generator: torch.Generator | None = None,
     chunk_size: int | None = None,
+    backend: KernelBackend | None = None,
 ) -> Tensor:
     """``[S, B]`` item indices drawn from ``softmax_i ℓ_bi`` (the logits of :func:`kernel_stats`),
     ``S = num_samples`` independent draws per query.
@@ -377,8 +429,30 @@ def sample_items(
     Gumbel-max streamed over the items: each chunk's logits plus Gumbel noise ``-log(-log u)`` are
     maxed and the running arg-max kept, so memory is ``O(S·B·chunk)`` split further over blocks
     of samples (about ``2**22`` noise entries at a time); no ``[B, N]`` or ``[S, B, N]`` tensor is
-    formed.  The draws depend on ``generator`` and on the chunking.
+    formed.  The draws depend on ``generator`` and on the chunking.  With a ``backend``
+    (:class:`KernelBackend`) the backend draws them.
     """
+    if backend is not None:
+        return backend.sample_items(query, items, precision, num_samples, kernel=kernel, item_bias=item_bias,
+                                    generator=generator, chunk_size=chunk_size)
+    return gumbel_max_items(query, items, precision, num_samples, kernel=kernel, item_bias=item_bias,
+                            generator=generator, chunk_size=chunk_size)[1]
+
+
+def gumbel_max_items(
+    query: Tensor,
+    items: Tensor,
+    precision: Tensor | float,
+    num_samples: int,
+    *,
+    kernel: str | Kernel = "gaussian",
+    item_bias: Tensor | None = None,
+    generator: torch.Generator | None = None,
+    chunk_size: int | None = None,
+) -> tuple[Tensor, Tensor]:
+    """:func:`sample_items` returning ``(value [S, B], index [S, B])``: the winning perturbed logit
+    ``max_i (ℓ_bi + g_sbi)`` (without the kernel's per-query constant) and its item; the maximum
+    over several disjoint sets of items of their winners is a draw from the union."""
     check_positive_int(num_samples, "num_samples")
     kernel = as_kernel(kernel)
     N = _check_items(items, "sample_items")
@@ -402,7 +476,7 @@ def sample_items(
                 better = value > best[s0:s1]
                 index[s0:s1] = torch.where(better, arg + start, index[s0:s1])
                 best[s0:s1] = torch.where(better, value, best[s0:s1])
-    return index
+    return best, index
 
 
 class _KernelLogSumExp(torch.autograd.Function):

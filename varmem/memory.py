@@ -155,6 +155,9 @@ class Memory(PyroModule, metaclass=_MemoryMeta):
     latent_site: ClassVar[str] = "z"
     observed_site: ClassVar[str] = "x"
     value_domain: ClassVar[ValueDomain] = UNIT
+    shardable: ClassVar[bool] = False
+    """True for a memory whose state is the ``items`` buffer ``[N, D]`` and whose reads are kernel
+    sums through :attr:`kernel_backend` (:mod:`varmem.sharding`, :mod:`varmem.indexed`)."""
     _engines: ClassVar[dict[str, Engine]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -199,6 +202,31 @@ class Memory(PyroModule, metaclass=_MemoryMeta):
         if ws is None:
             ws = self.__dict__["_workspace"] = Workspace()
         return ws
+
+    @property
+    def kernel_backend(self) -> Any:
+        """The :class:`varmem.kernels.KernelBackend` that computes this memory's kernel sums (None:
+        over its own ``items``); set by :class:`varmem.ShardedMemory` / :class:`varmem.IndexedMemory`."""
+        return self.__dict__.get("_kernel_backend")
+
+    def total_items(self) -> int:
+        """The number of items the reads sum over: ``len(self)``, or all shards' under a backend."""
+        backend = self.kernel_backend
+        return len(self) if backend is None else backend.total(len(self))
+
+    def item_rows(self, index: Tensor, name: str = "items") -> Tensor:
+        """``[..., D]`` the stored rows at ``index`` (positions among :meth:`total_items`)."""
+        backend = self.kernel_backend
+        return getattr(self, name)[index] if backend is None else backend.rows(getattr(self, name), index)
+
+    def require_all_items(self, what: str) -> None:
+        """``NotImplementedError`` if this memory holds one shard of its items (``what`` needs all)."""
+        backend = self.kernel_backend
+        if backend is not None and not backend.holds_all_items:
+            raise NotImplementedError(
+                f"{what} of {type(self).__name__} needs all stored items, and this one holds one shard: a sharded "
+                "memory reads with retrieve(method='exact' or 'fixed_point') and evidence (kernel sums merged "
+                "across the group); its energies are in the fixed-point trace")
 
     @abstractmethod
     def __len__(self) -> int:
@@ -446,7 +474,7 @@ class Memory(PyroModule, metaclass=_MemoryMeta):
         return as_items(items, self.dim, self.dtype, self.device, name)
 
     def _check_not_empty(self) -> None:
-        if len(self) == 0:
+        if self.total_items() == 0:
             raise ValueError(f"{type(self).__name__} is empty: write items before reading it")
 
     def extra_repr(self) -> str:

@@ -109,6 +109,7 @@ class ModernHopfield(Memory):
     methods = (retrieve_fixed_point,)
     default_method = "fixed_point"
     value_domain = SIGNED
+    shardable = True
 
     def __init__(
         self,
@@ -155,7 +156,9 @@ class ModernHopfield(Memory):
 
     def refresh_derived_state(self) -> None:
         """Recompute the cached ``M = max_i ‖x_i‖`` from the stored patterns."""
-        self._max_norm = float(self.items.norm(dim=-1).max()) if len(self) else 0.0
+        local = float(self.items.norm(dim=-1).max()) if len(self) else 0.0
+        backend = self.kernel_backend
+        self._max_norm = local if backend is None else backend.all_max(local)
 
     @property
     def max_norm(self) -> float:
@@ -182,7 +185,7 @@ class ModernHopfield(Memory):
         return "dot" if self.similarity == "dot" else "gaussian"
 
     def _energy_from_lse(self, lse: Tensor, z: Tensor) -> Tensor:
-        log_n = math.log(len(self))
+        log_n = math.log(self.total_items())
         if self.similarity == "l2":
             return (log_n - lse) / self.beta
         return (log_n - lse) / self.beta + 0.5 * (z * z).sum(-1) + 0.5 * self.max_norm**2
@@ -195,6 +198,7 @@ class ModernHopfield(Memory):
         ``βE`` is the negative log-density of the Boltzmann model of :meth:`model`.  Differentiable
         in ``z`` (dense ``[B, N]`` logits when ``z`` requires grad, streamed otherwise).
         """
+        self.require_all_items("the energy")
         z = clamp(z, cue, mask)
         shape = z.shape[:-1]
         flat = z.reshape(-1, self.dim)
@@ -217,7 +221,12 @@ class ModernHopfield(Memory):
     def init_latent(self, cue: Tensor, mask: Tensor | None, init: str | Tensor) -> Tensor:
         """Initial state: ``"cue"`` (free entries 0), ``"prior_mean"`` (mean pattern on the free
         entries) or a ``[B, D]`` tensor; observed entries always hold the cue."""
-        starts = {"cue": cue.clone, "prior_mean": lambda: self.items.mean(0).expand_as(cue).clone()}
+        def prior_mean() -> Tensor:
+            backend = self.kernel_backend
+            mean = self.items.mean(0) if backend is None else backend.mean_item(self.items)
+            return mean.expand_as(cue).clone()
+
+        starts = {"cue": cue.clone, "prior_mean": prior_mean}
         return clamp(start_state(init, cue, starts, self), cue, mask)
 
     def fixed_point_step(
@@ -227,15 +236,17 @@ class ModernHopfield(Memory):
         """One update ``Xᵀ softmax(β sim(X, z))`` (observed entries clamped), with the energy at ``z``
         and the update's softmax weights as by-products of the same pass."""
         s = kernel_stats(z, self.items, self.beta, weights=weights, return_index=index, return_lse=energy,
-                         kernel=self._kernel, chunk_size=self._chunk(z.shape[0]), workspace=self.workspace)
+                         kernel=self._kernel, chunk_size=self._chunk(z.shape[0]), workspace=self.workspace,
+                         backend=self.kernel_backend)
         e = self._energy_from_lse(s.lse, z) if energy else None
         return Step(state=clamp(s.mean, cue, mask), energy=e, weights=s.weights, index=s.index)
 
     def item_weights(self, z: Tensor, return_weights: bool | None = None) -> tuple[Tensor | None, Tensor]:
         """``(softmax [B, N] or None, argmax [B])`` of the association at states ``z``."""
-        s = kernel_stats(z, self.items, self.beta, weights=want_weights(return_weights, z.shape[0], len(self)),
+        s = kernel_stats(z, self.items, self.beta,
+                         weights=want_weights(return_weights, z.shape[0], self.total_items()),
                          return_lse=False, kernel=self._kernel, chunk_size=self._chunk(z.shape[0]),
-                         workspace=self.workspace)
+                         workspace=self.workspace, backend=self.kernel_backend)
         return s.weights, s.index
 
     def model(self, cue: Tensor | None = None, mask: Tensor | None = None, num_cues: int = 1) -> Tensor:

@@ -73,9 +73,10 @@ class KernelDensityPosterior:
             memory.items,
             precision,
             second_moment=True,
-            weights=want_weights(return_weights, cue.shape[0], len(memory)),
+            weights=want_weights(return_weights, cue.shape[0], memory.total_items()),
             chunk_size=chunk_size or memory.chunk_size,
             workspace=memory.workspace,
+            backend=memory.kernel_backend,
         )
         one = cue.new_ones(())
         self.memory = memory
@@ -85,7 +86,7 @@ class KernelDensityPosterior:
         self.shift = torch.where(observed, s2 * cue / c, 0 * one)  # b
         self.component_scale = torch.where(observed, one * math.sqrt(s2 * n2 / c), one * math.sqrt(s2))
         n_obs = observed.sum(-1).to(cue.dtype)
-        self.log_evidence = stats.lse - math.log(len(memory)) - 0.5 * n_obs * math.log(2 * math.pi * c)
+        self.log_evidence = stats.lse - math.log(memory.total_items()) - 0.5 * n_obs * math.log(2 * math.pi * c)
         self.weights = stats.weights
         self.index = stats.index
         self.mean = self.scale_factor * stats.mean + self.shift
@@ -99,10 +100,11 @@ class KernelDensityPosterior:
 
     def component_mean(self, index: Tensor) -> Tensor:
         """``[..., B, D]`` mean of component ``index`` (``[..., B]`` item indices) for each cue."""
-        return self.scale_factor * self.memory.items[index] + self.shift
+        return self.scale_factor * self.memory.item_rows(index) + self.shift
 
     def log_prob(self, z: Tensor) -> Tensor:
         """``log p(z | x, M)`` for ``z [..., B, D]`` → ``[..., B]`` (Bayes' rule, normalised)."""
+        self.memory.require_all_items("the posterior density")
         joint = -self.memory.energy(z, self.cue, self.mask)
         return joint - self.log_evidence
 
@@ -112,7 +114,7 @@ class KernelDensityPosterior:
         then ``z ~ N(a ⊙ ξ_i + b, v)``."""
         cue = self.cue
         index = sample_items(cue, self.memory.items, self._precision, num_samples, generator=generator,
-                             chunk_size=self._chunk_size)
+                             chunk_size=self._chunk_size, backend=self.memory.kernel_backend)
         eps = torch.randn((num_samples, *cue.shape), generator=generator, dtype=cue.dtype, device=cue.device)
         return self.component_mean(index) + self.component_scale * eps
 
@@ -140,6 +142,7 @@ class KernelDensityMemory(GaussianMixtureMemory):
 
     methods = (retrieve_exact, retrieve_fixed_point, retrieve_map, retrieve_nuts)
     default_method = "exact"
+    shardable = True
 
     def __init__(
         self,
@@ -207,6 +210,7 @@ class KernelDensityMemory(GaussianMixtureMemory):
     def prior(self) -> KernelDensity:
         """``p(z | M)`` as a Pyro distribution with event shape ``[D]``."""
         self._check_not_empty()
+        self.require_all_items("prior()")
         return KernelDensity(self.items, self.bandwidth, chunk_size=self.chunk_size)
 
     def likelihood(self, z: Tensor, mask: Tensor | None = None) -> dist.TorchDistribution:
@@ -225,6 +229,12 @@ class KernelDensityMemory(GaussianMixtureMemory):
         """The exact posterior ``p(z | x, M)`` (see :class:`KernelDensityPosterior`)."""
         self._check_not_empty()
         return KernelDensityPosterior(self, cue, mask, return_weights=return_weights, chunk_size=chunk_size)
+
+    def prior_mean_batch(self, batch: int) -> Tensor:
+        """``[batch, D]`` copies of the prior mean, the mean stored item (over all shards)."""
+        backend = self.kernel_backend
+        mean = self.items.mean(0) if backend is None else backend.mean_item(self.items)
+        return mean.expand(batch, self.dim).clone()
 
     def init_latent(self, cue: Tensor, mask: Tensor | None, init: str | Tensor) -> Tensor:
         """Starting point of iterative engines.
@@ -249,10 +259,11 @@ class KernelDensityMemory(GaussianMixtureMemory):
         ``weights`` the ``w`` of the step.
         """
         stats = kernel_stats(z, self.items, 1.0 / self.bandwidth**2, return_index=index, return_lse=energy,
-                             weights=weights, chunk_size=self.chunk_size, workspace=self.workspace)
+                             weights=weights, chunk_size=self.chunk_size, workspace=self.workspace,
+                             backend=self.kernel_backend)
         e = None
         if energy:
-            n, d = self.items.shape
+            n, d = self.total_items(), self.dim
             s2 = self.bandwidth**2
             prior_energy = -(stats.lse - math.log(n) - 0.5 * d * math.log(2 * math.pi * s2))
             e = prior_energy + self._cue_energy(z, cue, mask)
@@ -277,7 +288,7 @@ class KernelDensityMemory(GaussianMixtureMemory):
     def item_weights(self, z: Tensor, return_weights: bool | None = None) -> tuple[Tensor | None, Tensor]:
         """Responsibilities ``p(i | z, M) = softmax_i(-‖z - ξ_i‖²/2s²)`` at a latent ``z [B, D]``:
         returns ``(weights [B, N] or None, argmax index [B])``, streamed over the items."""
-        dense = want_weights(return_weights, z.shape[0], len(self))
+        dense = want_weights(return_weights, z.shape[0], self.total_items())
         stats = kernel_stats(z, self.items, 1.0 / self.bandwidth**2, weights=dense, return_lse=False,
-                             chunk_size=self.chunk_size, workspace=self.workspace)
+                             chunk_size=self.chunk_size, workspace=self.workspace, backend=self.kernel_backend)
         return stats.weights, stats.index
