@@ -1,4 +1,4 @@
-"""Benchmark: varmem's predictive-coding memory against pcx on the same task, CPU time, one thread.
+r"""Benchmark: varmem's predictive-coding memory against pcx and fabricpc on the same task, CPU time, one thread.
 
 Task (the issue's protocol): MNIST digits in ``[-1, 1]``, a generative network 784-256-256 (two
 hidden layers, relu pre-synaptic, no lower biases, a learned top bias), σ = 0.01, trained offline
@@ -12,18 +12,6 @@ and white noise 0.2 (``clamp_predict``), ``--read-steps`` steps each.
 * **pcx 0.6.3** (``experiments/peers/pcx_gpcn.py``, run by ``--pcx-python``, a separate
   environment: ``jax<0.5``): the same algorithm with pcx's ``Vode`` / ``EnergyModule`` / ``Optim``,
   the same initial weights, jitted, one XLA thread; its first call (compilation) is reported apart.
-
-Both are timed as CPU seconds of their process (``time.process_time``; the machine is shared, so
-wall time would measure the neighbours).  Equal recall: every cue's accuracy (MSE < 0.01, scored
-on the unknown entries of partial cues) differs by at most ``--recall-tol``.  ``--check`` first
-runs a short training with the same random starts on both sides and compares the weights.
-
-Environment (documented commands; no network at run time)::
-
-    python3.11 -m venv <venvs>/pcx && <venvs>/pcx/bin/pip install "jax<0.5" "pcx==0.6.3"
-    python experiments/bench_pc.py --pcx-python <venvs>/pcx/bin/python          # N = 16, 64
-    python experiments/bench_pc.py --smoke                                        # varmem only, seconds
-
 * **fabricpc 0.6.0** (``experiments/peers/fabricpc_gpcn.py``, run by ``--fabricpc-python``, a third
   environment: ``jax>=0.7``): fabricpc cannot run varmem's algorithm (its ``Linear`` node predicts
   from the *post-synaptic* activation, ``mu = relu(z W + b)``, with biases everywhere, Kaiming
@@ -33,8 +21,13 @@ Environment (documented commands; no network at run time)::
   and ``--fabricpc-read-steps`` (3000) -- about the fewest that reach its best recall at N = 16
   (1000 x 50 with 2000 read steps: bottom 0.94; 3000 epochs: Adam diverges; eta 0.1 or 0.05: the
   reads diverge).  ``--fabricpc-matched`` also runs it with varmem's schedule (``--epochs`` x
-  ``--steps``, ``--read-steps``), where it does not recall.  Both report time per step, so the
+  ``--steps``, ``--read-steps``), where it recalls little.  Every column reports time per step, so the
   per-step speed can be compared apart from the schedules.
+
+All are timed as CPU seconds of their process (``time.process_time``; the machine is shared, so
+wall time would measure the neighbours).  Equal recall: every cue's accuracy (MSE < 0.01, scored
+on the unknown entries of partial cues) differs by at most ``--recall-tol``.  ``--check`` first
+runs a short training with the same random starts in varmem and pcx and compares the weights.
 
 Environments (documented commands; no network at run time; the two JAX versions exclude each other)::
 
@@ -297,6 +290,7 @@ def plot(rows, path) -> None:
         ys = [total_seconds(r[k]) if k in r else float("nan") for r in rows]
         ax.bar(xs - 0.4 + w * (j + 0.5), ys, w, label=lab)
     ax.set_xticks(xs, [f"N={r['N']}" for r in rows])
+    ax.set_yscale("log")
     ax.set_ylabel("CPU seconds, 1 thread (train + 3 reads; compile apart)")
     ax.set_title("PC memory 784-256-256 on MNIST")
     ax.legend(fontsize=8)

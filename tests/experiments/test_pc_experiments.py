@@ -2,8 +2,9 @@
 
 ``pc_read_options`` (the measurement that picks the read defaults), ``pc_capacity`` (recall against
 N by width, with the published values marked as read from a figure) and ``bench_pc`` (varmem
-against pcx; without a pcx environment only varmem runs).  No timing or recall assertions at smoke
-size beyond well-formed, finite records.
+against pcx and fabricpc; without their environments only varmem runs, and a stand-in peer checks
+the fabricpc wiring).  No timing or recall assertions at smoke size beyond well-formed, finite
+records.
 """
 
 from __future__ import annotations
