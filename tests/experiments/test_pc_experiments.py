@@ -2,8 +2,9 @@
 
 ``pc_read_options`` (the measurement that picks the read defaults), ``pc_capacity`` (recall against
 N by width, with the published values marked as read from a figure) and ``bench_pc`` (varmem
-against pcx; without a pcx environment only varmem runs).  No timing or recall assertions at smoke
-size beyond well-formed, finite records.
+against pcx and fabricpc; without their environments only varmem runs, and a stand-in peer checks
+the fabricpc wiring).  No timing or recall assertions at smoke size beyond well-formed, finite
+records.
 """
 
 from __future__ import annotations
@@ -52,3 +53,42 @@ def test_bench_pc_smoke_runs_varmem_alone_without_a_pcx_environment(tmp_path):
     assert row["varmem"]["train_steps_per_epoch"] == 5  # T steps, no early stop
     assert set(row["varmem"]["reads"]) == {"bottom0.5", "drop0.5", "white0.2"}
     assert (tmp_path / exp.PNG_NAME).read_bytes()[:8] == PNG
+
+
+FAKE_PEER = '''
+import argparse, numpy as np
+p = argparse.ArgumentParser()
+for a in ("--input", "--output", "--epochs", "--steps", "--read-steps", "--eta", "--lr"):
+    p.add_argument(a)
+a = p.parse_args()
+d = np.load(a.input)
+names = [str(n) for n in d["cue_names"]]
+np.savez(a.output, first_call_seconds=1.0, jax_version="x", fabricpc_version="fake", seconds_train=2.0,
+         settings=np.array([a.epochs, a.steps, a.read_steps]),
+         **{f"seconds_read_{k}": 0.5 for k in names},
+         **{f"pattern_{k}": (d["items"] if k.startswith("bottom") else -d["items"]) for k in names})
+'''
+
+
+def test_bench_pc_fabricpc_column_scores_the_peer_patterns_with_its_own_and_matched_settings(tmp_path, monkeypatch):
+    """A stand-in peer (returns the items for the bottom-half cue and their negatives elsewhere)
+    checks the wiring: its patterns are scored as varmem's, each run gets its own schedule, and the
+    table shows the columns side by side."""
+    import sys
+
+    exp = load_experiment("bench_pc")
+    fake = tmp_path / "fake_peer.py"
+    fake.write_text(FAKE_PEER)
+    monkeypatch.setattr(exp, "FABRICPC", fake)
+    exp.main(["--smoke", "--output", str(tmp_path), "--fabricpc-python", sys.executable, "--fabricpc-matched",
+              "--fabricpc-epochs", "7", "--fabricpc-steps", "11", "--fabricpc-read-steps", "13"])
+    row = json.loads((tmp_path / exp.JSON_NAME).read_text())["rows"][0]
+    own, matched = row["fabricpc"], row["fabricpc_matched"]
+    assert (own["epochs"], own["steps"], own["read_steps"]) == (7, 11, 13)
+    assert (matched["epochs"], matched["steps"], matched["read_steps"]) == (3, 5, 10)  # varmem's smoke schedule
+    assert own["reads"]["bottom0.5"] == {"seconds": 0.5, "acc": 1.0, "mse": 0.0}
+    assert own["reads"]["drop0.5"]["acc"] == 0.0 and own["reads"]["drop0.5"]["mse"] > 1  # (-x - x)² = 4x²
+    assert own["train_ms_per_step"] == pytest.approx(1e3 * 2.0 / (7 * 11))
+    assert own["compile_seconds"] == 1.0 and "pcx" not in row
+    text = exp.table({**row, "_epochs": 3})
+    assert "fabricpc 0.6.0, own settings" in text and "7 x 11, read 13" in text and "3 x 5, read 10" in text
