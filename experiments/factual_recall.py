@@ -163,8 +163,9 @@ def plot_grid(grid: dict[str, Any], path: Any) -> None:
 
 def plot_scaling(scale: dict[str, Any], path: Any) -> None:
     fig, ax = experiment.subplots(figsize=(6, 4.5))
+    behind = scale["rows"][0]["mlp"]["heads"]
     for key, count, label, colour in (("attention_only", "attention_params", "attention only: d·d_h·H", "C0"),
-                                      ("mlp", "mlp_params", "MLP behind fixed heads: d·m", "C1")):
+                                      ("mlp", "mlp_params", f"MLP behind {behind} heads: d·m", "C1")):
         facts = [r["facts"] for r in scale["rows"]]
         need = [r[key][count] for r in scale["rows"]]
         ax.plot(facts, [float("nan") if n is None or n == 0 else n for n in need], "o-", color=colour,
