@@ -35,6 +35,7 @@ test_requires = [
     "nbclient>=0.7",
     "ipykernel>=6",
     "import-linter>=2.0",
+    "faiss-cpu>=1.7.3",  # the indexed-read tests (varmem.indexed) run, not skip
 ]
 
 setup(

@@ -8,8 +8,6 @@ import json
 import pytest
 from _scripts import load_experiment
 
-pytest.importorskip("faiss")
-
 
 def _check(tmp_path, argv, data):
     bench = load_experiment("bench_indexed")
