@@ -61,7 +61,7 @@ p = argparse.ArgumentParser()
 for a in ("--input", "--output", "--epochs", "--steps", "--read-steps", "--eta", "--lr"):
     p.add_argument(a)
 a = p.parse_args()
-d = np.load(a.input)
+d = np.load(a.input, allow_pickle=False)
 names = [str(n) for n in d["cue_names"]]
 np.savez(a.output, first_call_seconds=1.0, jax_version="x", fabricpc_version="fake", seconds_train=2.0,
          settings=np.array([a.epochs, a.steps, a.read_steps]),
