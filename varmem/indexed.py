@@ -309,11 +309,7 @@ class IndexedMemory:
     def delete(self, items: Any, *, atol: float = 0.0) -> "IndexedMemory":
         """Remove one stored copy of each item (within ``atol``); ``KeyError`` and nothing removed if
         some item is not stored."""
-        rows = match_rows(self.memory.items, self.memory.prepare_items(items), atol)
-        selected = torch.zeros(len(self), dtype=torch.bool, device=self.memory.device)
-        selected[rows] = True
-        self._remove(selected)
-        return self
+        return self.forget(match_rows(self.memory.items, self.memory.prepare_items(items), atol))
 
     # --- reading --------------------------------------------------------------------------------
     def retrieve(self, cue: Any, mask: Any = None, method: str | None = None, **options: Any) -> Any:

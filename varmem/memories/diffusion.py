@@ -335,11 +335,7 @@ class DiffusionMemory(GaussianMixtureMemory):
     def delete(self, items: Any, *, atol: float = 0.0) -> "DiffusionMemory":
         """Remove one stored copy of each given item (matched within ``atol`` in max-norm); ``KeyError``
         (and nothing removed) if some item is not stored."""
-        rows = match_rows(self.items, self.prepare_items(items), atol)
-        keep = torch.ones(len(self), dtype=torch.bool, device=self.device)
-        keep[rows] = False
-        self.items = self.items[keep]
-        return self
+        return self.forget(match_rows(self.items, self.prepare_items(items), atol))
 
     # --- the probabilistic model: the kernel density at the last noise level -------------------------
     def prior(self) -> KernelDensity:

@@ -200,11 +200,7 @@ class KernelDensityMemory(GaussianMixtureMemory):
 
         Raises ``KeyError`` (and removes nothing) if some item is not stored.
         """
-        rows = match_rows(self.items, self.prepare_items(items), atol)
-        keep = torch.ones(len(self), dtype=torch.bool, device=self.device)
-        keep[rows] = False
-        self.items = self.items[keep]
-        return self
+        return self.forget(match_rows(self.items, self.prepare_items(items), atol))
 
     # --- the probabilistic model -------------------------------------------------------------
     def prior(self) -> KernelDensity:
