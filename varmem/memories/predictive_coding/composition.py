@@ -37,6 +37,7 @@ from __future__ import annotations
 import functools
 import math
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -65,7 +66,7 @@ PC_ACTIVATIONS: dict[str, tuple[Callable[[Tensor], Tensor], Callable[[Tensor], T
 """Named activations ``name -> (f, f')`` (the fused path needs ``f'``; autograd takes any callable)."""
 
 
-class _PCLayer(nn.Module):
+class _PCLayer(nn.Module, ABC):
     """A layer ``g(x)`` with its activation pre- or post-synaptic."""
 
     def __init__(self, activation: str | Callable[[Tensor], Tensor], where: str) -> None:
@@ -81,8 +82,9 @@ class _PCLayer(nn.Module):
                             f"got {activation!r}")
         self.activation, self.where = activation, where
 
-    def linear(self, x: Tensor) -> Tensor:  # pragma: no cover - overridden
-        raise NotImplementedError
+    @abstractmethod
+    def linear(self, x: Tensor) -> Tensor:
+        """The layer's affine map (dense or convolution), applied before or after the activation."""
 
     def forward(self, x: Tensor) -> Tensor:
         return self.linear(self.f(x)) if self.where == "pre" else self.f(self.linear(x))
