@@ -152,13 +152,7 @@ def right_columns_mask(
     x: Tensor, p: float, *, fill: float = 0.0, image_shape: _ImageShape = None
 ) -> tuple[Tensor, Tensor]:
     """Hide the right-most ``k = ⌊p·W⌋`` columns of every image (set to ``fill``)."""
-    p = check_unit_interval(p, "p")
-    fill = check_finite(fill, "fill")
-    x4 = _as_images(x, image_shape)
-    b, _, h, w = x4.shape
-    k = math.floor(p * w + 1e-9)  # tolerate p·W landing just below an integer
-    known_cols = torch.arange(w, device=x4.device) < w - k  # [W]
-    return _apply_pixel_mask(x4, known_cols.expand(b, h, w), fill, x.shape)
+    return _hide_last_lines(x, p, fill, image_shape, axis=3)
 
 
 def bottom_rows_mask(
@@ -166,13 +160,20 @@ def bottom_rows_mask(
 ) -> tuple[Tensor, Tensor]:
     """Hide the bottom ``k = ⌊p·H⌋`` rows of every image (set to ``fill``): the half-image cue of
     Salvatori et al. (2021) and of PCX's associative-memory example at ``p = 0.5``."""
+    return _hide_last_lines(x, p, fill, image_shape, axis=2)
+
+
+def _hide_last_lines(x: Tensor, p: float, fill: float, image_shape: _ImageShape, axis: int) -> tuple[Tensor, Tensor]:
+    """Hide the last ``k = ⌊p·L⌋`` rows (``axis=2``, ``L = H``) or columns (``axis=3``, ``L = W``)."""
     p = check_unit_interval(p, "p")
     fill = check_finite(fill, "fill")
     x4 = _as_images(x, image_shape)
     b, _, h, w = x4.shape
-    k = math.floor(p * h + 1e-9)  # tolerate p·H landing just below an integer
-    known_rows = torch.arange(h, device=x4.device) < h - k  # [H]
-    return _apply_pixel_mask(x4, known_rows[:, None].expand(h, w).expand(b, h, w), fill, x.shape)
+    n = x4.shape[axis]
+    k = math.floor(p * n + 1e-9)  # tolerate p·L landing just below an integer
+    kept = torch.arange(n, device=x4.device) < n - k  # [L]
+    known = kept[:, None] if axis == 2 else kept[None, :]
+    return _apply_pixel_mask(x4, known.expand(b, h, w), fill, x.shape)
 
 
 def square_occlusion(
