@@ -239,3 +239,16 @@ def test_relaxation_without_a_record_takes_the_same_steps_and_ends_in_the_same_s
     assert n == n2 == 25 and full.shape == (26, 4) and last.shape == (1, 4)
     torch.testing.assert_close(a, b, atol=0, rtol=0)
     torch.testing.assert_close(last[0], full[-1], atol=0, rtol=0)
+
+
+def test_relaxation_without_the_final_evaluation_ends_in_the_same_state():
+    m = _small().write(torch.randn(3, 6))
+    x = torch.randn(4, 6)
+    ends = []
+    for final in (True, False):
+        acts = [x.unsqueeze(0)] + m.init_hidden(4, 1, torch.Generator().manual_seed(3))
+        acts, trace, steps, converged = m.relax(acts, None, steps=9, lr=0.05, tol=0.0, rtol=0.0, record=False,
+                                                final=final)
+        ends.append(torch.cat([a.squeeze(0) for a in acts], -1))
+        assert steps == 9 and trace.shape == ((1, 4) if final else (0, 4)) and converged.shape == (4,)
+    torch.testing.assert_close(ends[0], ends[1], atol=0, rtol=0)

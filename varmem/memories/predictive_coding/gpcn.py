@@ -18,6 +18,7 @@ BayesPCN's GPCN baselines, or plain gradient steps ``γ``); learning is the loca
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any, Callable
 
@@ -157,25 +158,32 @@ class PredictiveCodingMemory(PCNetwork):
 
     # --- learning ------------------------------------------------------------------------------
     def _train_step(self, x: Tensor, generator: torch.Generator) -> tuple[float, int]:
-        """Relax the hidden layers with ``a_0 = x`` clamped, then one local weight update; returns
-        the mean energy ``−log p(a | W)`` per item at the relaxed activities (before the weight
-        step) and the relaxation steps taken."""
+        """Relax the hidden layers with ``a_0 = x`` clamped, then one local weight update
+        ``W_l ← W_l + (α / B) inp_lᵀ ε_l / σ_l²``; returns the mean energy ``−log p(a | W)`` per item
+        at the relaxed activities (before the weight step) and the relaxation steps taken.  The
+        prediction errors ``ε_l`` are computed once and serve both the energy and the update."""
         acts = [x.unsqueeze(0)] + self.init_hidden(x.shape[0], 1, generator)
-        acts, trace, steps, _ = self.relax(acts, None, steps=self.T_infer, lr=self.activation_lr,
-                                           optimizer=self.activation_optimizer, tol=self.infer_tol,
-                                           rtol=self.infer_rtol, record=False)
-        inputs = self._inputs(acts)
+        acts, _, steps, _ = self.relax(acts, None, steps=self.T_infer, lr=self.activation_lr,
+                                       optimizer=self.activation_optimizer, tol=self.infer_tol,
+                                       rtol=self.infer_rtol, record=False, final=False)
+        inputs = [a.squeeze(0) for a in self._inputs(acts)]
+        B = x.shape[0]
+        twice = 0.0
         new = []
         for i in range(self.n_layers):
             W = self.weight(i)
-            eps = (acts[i] - inputs[i] @ W).squeeze(0)
-            new.append(W + self.weight_lr / x.shape[0] * inputs[i].squeeze(0).T @ eps / self.layer_sigma2(i))
-        if not all(torch.isfinite(w).all() for w in new):
+            eps = torch.addmm(acts[i].squeeze(0), inputs[i], W, alpha=-1)  # ε_l = a_l − inp_l W_l
+            inv_s2 = 1.0 / self.layer_sigma2(i)
+            twice = twice + torch.linalg.vecdot(eps, eps) * inv_s2
+            new.append(torch.addmm(W, inputs[i].T, eps, alpha=self.weight_lr / B * inv_s2))
+        if not math.isfinite(float(sum(w.sum() for w in new))):  # one sum per layer, not an isfinite pass
             raise FloatingPointError("weight update produced NaN/inf: weight_lr / sigma_obs² (sigma_data² for the "
                                      "sensory layer) is too large, or activation_lr made the relaxation diverge")
+        const = sum(0.5 * d_out * math.log(2 * math.pi * self.layer_sigma2(i))
+                    for i, (_, d_out) in enumerate(self.layer_dims()))
         for i, w in enumerate(new):
             setattr(self, f"W{i}", w)
-        return float(trace[-1].mean()), steps
+        return float(twice.mean()) / 2 + const, steps
 
     def write(self, items: Any, *, progress: bool = False) -> "PredictiveCodingMemory":
         """Store ``items`` (``[N, D]`` or ``[D]``): online, one local-learning step per item, in

@@ -81,15 +81,16 @@ class Adam:
         self.lr, self.betas, self.eps, self.t = lr, betas, eps, 0
         self.m = [torch.zeros_like(p) for p in params]
         self.v = [torch.zeros_like(p) for p in params]
+        self._eps = [p.new_tensor(eps) for p in params]  # 0-dim operand, made once (not per step)
 
     def step(self, params: list[Tensor], grads: list[Tensor]) -> None:
         b1, b2 = self.betas
         self.t += 1
         c1, c2 = 1 - b1**self.t, 1 - b2**self.t
-        for p, g, m, v in zip(params, grads, self.m, self.v, strict=True):
+        for p, g, m, v, eps in zip(params, grads, self.m, self.v, self._eps, strict=True):
             m.lerp_(g, 1 - b1)
             v.lerp_(g * g, 1 - b2)  # = b2 v + (1 − b2) g²
-            denom = torch.add(p.new_tensor(self.eps), v.sqrt(), alpha=1 / math.sqrt(c2))
+            denom = torch.add(eps, v.sqrt(), alpha=1 / math.sqrt(c2))
             p.addcdiv_(m, denom, value=-self.lr / c1)
 
 
@@ -117,6 +118,8 @@ class FusedEnergy:
         L, h = net.n_layers, net.h_dim
         self.L, self.h, self.f, self.df = L, h, net._f, net._df
         self.free0, self.free_hidden = free0, free_hidden
+        self._views_key: tuple[int, int] | None = None
+        self._views: list[Tensor | None] = []
         self.d = [R.shape[-1] for R, _ in layers]
         R_top, U_top = layers[-1]
         self.K = R_top.shape[0]
@@ -179,15 +182,17 @@ class FusedEnergy:
         weights only, where the gradient does not need it): the energy is not computed (None)."""
         a_in = acts[i + 1]
         inp = self.f(a_in)
-        mean, v = self._predict(i, inp)
-        eps = acts[i] - mean
-        if v is None:  # point weights: v = σ² is a constant
+        if not self.pred:  # point weights: v = σ² is a constant; ε = a_i − inp R_i in one fused gemm
+            W = self.W[i]
+            eps = torch.baddbmm(acts[i], inp, W, alpha=-1) if inp.shape[0] == W.shape[0] else acts[i] - inp @ W
             inv_v = self.inv_s2[i]
             if g_out is not None:
                 torch.mul(eps, inv_v, out=g_out)
             if g_in is not None:
                 g_in.addcmul_(eps @ self.Rt[i], self._dact(a_in, inp), value=-float(inv_v))
             return torch.linalg.vecdot(eps, eps) * inv_v if energy else None
+        mean, v = self._predict(i, inp)
+        eps = acts[i] - mean
         sq = torch.linalg.vecdot(eps, eps)
         inv_v = v.reciprocal()
         r = sq * inv_v
@@ -215,12 +220,16 @@ class FusedEnergy:
             if g0 is not None:
                 torch.mul(eps, inv_v.unsqueeze(-1) if inv_v.dim() else inv_v, out=g0)
             return torch.add(rest, torch.linalg.vecdot(eps, eps) * inv_v, alpha=0.5)
-        h, L = self.h, self.L
-        gv = [None] * L
-        if gh is not None:
-            gv[1:] = [gh[..., j * h:(j + 1) * h] for j in range(L - 1)]
-        if g0 is not None:
-            gv[0] = g0
+        key = (id(g0), id(gh))
+        if key != self._views_key:  # the per-layer views of the gradient buffers, made once per buffer pair
+            h, L = self.h, self.L
+            gv = [None] * L
+            if gh is not None:
+                gv[1:] = [gh[..., j * h:(j + 1) * h] for j in range(L - 1)]
+            if g0 is not None:
+                gv[0] = g0
+            self._views, self._views_key = gv, key
+        gv, L = self._views, self.L
         twice = self._top(acts[-1], gv[-1], energy)
         for i in range(L - 2, -1, -1):  # top-down: layer i sets ∂/∂a_i, then adds to ∂/∂a_{i+1}
             part = self._layer(i, acts, gv[i], gv[i + 1], energy)
@@ -453,6 +462,7 @@ class PCNetwork(Memory):
         self, acts: list[Tensor], sensory_free: Tensor | None, *, steps: int, lr: float, optimizer: str = "adam",
         tol: float = 0.0, rtol: float = 0.0, individual: bool = False, layers: list | None = None,
         log_w: Tensor | None = None, free_hidden: bool = True, progress: Any = None, record: bool = True,
+        final: bool = True,
     ) -> tuple[list[Tensor], Tensor, int, Tensor]:
         """Minimise the energy over the hidden activities (and sensory entries where
         ``sensory_free``) by at most ``steps`` optimiser steps; in place on ``acts`` (the hidden
@@ -470,7 +480,8 @@ class PCNetwork(Memory):
         The energy and its gradient come from one fused pass (:class:`FusedEnergy`, no autograd),
         Adam works in place on the flat buffers.  ``record=False`` (no stopping rule, one
         particle, point weights: GPCN training) skips the per-step energies, so the trace holds
-        only the final one.
+        only the final one; ``final=False`` as well (the caller evaluates the relaxed state itself)
+        returns an empty trace.
         Returns ``(acts, trace [T+1, B] or [T+1, K, B], steps, converged)``.
         """
         layers = layers if layers is not None else self.layer_stats(acts[0].dtype)
@@ -489,11 +500,12 @@ class PCNetwork(Memory):
         if not individual:
             log_w = self.particle_log_weights(like.dtype) if log_w is None else log_w
             log_w = log_w.unsqueeze(-1)
+        shift = None if individual or K > 1 or not bool(log_w[0].any()) else log_w[0]
         trace: list[Tensor] = []
         prev = None
         converged = None
         settled = torch.zeros((), dtype=torch.bool, device=like.device)
-        tol_t, rtol_t = like.new_tensor(tol), like.new_tensor(rtol)
+        tol_t, rtol_t = (like.new_tensor(tol), like.new_tensor(rtol)) if tol > 0 or rtol > 0 else (None, None)
         done = 0
         quiet = not record and tol == 0 and rtol == 0 and K == 1 and not fused.pred
         for done in range(1, steps + 1):  # noqa: B007
@@ -507,9 +519,9 @@ class PCNetwork(Memory):
                 r = (joint + e).exp_().unsqueeze(-1)
                 grads = [(g * r).sum(0, keepdim=True) for g in grads]
             elif not individual:  # K = 1: E = E_1 − log w_1 (log w_1 = 0 when normalised)
-                e = e[0] - log_w[0]
+                e = e[0] if shift is None else e[0] - shift
             if free is not None:
-                grads[0] = grads[0] * free
+                grads[0].mul_(free)  # g0 (or the mixture's fresh sum) is rewritten every step: in place
             if opt is not None:
                 opt.step(params, grads)
             else:
@@ -530,12 +542,15 @@ class PCNetwork(Memory):
                     if bool(settled.all()):
                         break
             prev = e
-        final = fused(acts, None, None)
+        if not final:
+            shape = (K, B) if individual else (B,)
+            return acts, like.new_zeros(0, *shape), done, torch.zeros(shape, dtype=torch.bool, device=like.device)
+        last = fused(acts, None, None)
         if not individual:
-            final = -(log_w - final).logsumexp(0)
-        trace.append(final)
+            last = -(log_w - last).logsumexp(0)
+        trace.append(last)
         if converged is None:
-            converged = torch.zeros_like(final, dtype=torch.bool)
+            converged = torch.zeros_like(last, dtype=torch.bool)
         return acts, torch.stack(trace), done, converged
 
     def prior_prediction(self, dtype: torch.dtype | None = None) -> Tensor:
