@@ -252,3 +252,29 @@ def test_relaxation_without_the_final_evaluation_ends_in_the_same_state():
         ends.append(torch.cat([a.squeeze(0) for a in acts], -1))
         assert steps == 9 and trace.shape == ((1, 4) if final else (0, 4)) and converged.shape == (4,)
     torch.testing.assert_close(ends[0], ends[1], atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("layout", ["dense", "strided"])
+def test_activity_adam_equals_torch_adam(dtype, layout):
+    """The relaxation's Adam (torch's fused kernel for dense tensors, the written-out formula for
+    strided ones, which the kernel would mis-update) against ``torch.optim.Adam`` over 6 steps."""
+    from varmem.memories.predictive_coding.network import Adam
+
+    gen = torch.Generator().manual_seed(0)
+    shapes = [(3, 5), (4, 7)]
+    params = [torch.randn(*s, generator=gen, dtype=dtype) for s in shapes]
+    if layout == "strided":
+        params = [torch.randn(*reversed(s), generator=gen, dtype=dtype).T for s in shapes]
+    ref = [p.clone() for p in params]
+    ours, theirs = Adam(params, 0.05), torch.optim.Adam(ref, lr=0.05)
+    assert ours.fused == (layout == "dense" and hasattr(torch, "_fused_adam_"))
+    for _ in range(6):
+        grads = [torch.randn(p.shape, generator=gen, dtype=dtype) for p in params]
+        ours.step(params, grads)
+        for r, g in zip(ref, grads, strict=True):
+            r.grad = g
+        theirs.step()
+    tol = 1e-6 if dtype == torch.float32 else 1e-12
+    for p, r in zip(params, ref, strict=True):
+        torch.testing.assert_close(p, r, atol=tol, rtol=tol)
