@@ -174,6 +174,10 @@ def test_pcnet_refuses_conjugate_layers_it_cannot_use():
     with pytest.raises(ValueError, match="autograd"):
         net.grads([torch.zeros(1, 4, dtype=F64), torch.zeros(1, 3, dtype=F64)], [True, False], False, "fused",
                   log_w=torch.zeros(1, dtype=F64))
+    with pytest.raises(ValueError, match="closed form"):
+        net.fit(torch.zeros(2, 3, dtype=F64), progress=False)
+    with pytest.raises(ValueError, match="retrieve"):
+        net.read(torch.zeros(2, 3, dtype=F64))
     plain = PCNet((4,), [Dense(4, 3)])  # a plain Dense stack keeps its fused path
     assert plain.fused and plain.top_layer is None
 

@@ -233,12 +233,13 @@ class PCNet(nn.Module):
         self.top_prior = check_bool(top_prior, "top_prior")
         self.sigma_top = check_positive(sigma_top, "sigma_top")
         seed = check_seed(seed)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            for layer in layers:  # re-draw under the seed: the same network for the same seed
-                for m in layer.modules():
-                    if hasattr(m, "reset_parameters") and m is not layer:
-                        m.reset_parameters()
+        resettable = [m for layer in layers for m in layer.modules()
+                      if hasattr(m, "reset_parameters") and m is not layer]
+        if resettable:  # (conjugate layers have none: skip torch.manual_seed, ~1 ms)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                for m in resettable:  # re-draw under the seed: the same network for the same seed
+                    m.reset_parameters()
         self.layers = nn.ModuleList(layers)
         self.top_layer = top_layer
         self.mu_top = nn.Parameter(torch.zeros(top)) if self.top_prior and top_layer is None else None
@@ -432,6 +433,10 @@ class PCNet(nn.Module):
             trace.append(e)
         return xs, torch.stack(trace) if trace else xs[0].new_zeros(0, xs[0].shape[0])
 
+    def _no_particle_layers(self, what: str, instead: str) -> None:
+        if self.top_layer is not None or any(_is_predictive(layer) for layer in self.layers):
+            raise ValueError(f"PCNet.{what} is for learned layers, not for layers with weight posteriors: {instead}")
+
     # --- learning -------------------------------------------------------------------------------
     def _weight_stepper(self, w_optimizer: Any, w_lr: float) -> Callable[[], None]:
         spec = _optimizer_factory(w_optimizer, "w_optimizer")
@@ -460,6 +465,7 @@ class PCNet(nn.Module):
         ``incremental`` a weight step after every inference step instead.  ``path``: ``"fused"``
         (dense stacks, default there) or ``"autograd"``.  ``callback(epoch, record)`` after each
         epoch; a tqdm bar shows the energy.  Returns the :class:`FitRecord`."""
+        self._no_particle_layers("fit", "they learn in closed form (ConjugateDense.update, BayesPCN.write)")
         epochs = check_positive_int(epochs, "epochs")
         T = check_positive_int(T, "T")
         w_lr = check_positive(w_lr, "w_lr")
@@ -534,6 +540,7 @@ class PCNet(nn.Module):
         observed ones clamped) or ``"relax_all"`` (every sensory entry free, started at the cue).
         None: clamp_predict for a full cue, joint for a partial one.  ``start``: ``"zero"``,
         ``"prior_mean"`` (the top-down prediction) or a number, for the unknown entries."""
+        self._no_particle_layers("read", "read their memory instead (BayesPCN.retrieve)")
         proc = procedure or ("clamp_predict" if mask is None else "joint")
         check_choice(proc, "procedure", ("clamp_predict", "joint", "relax_all"))
         steps, n_repeat = check_positive_int(steps, "steps"), check_positive_int(n_repeat, "n_repeat")
