@@ -111,6 +111,18 @@ def test_delete_of_an_unseen_chunk_is_refused_and_changes_nothing():
     assert layer.R is R and layer.U is U
 
 
+def test_update_refuses_data_of_the_wrong_shape_or_dtype():
+    layer = ConjugateDense(3, 2, sigma=0.1, n_particles=2)
+    R = layer.R
+    z, x = torch.zeros(2, 4, 3, dtype=F64), torch.zeros(2, 4, 2, dtype=F64)
+    for bad, match in (((z[..., :2], x), r"Z must be a tensor \[2 or 1, B, 3\]"), ((z, x[:, :3]), "same number"),
+                       ((z.float(), x), "dtype"), ((z[0], x), "Z must be"), ((z, torch.zeros(3, 4, 2)), "X must be")):
+        with pytest.raises(ValueError, match=match):
+            layer.update(*bad)
+    assert layer.R is R
+    layer.update(z[:1], x)  # one set of features for all particles broadcasts
+
+
 def test_forget_diffuses_to_the_prior_and_replaces_the_buffers():
     layer = ConjugateDense(4, 3, sigma=0.2, sigma_prior=0.5, n_particles=2, activation="tanh")
     z = layer.features(torch.randn(2, 6, 4, dtype=F64))

@@ -164,10 +164,23 @@ class ConjugateDense(nn.Module):
         return gaussian_nll(y, mean, var)
 
     # --- conjugate learning (closed form, float64) ---------------------------------------------
+    def _check_data(self, Z: Tensor, X: Tensor) -> None:
+        """``Z [K or 1, B, d_in]`` and ``X [K or 1, B, d_out]`` in the posterior's dtype."""
+        K, d_in, d_out = self.R.shape
+        for name, t, d in (("Z", Z, d_in), ("X", X, d_out)):
+            if not torch.is_tensor(t) or t.dim() != 3 or t.shape[0] not in (1, K) or t.shape[-1] != d:
+                raise ValueError(f"{name} must be a tensor [{K} or 1, B, {d}], got "
+                                 f"{tuple(t.shape) if torch.is_tensor(t) else type(t).__name__}")
+            if t.dtype != self.R.dtype:
+                raise ValueError(f"{name} must have the posterior's dtype {self.R.dtype}, got {t.dtype}")
+        if Z.shape[1] != X.shape[1]:
+            raise ValueError(f"Z and X must have the same number of items, got {Z.shape[1]} and {X.shape[1]}")
+
     def updated(self, Z: Tensor, X: Tensor) -> tuple[Tensor, Tensor]:
         """The posterior ``(R, U)`` after observing ``X [K, B, d_out]`` at features ``Z [K, B, d_in]``
         (see the module doc), without changing the layer.  Raises ``FloatingPointError`` when
         ``Σ_x`` is not positive definite."""
+        self._check_data(Z, X)
         R, U = self.R, self.U
         B = Z.shape[-2]
         Sc = Z @ U  # [K, B, d_in]
@@ -189,6 +202,7 @@ class ConjugateDense(nn.Module):
         """The posterior ``(R, U)`` before the update with ``(Z, X)``, without changing the layer.
         Raises ``ValueError`` when ``σ² I − Z U Zᵀ`` is not positive definite (``(Z, X)`` was not
         observed by this posterior, e.g. it was forgotten or resampled since)."""
+        self._check_data(Z, X)
         R, U = self.R, self.U
         m, s2 = Z.shape[-2], self.sigma2
         ZU = Z @ U
