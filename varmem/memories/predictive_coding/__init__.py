@@ -4,14 +4,16 @@
 2022) share the network of :mod:`.network` (energy, hand-written gradient, fused relaxation, Pyro
 model) and its readers ``pc`` / ``pc_pyro`` (:mod:`.readers`).  :class:`PCNet` (:mod:`.composition`)
 builds a predictive-coding network from layers (dense, convolution, transposed convolution;
-Gaussian or Bernoulli nodes; any ``torch.optim`` optimiser for activities and weights).
+Gaussian or Bernoulli nodes; any ``torch.optim`` optimiser for activities and weights);
+BayesPCN's layers are :class:`ConjugateDense` layers (:mod:`.conjugate`) of such a network.
 """
 
 from .bayes_pcn import BayesPCN
 from .composition import Conv2d, ConvTranspose2d, Dense, FitRecord, PCNet
+from .conjugate import ConjugateDense
 from .gpcn import PredictiveCodingMemory
 from .network import ACTIVATIONS, PCNetwork
 from .readers import PCReadable
 
 __all__ = ["BayesPCN", "PredictiveCodingMemory", "PCNetwork", "PCReadable", "ACTIVATIONS", "PCNet", "Dense",
-           "Conv2d", "ConvTranspose2d", "FitRecord"]
+           "Conv2d", "ConvTranspose2d", "FitRecord", "ConjugateDense"]

@@ -2,6 +2,11 @@
 
 Every layer's weights have a matrix-normal posterior ``W_l ~ MN(R_l, U_l, I)`` (row covariance
 ``U_l`` shared by the output columns), one per particle ``k = 1 … K`` with log-weight ``log w_k``.
+The layers are :class:`~varmem.memories.predictive_coding.conjugate.ConjugateDense` modules of a
+:class:`~varmem.memories.predictive_coding.composition.PCNet` (``memory.net``, top-down; layer
+``l`` is :meth:`BayesPCN.conjugate_layer`), which hold ``R_l``, ``U_l`` and ``R_init,l`` and do the
+closed-form update, delete and forget below; ``memory.net.energy(acts, log_w)`` is the memory's
+energy through autograd, the fused relaxation reads the same buffers (:meth:`BayesPCN.layer_stats`).
 Integrating the weights out gives the ``p_pred`` network of :mod:`varmem.memories.predictive_coding.network`::
 
     a_l | a_{l+1} ~ N(f(a_{l+1}) R_l, (σ_l² + f(a_{l+1}) U_l f(a_{l+1})ᵀ) I)
@@ -34,6 +39,7 @@ Delete (exact inverse of the write of an item, using its recorded activities)::
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import torch
@@ -51,9 +57,14 @@ from ...validation import (
     check_unit_interval,
     check_values,
 )
+from .composition import PCNet
+from .conjugate import ConjugateDense
 from .network import Adam, PCNetwork
 
 __all__ = ["BayesPCN"]
+
+_LAYER_STATE = re.compile(r"(R_init|R|U)(\d+)")
+"""Names of the per-layer state as attributes and checkpoint keys: ``R_init{l}``, ``R{l}``, ``U{l}``."""
 
 
 class BayesPCN(PCNetwork):
@@ -92,6 +103,11 @@ class BayesPCN(PCNetwork):
         keep_history: record each written item's MAP activities and log-weight increment
             (needed by :meth:`delete`; costs ``N·K·(L-1)·h`` numbers).
         seed: seeds the initial means and the write-time random activity initialisation.
+
+    State: ``net`` (a :class:`PCNet` of :class:`ConjugateDense` layers, top-down, whose buffers are
+    the posterior), ``log_w``, ``items`` and the history.  The layer buffers are also reachable
+    (and saved in checkpoints) under their flat names ``R{l}``, ``U{l}``, ``R_init{l}`` with
+    ``l = 0`` the sensory prediction and ``l = L-1`` the top bias.
 
     Example:
         >>> m = BayesPCN(4, n_layers=2, h_dim=8, sigma_obs=0.1, T_infer=50)
@@ -146,11 +162,17 @@ class BayesPCN(PCNetwork):
         self.write_batch, self.resample, self.resample_threshold = write_batch, resample, thr
         self.keep_history = keep_history
         K, f64 = n_particles, torch.float64
-        for i, r0 in enumerate(self.initial_means(K, f64)):
-            d_in = r0.shape[1]
-            self.register_buffer(f"R_init{i}", r0)
-            self.register_buffer(f"R{i}", r0.clone())
-            self.register_buffer(f"U{i}", self._prior_cov(d_in).expand(K, d_in, d_in).clone())
+        conj = [
+            ConjugateDense(d_in, d_out, sigma=(self.sigma_data or self.sigma_obs) if i == 0 else self.sigma_obs,
+                           sigma_prior=self.sigma_prior,
+                           n_particles=K, activation=activation, top=i == n_layers - 1, init_mean=r0,
+                           predictive_variance=log_prob == "p_pred", device=self.device)
+            for i, ((d_in, d_out), r0) in enumerate(zip(self.layer_dims(), self.initial_means(K, f64), strict=True))
+        ]
+        below = conj[-2::-1]  # top-down, as PCNet lists its layers
+        self.net = PCNet((int(h_dim),), below, sigmas=[layer.sigma for layer in below], top_prior=conj[-1])
+        self.register_state_dict_post_hook(_drop_nested_layer_keys)
+        self.register_load_state_dict_pre_hook(_nest_layer_keys)
         self.register_buffer("log_w", torch.full((K,), -math.log(K), dtype=f64, device=self.device))
         self.register_buffer("items", torch.empty(0, dim, device=self.device, dtype=self.dtype))
         hist = (0, K, n_layers - 1, h_dim) if keep_history else (0, 0, 0, 0)
@@ -158,8 +180,46 @@ class BayesPCN(PCNetwork):
         self.register_buffer("history_log_w", torch.empty(0, K if keep_history else 0, device=self.device, dtype=f64))
         self._generator = torch.Generator(device=self.device).manual_seed(self.seed)
 
-    def _prior_cov(self, d_in: int) -> Tensor:
-        return self.sigma_prior**2 * torch.eye(d_in, dtype=torch.float64, device=self.device)
+    # --- the conjugate layers and their flat names ---------------------------------------------
+    def conjugate_layer(self, layer: int) -> ConjugateDense:
+        """Layer ``l`` (``0``: predicts the sensory layer from ``a_1``; ``L-1``: the top bias)."""
+        net = self._modules["net"]
+        return net.top_layer if layer == self.n_layers - 1 else net.layers[self.n_layers - 2 - layer]
+
+    def _layer_state(self, name: str) -> tuple[ConjugateDense, str] | None:
+        """``(layer, buffer name)`` for a flat name ``R{l}`` / ``U{l}`` / ``R_init{l}``, else None."""
+        if name[:1] not in ("R", "U") or "net" not in self.__dict__.get("_modules", {}):
+            return None
+        match = _LAYER_STATE.fullmatch(name)
+        if match is None or int(match.group(2)) >= self.__dict__["n_layers"]:
+            return None
+        return self.conjugate_layer(int(match.group(2))), match.group(1)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            where = self._layer_state(name)
+            if where is None:
+                raise
+            return getattr(*where)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        where = self._layer_state(name) if torch.is_tensor(value) else None
+        if where is None:
+            super().__setattr__(name, value)
+        else:
+            setattr(*where, value)
+
+    def _save_to_state_dict(self, destination: dict, prefix: str, keep_vars: bool) -> None:
+        """The layers' buffers under their flat names (``R_init{l}``, ``R{l}``, ``U{l}``, layer by
+        layer, the checkpoint format), then the memory's own buffers."""
+        for i in range(self.n_layers):
+            layer = self.conjugate_layer(i)
+            for name in ("R_init", "R", "U"):
+                t = getattr(layer, name)
+                destination[f"{prefix}{name}{i}"] = t if keep_vars else t.detach()
+        super()._save_to_state_dict(destination, prefix, keep_vars)
 
     def __len__(self) -> int:
         return self.items.shape[0]
@@ -179,15 +239,15 @@ class BayesPCN(PCNetwork):
     # --- state accessors -----------------------------------------------------------------------
     def weight_mean(self, layer: int) -> Tensor:
         """``R_l`` ``[K, d_in, d_out]`` (float64; layer ``L-1`` is the top bias, ``d_in = 1``)."""
-        return getattr(self, f"R{layer}")
+        return self.conjugate_layer(layer).R
 
     def weight_cov(self, layer: int) -> Tensor:
         """``U_l`` ``[K, d_in, d_in]`` (float64)."""
-        return getattr(self, f"U{layer}")
+        return self.conjugate_layer(layer).U
 
     def initial_mean(self, layer: int) -> Tensor:
         """``R_init,l`` ``[K, d_in, d_out]``: the random initial mean, the target of :meth:`forget`."""
-        return getattr(self, f"R_init{layer}")
+        return self.conjugate_layer(layer).R_init
 
     @property
     def particle_weights(self) -> Tensor:
@@ -281,8 +341,8 @@ class BayesPCN(PCNetwork):
         """``(Z_l, X_l)`` in float64 for every layer from sensory ``x [.., B, D]`` and hidden
         ``[.., B, h]`` activities (the same function at write and delete, so delete is exact)."""
         acts = [x.to(torch.float64)] + [h.to(torch.float64) for h in hidden]
-        inputs = self._inputs(acts)
-        return [(inputs[i], acts[i]) for i in range(self.n_layers)]
+        L = self.n_layers
+        return [(self.conjugate_layer(i).features(acts[min(i + 1, L - 1)]), acts[i]) for i in range(L)]
 
     def joint_energies(self, acts: list[Tensor], layers: list | None = None) -> Tensor:
         """``−log p_k(X, A)`` ``[K]`` of a whole chunk, the weights integrated out *jointly* (the
@@ -358,20 +418,11 @@ class BayesPCN(PCNetwork):
                                      "activation_lr, raise sigma_obs / sigma_data or lower sigma_prior)")
         log_w = self.log_w + increment.sum(-1)
         log_w = log_w - log_w.logsumexp(0)
-        updates = {}
         for i, (Z, X) in enumerate(self._features(acts[0].expand(K, B, self.dim), hidden)):
-            R, U = self.weight_mean(i), self.weight_cov(i)
-            Sc = Z @ U  # [K, B, d_in]
-            Sx = Sc @ Z.transpose(-1, -2) + self.layer_sigma2(i) * torch.eye(B, dtype=U.dtype, device=U.device)
-            chol, info = torch.linalg.cholesky_ex(Sx)
-            if bool(info.any()):
-                raise FloatingPointError(f"layer {i}: predictive covariance is not positive definite")
-            A = torch.cholesky_solve(Sc, chol)  # Σ_x⁻¹ Σ_c
-            R_new = R + A.transpose(-1, -2) @ (X - Z @ R)
-            U_new = U - Sc.transpose(-1, -2) @ A
-            updates[f"R{i}"], updates[f"U{i}"] = R_new, 0.5 * (U_new + U_new.transpose(-1, -2))
-        for name, value in updates.items():
-            setattr(self, name, value)
+            try:  # a failure part-way is rolled back by write()
+                self.conjugate_layer(i).update(Z, X)
+            except FloatingPointError as err:
+                raise FloatingPointError(f"layer {i}: {err}") from None
         self.log_w = log_w
         self.append_rows("items", x)
         if self.keep_history:
@@ -389,8 +440,7 @@ class BayesPCN(PCNetwork):
         idx = torch.multinomial(w.to(self.device), K, replacement=True,
                                 generator=generator if generator.device == self.device else None)
         for i in range(self.n_layers):
-            for name in (f"R{i}", f"U{i}", f"R_init{i}"):
-                setattr(self, name, getattr(self, name)[idx])
+            self.conjugate_layer(i).select_particles(idx)
         self.log_w = torch.full_like(self.log_w, -math.log(K))
         if self.keep_history:
             self.history_hidden = self.history_hidden[:, idx]
@@ -401,10 +451,8 @@ class BayesPCN(PCNetwork):
         """Diffuse every layer's posterior towards the initial prior by ``β ∈ [0, 1]``:
         ``R ← √(1−β) R + (1−√(1−β)) R_init``, ``U ← (1−β) U + β σ_W² I`` (all particles)."""
         b = check_unit_interval(beta, "forget strength beta")
-        keep = math.sqrt(1.0 - b)
-        for i, (d_in, _) in enumerate(self.layer_dims()):
-            setattr(self, f"R{i}", keep * self.weight_mean(i) + (1.0 - keep) * self.initial_mean(i))
-            setattr(self, f"U{i}", (1.0 - b) * self.weight_cov(i) + b * self._prior_cov(d_in))
+        for i in range(self.n_layers):
+            self.conjugate_layer(i).forget(b)
         return self
 
     def delete(self, items: Any, *, atol: float = 0.0) -> "BayesPCN":
@@ -425,25 +473,37 @@ class BayesPCN(PCNetwork):
         K, m = self.n_particles, rows.numel()
         x = self.items[rows].unsqueeze(0).expand(K, m, self.dim)
         hidden = [self.history_hidden[rows, :, j].transpose(0, 1) for j in range(self.n_layers - 1)]
-        updates = {}
+        updates = []  # every layer's downdate first: a refused one deletes nothing
         for i, (Z, X) in enumerate(self._features(x, hidden)):
-            R, U = self.weight_mean(i), self.weight_cov(i)
-            s2 = self.layer_sigma2(i)
-            ZU = Z @ U
-            S = s2 * torch.eye(m, dtype=U.dtype, device=U.device) - ZU @ Z.transpose(-1, -2)
-            chol, info = torch.linalg.cholesky_ex(S)
-            if bool(info.any()):
-                raise ValueError(f"layer {i}: these items cannot be removed from the current posterior "
-                                 "(not positive definite: was it forgotten or resampled since?); nothing deleted")
-            U_old = U + ZU.transpose(-1, -2) @ torch.cholesky_solve(ZU, chol)
-            U_old = 0.5 * (U_old + U_old.transpose(-1, -2))
-            updates[f"R{i}"] = R - U_old @ Z.transpose(-1, -2) @ (X - Z @ R) / s2
-            updates[f"U{i}"] = U_old
+            try:
+                updates.append(self.conjugate_layer(i).downdated(Z, X))
+            except ValueError as err:
+                raise ValueError(f"layer {i}: {err}; nothing deleted") from None
         log_w = self.log_w - self.history_log_w[rows].sum(0)
-        for name, value in updates.items():
-            setattr(self, name, value)
+        for i, (R, U) in enumerate(updates):
+            layer = self.conjugate_layer(i)
+            layer.R, layer.U = R, U
         self.log_w = log_w - log_w.logsumexp(0)
         keep = ~taken
         self.items, self.history_hidden = self.items[keep], self.history_hidden[keep]
         self.history_log_w = self.history_log_w[keep]
         return self
+
+
+def _drop_nested_layer_keys(module: BayesPCN, state: dict, prefix: str, local_metadata: Any) -> None:
+    """State-dict post hook: the layers' buffers are saved once, under their flat names (see
+    :meth:`BayesPCN._save_to_state_dict`), not again under ``net.…``."""
+    nested = prefix + "net."
+    for key in [k for k in state if k.startswith(nested)]:
+        del state[key]
+
+
+def _nest_layer_keys(module: BayesPCN, state: dict, prefix: str, *args: Any) -> None:
+    """Load pre hook (torch's ``load_state_dict`` of a module holding a BayesPCN): the flat names
+    ``R{l}`` / ``U{l}`` / ``R_init{l}`` go to the layers' buffers ``net.….R`` etc."""
+    L = module.n_layers
+    for i in range(L):
+        path = "net.top_layer." if i == L - 1 else f"net.layers.{L - 2 - i}."
+        for name in ("R_init", "R", "U"):
+            if prefix + f"{name}{i}" in state:
+                state[prefix + path + name] = state.pop(prefix + f"{name}{i}")

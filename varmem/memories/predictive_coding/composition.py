@@ -30,6 +30,19 @@ from its own input and output nodes only.  :meth:`PCNet.fit` trains on minibatch
 ``T`` inference steps, then one weight step; ``incremental=True``: a weight step after every
 inference step, Salvatori et al.'s incremental PC) and returns a :class:`FitRecord` with the
 energy per epoch; :meth:`PCNet.read` runs the three read procedures of :mod:`.readers`.
+
+Layers with a weight posterior (:class:`~varmem.memories.predictive_coding.conjugate.ConjugateDense`,
+BayesPCN's layers; any layer with a ``predictive(x) -> (mean [K, B, d], var [K, B])`` method) give
+their node the Gaussian negative log-density with that variance, constants kept and per particle
+``k``::
+
+    e_i = ‖x_i − mean_k‖² / (2 v_k) + (d_i / 2) log(2π v_k)      (v_k = σ_i² + f(x_{i-1}) U_k f(x_{i-1})ᵀ)
+
+so :meth:`PCNet.energy` is ``E_k [K, B]`` (activities ``[B, d]`` shared by the particles, or
+``[K, B, d]`` one set per particle), and with the particle log-weights ``log_w`` the mixture
+``−log Σ_k w_k exp(−E_k)`` ``[B]``.  ``top_prior`` may be such a layer with a constant input (the
+top variant, ``ConjugateDense(top=True)``: BayesPCN's bias ``N(b̄, U_b)`` on the top node).  These
+energies go through the autograd path (conjugate layers learn in closed form, not by :meth:`fit`).
 """
 
 from __future__ import annotations
@@ -48,7 +61,7 @@ from tqdm.auto import tqdm
 from ...helpers import make_generator
 from ...validation import check_bool, check_choice, check_finite, check_positive, check_positive_int, check_seed
 
-__all__ = ["Dense", "Conv2d", "ConvTranspose2d", "PCNet", "FitRecord", "PC_ACTIVATIONS"]
+__all__ = ["Dense", "Conv2d", "ConvTranspose2d", "PCNet", "FitRecord", "PC_ACTIVATIONS", "gaussian_nll"]
 
 
 def _gelu_grad(x: Tensor) -> Tensor:
@@ -64,6 +77,19 @@ PC_ACTIVATIONS: dict[str, tuple[Callable[[Tensor], Tensor], Callable[[Tensor], T
     "linear": (lambda x: x, torch.ones_like),
 }
 """Named activations ``name -> (f, f')`` (the fused path needs ``f'``; autograd takes any callable)."""
+
+
+def gaussian_nll(x: Tensor, mean: Tensor, var: Tensor) -> Tensor:
+    """``−log N(x; mean, var I)`` summed over the last dim, all constants kept:
+    ``‖x − mean‖² / (2 var) + (d/2) log(2π var)``; ``x``, ``mean`` ``[…, d]``, ``var`` ``[…]``."""
+    eps = x - mean
+    d = eps.shape[-1]
+    return 0.5 * (eps * eps).sum(-1) / var + 0.5 * d * torch.log(2 * math.pi * var)
+
+
+def _is_predictive(layer: nn.Module) -> bool:
+    """Whether ``layer`` gives its node a predictive variance (``predictive(x) -> (mean, var)``)."""
+    return callable(getattr(layer, "predictive", None))
 
 
 class _PCLayer(nn.Module, ABC):
@@ -162,7 +188,10 @@ class PCNet(nn.Module):
         energies: per predicted node ``"gaussian"`` or ``"bernoulli"`` (one name: all).
         sigmas: per predicted node the Gaussian std (one number: all; unused for Bernoulli).
         top_prior: a learnable Gaussian prior ``N(μ_top, σ_top²)`` on the top node (``μ_top``
-            starts at 0); ``False``: the top node is free (PCX's associative memory).
+            starts at 0); ``False``: the top node is free (PCX's associative memory); or a layer
+            with ``predictive`` and a constant input (``ConjugateDense(top=True)``), whose
+            predictive density is the top node's prior.  A predictive layer's own variance
+            replaces its node's ``sigmas`` entry.
         sigma_top: ``σ_top``.
         seed: seeds the initial weights (``nn`` defaults, drawn under this seed).
 
@@ -192,29 +221,48 @@ class PCNet(nn.Module):
             check_choice(e, "energies", ("gaussian", "bernoulli"))
         self.energies = energies
         self.sigmas = [check_positive(s, "sigmas") for s in sigmas]
+        top_layer = None
+        if isinstance(top_prior, nn.Module):
+            if not _is_predictive(top_prior) or not getattr(top_prior, "top", False):
+                raise TypeError("a top_prior layer must have predictive() and a constant input "
+                                "(e.g. ConjugateDense(..., top=True))")
+            top_layer, top_prior = top_prior, True
+        for i, (layer, e) in enumerate(zip(layers, energies, strict=True)):
+            if _is_predictive(layer) and e != "gaussian":
+                raise ValueError(f"layer {i} has a predictive variance, so its node must be gaussian, got {e!r}")
         self.top_prior = check_bool(top_prior, "top_prior")
         self.sigma_top = check_positive(sigma_top, "sigma_top")
         seed = check_seed(seed)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            for layer in layers:  # re-draw under the seed: the same network for the same seed
-                for m in layer.modules():
-                    if hasattr(m, "reset_parameters") and m is not layer:
-                        m.reset_parameters()
+        resettable = [m for layer in layers for m in layer.modules()
+                      if hasattr(m, "reset_parameters") and m is not layer]
+        if resettable:  # (conjugate layers have none: skip torch.manual_seed, ~1 ms)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                for m in resettable:  # re-draw under the seed: the same network for the same seed
+                    m.reset_parameters()
         self.layers = nn.ModuleList(layers)
-        self.mu_top = nn.Parameter(torch.zeros(top)) if self.top_prior else None
+        self.top_layer = top_layer
+        self.mu_top = nn.Parameter(torch.zeros(top)) if self.top_prior and top_layer is None else None
         shapes = [top]
+        like = next((t for t in self.parameters() if t.is_floating_point()), None)
+        if like is None:  # e.g. conjugate layers: their buffers' dtype (a float64 posterior)
+            like = next((t for t in self.buffers() if t.is_floating_point()), torch.zeros(()))
         with torch.no_grad():
-            x = torch.zeros(1, *top)
+            x = torch.zeros(1, *top, dtype=like.dtype, device=like.device)
+            if top_layer is not None and tuple(top_layer(x).shape[2:]) != top:
+                raise ValueError(f"the top_prior layer predicts {tuple(top_layer(x).shape[2:])}, "
+                                 f"not the top node's shape {top}")
             for i, layer in enumerate(self.layers):
                 try:
                     x = layer(x)
                 except RuntimeError as err:
                     raise ValueError(f"layer {i} does not accept node {i} of shape {shapes[-1]}: {err}") from None
+                if _is_predictive(layer):  # [K, 1, d]: the particles' predictions
+                    x = x[0]
                 shapes.append(tuple(x.shape[1:]))
         self.shapes = shapes
         self.fused = all(isinstance(layer, Dense) and layer.df is not None for layer in self.layers) and all(
-            len(s) == 1 for s in shapes)
+            len(s) == 1 for s in shapes) and top_layer is None
 
     # --- energy and gradients -----------------------------------------------------------------
     @property
@@ -228,14 +276,26 @@ class PCNet(nn.Module):
             return 0.5 * (x - pred).pow(2).flatten(1).sum(-1) / self.sigmas[i - 1] ** 2
         return (nn.functional.softplus(pred) - x * pred).flatten(1).sum(-1)
 
-    def energy(self, xs: Sequence[Tensor]) -> Tensor:
+    def energy(self, xs: Sequence[Tensor], log_w: Tensor | None = None) -> Tensor:
         """``E(x, θ)`` per item ``[B]`` for node activities ``xs`` (top first, ``[B, *shape]``),
-        through the layers' ``forward`` (differentiable: the autograd path)."""
+        through the layers' ``forward`` (differentiable: the autograd path).
+
+        With layers that have ``predictive`` (module doc) the energy is per particle, ``E_k``
+        ``[K, B]`` (nodes ``[B, d]`` or ``[K, B, d]``), Gaussian constants kept for those nodes;
+        ``log_w`` (normalised particle log-weights ``[K]``): the mixture ``−logsumexp_k(log w_k −
+        E_k)`` ``[B]``."""
         total = 0.0
-        if self.top_prior:
+        if self.top_layer is not None:
+            total = gaussian_nll(xs[0], *self.top_layer.predictive(xs[0]))
+        elif self.top_prior:
             total = 0.5 * (xs[0] - self.mu_top).pow(2).flatten(1).sum(-1) / self.sigma_top**2
         for i, layer in enumerate(self.layers):
-            total = total + self.node_energy(i + 1, xs[i + 1], layer(xs[i]))
+            if _is_predictive(layer):
+                total = total + gaussian_nll(xs[i + 1], *layer.predictive(xs[i]))
+            else:
+                total = total + self.node_energy(i + 1, xs[i + 1], layer(xs[i]))
+        if log_w is not None:
+            total = -(log_w.to(total.dtype).unsqueeze(-1) - total).logsumexp(0)
         return total
 
     def fused_energy_and_grads(self, xs: Sequence[Tensor], want_w: bool = True
@@ -286,10 +346,14 @@ class PCNet(nn.Module):
                 gw.append((d_lin.T @ inp, None if b is None else d_lin.sum(0)))
         return total, gx, gw
 
-    def grads(self, xs: Sequence[Tensor], free: Sequence[bool], with_weights: bool, path: str
-              ) -> tuple[Tensor, list[Tensor | None]]:
+    def grads(self, xs: Sequence[Tensor], free: Sequence[bool], with_weights: bool, path: str,
+              log_w: Tensor | None = None) -> tuple[Tensor, list[Tensor | None]]:
         """``(E [B], ∂ΣE/∂x_i for the free nodes)``; with ``with_weights`` the parameters' ``.grad``
-        are set too.  ``path``: ``"fused"`` or ``"autograd"``."""
+        are set too.  ``path``: ``"fused"`` or ``"autograd"``.  With particle layers ``E`` is
+        ``[K, B]`` (the sum is differentiated: each particle's activities follow their own ``E_k``)
+        or, given ``log_w``, the mixture ``[B]`` (autograd path only)."""
+        if path == "fused" and log_w is not None:
+            raise ValueError("log_w (a particle mixture) needs the autograd path")
         if path == "fused":
             e, gx, gw = self.fused_energy_and_grads(xs, with_weights)
             if with_weights:
@@ -303,7 +367,7 @@ class PCNet(nn.Module):
         leaves = [x.detach().requires_grad_(f) for x, f in zip(xs, free, strict=True)]
         params = list(self.parameters()) if with_weights else []
         with torch.enable_grad():
-            e = self.energy(leaves)
+            e = self.energy(leaves, log_w)
             wanted = [x for x in leaves if x.requires_grad] + params
             out = torch.autograd.grad(e.sum(), wanted, allow_unused=True) if wanted else []
         it = iter(out)
@@ -328,6 +392,8 @@ class PCNet(nn.Module):
         with torch.no_grad():
             top = self.mu_top.detach().expand(B, *self.shapes[0]).clone() if self.mu_top is not None else \
                 torch.zeros(B, *self.shapes[0], **kw)
+            if self.top_layer is not None and how == "top_down":
+                top = self.top_layer(top)  # [K, B, d]: each particle's top mean
             for i, shape in enumerate(self.shapes[:-1]):
                 if how == "randn":
                     dev = kw["device"] if generator is None else generator.device
@@ -341,11 +407,14 @@ class PCNet(nn.Module):
         return xs + [x.reshape(B, *self.shapes[-1]).clone()]
 
     def relax(self, xs: list[Tensor], *, steps: int, x_optimizer: Any, sensory_free: Tensor | None = None,
-              weight_step: Callable[[], None] | None = None, path: str | None = None) -> tuple[list[Tensor], Tensor]:
+              weight_step: Callable[[], None] | None = None, path: str | None = None,
+              log_w: Tensor | None = None) -> tuple[list[Tensor], Tensor]:
         """Minimise ``ΣE`` over the hidden nodes (and the sensory entries where ``sensory_free``)
         for ``steps`` steps of ``x_optimizer``; ``weight_step`` (incremental PC) is called after
-        every step with the parameters' gradients set.  Returns ``(xs, energies [steps, B])``."""
-        path = path or ("fused" if self.fused else "autograd")
+        every step with the parameters' gradients set.  Returns ``(xs, energies [steps, B])``
+        (``[steps, K, B]`` with particle layers and no ``log_w``, see :meth:`energy`; a particle
+        mixture, ``log_w``, takes the autograd path)."""
+        path = path or ("fused" if self.fused and log_w is None else "autograd")
         n = len(xs)
         free = [True] * (n - 1) + [sensory_free is not None]
         params = [x for x, f in zip(xs, free, strict=True) if f]
@@ -353,7 +422,7 @@ class PCNet(nn.Module):
         mask = None if sensory_free is None else sensory_free.to(xs[-1].dtype)
         trace = []
         for _ in range(steps):
-            e, gx = self.grads(xs, free, weight_step is not None, path)
+            e, gx = self.grads(xs, free, weight_step is not None, path, log_w)
             if mask is not None:
                 gx[-1] = gx[-1] * mask
             for p, g in zip(params, [g for g in gx if g is not None], strict=True):
@@ -363,6 +432,10 @@ class PCNet(nn.Module):
                 weight_step()
             trace.append(e)
         return xs, torch.stack(trace) if trace else xs[0].new_zeros(0, xs[0].shape[0])
+
+    def _no_particle_layers(self, what: str, instead: str) -> None:
+        if self.top_layer is not None or any(_is_predictive(layer) for layer in self.layers):
+            raise ValueError(f"PCNet.{what} is for learned layers, not for layers with weight posteriors: {instead}")
 
     # --- learning -------------------------------------------------------------------------------
     def _weight_stepper(self, w_optimizer: Any, w_lr: float) -> Callable[[], None]:
@@ -392,6 +465,7 @@ class PCNet(nn.Module):
         ``incremental`` a weight step after every inference step instead.  ``path``: ``"fused"``
         (dense stacks, default there) or ``"autograd"``.  ``callback(epoch, record)`` after each
         epoch; a tqdm bar shows the energy.  Returns the :class:`FitRecord`."""
+        self._no_particle_layers("fit", "they learn in closed form (ConjugateDense.update, BayesPCN.write)")
         epochs = check_positive_int(epochs, "epochs")
         T = check_positive_int(T, "T")
         w_lr = check_positive(w_lr, "w_lr")
@@ -466,6 +540,7 @@ class PCNet(nn.Module):
         observed ones clamped) or ``"relax_all"`` (every sensory entry free, started at the cue).
         None: clamp_predict for a full cue, joint for a partial one.  ``start``: ``"zero"``,
         ``"prior_mean"`` (the top-down prediction) or a number, for the unknown entries."""
+        self._no_particle_layers("read", "read their memory instead (BayesPCN.retrieve)")
         proc = procedure or ("clamp_predict" if mask is None else "joint")
         check_choice(proc, "procedure", ("clamp_predict", "joint", "relax_all"))
         steps, n_repeat = check_positive_int(steps, "steps"), check_positive_int(n_repeat, "n_repeat")
