@@ -47,6 +47,7 @@ from ...helpers import make_generator
 from ...memory import Memory
 from ...retrieval import Retrieval
 from ...validation import (
+    DIVERGED,
     check_bool,
     check_choice,
     check_finite,
@@ -238,7 +239,8 @@ def retrieve_pcnet(
         seed: seeds ``"randn"`` (None: the global RNG).
 
     Returns ``pattern [B, D]``, ``code [B, L]`` (all nodes, sensory first), ``trace [T, B]`` (the
-    energy :meth:`PCNetMemory.energy` before every step and at the end), ``steps``,
+    energy :meth:`PCNetMemory.energy` before every step and at the end of each relaxation, as the
+    ``"pc"`` read records it), ``steps``,
     ``converged = None`` (fixed step counts), ``info["energy"] [B]``, ``info["procedure"]``,
     ``info["start"]``.  Optimisers with weight decay (AdamW) also shrink clamped entries during
     the relaxation; they are put back at the end.
@@ -285,7 +287,7 @@ def retrieve_pcnet(
         nonlocal total
         xs, trace = net.relax(xs, steps=n, x_optimizer=x_opt,
                               sensory_free=None if free is None else free.reshape(B, *shape))
-        traces.append(trace + const)
+        traces.extend([trace + const, (net.energy(xs) + const).unsqueeze(0)])
         total += n
         bar.update(n)
         return xs
@@ -313,8 +315,10 @@ def retrieve_pcnet(
             xs[-1] = out.reshape(B, *shape)
         final = net.energy(xs) + const
     bar.close()
-    traces.append(final.unsqueeze(0))
     code = memory.join_code(xs)
+    if not in_range(code, DIVERGED):
+        raise FloatingPointError(f"the pcnet read diverged (activities beyond ±{DIVERGED:g}): lower option lr (now "
+                                 f"{lr}) or use optimizer='adam' (now {opt_name!r})")
     return Retrieval(pattern=code[:, :cue.shape[1]].clone(), method="pcnet", code=code, trace=torch.cat(traces),
                      steps=total, converged=None,
                      info={"energy": final, "procedure": proc, "start": start})
