@@ -76,6 +76,10 @@ def test_energy_is_minus_the_written_out_log_joint_with_every_constant(kind):
         torch.testing.assert_close(memory.energy(z, cue, mask), memory.energy(clamped), atol=1e-12, rtol=0)
         assert not torch.allclose(memory.energy(z, cue, mask), memory.energy(z))  # negative control: it matters
     assert memory.value_domain is (varmem.domains.UNIT if kind == "bernoulli" else varmem.domains.SIGNED)
+    if kind == "bernoulli":
+        with pytest.raises(ValueError, match="items must lie in"):
+            memory.write(torch.full((1, 4), 1.5))
+        assert len(memory) == 2
 
 
 @pytest.mark.parametrize("top_prior", [True, False])

@@ -603,6 +603,9 @@ class PCNetMemory(Memory):
             items = items.reshape(items.shape[0], -1)
         new = self.prepare_items(items)
         check_bool(progress, "progress")
+        if self.net.energies[-1] == "bernoulli" and not bool(((new >= 0) & (new <= 1)).all()):
+            raise ValueError("items must lie in [0, 1] for a Bernoulli sensory node (its energy is the binary "
+                             "cross-entropy with the items as targets)")
         before, last = self._snapshot(), self.last_fit
         n_before = len(self)
         try:
