@@ -442,7 +442,7 @@ def test_no_call_changes_the_callers_tensors_or_keeps_an_alias_of_them(name):
 
 
 PROBABILISTIC = {"KernelDensityMemory", "NonparametricMemory", "LatentMemory", "PredictiveCodingMemory", "BayesPCN",
-                 "EntropicMemory", "DiffusionMemory"}
+                 "EntropicMemory", "DiffusionMemory", "PCNetMemory"}
 """The memories that are normalised generative models of their cues: they have an evidence."""
 
 

@@ -274,3 +274,54 @@ def test_dense_builds_the_network_of_its_widths_and_a_spec_rebuilds_it():
         varmem.save(memory, "unused.safetensors")
     with pytest.raises(ValueError, match="x_optimizer"):
         PCNetMemory(custom, x_optimizer="lbfgs")
+
+
+# --- evidence ---------------------------------------------------------------------------------------------------
+def _linear_gaussian_log_evidence(memory, cue, mask):
+    """Closed form for linear activations: every node is Gaussian, ``m_i = W_i m_{i-1} + b_i``,
+    ``C_i = W_i C_{i-1} W_iᵀ + σ_i² I``; the observed entries of the sensory node are ``N(m[obs], C[obs, obs])``."""
+    net = memory.net
+    m = net.mu_top.detach().clone()
+    C = net.sigma_top**2 * torch.eye(m.numel(), dtype=m.dtype)
+    for i, layer in enumerate(net.layers):
+        W, b = layer.inner.weight.detach(), layer.inner.bias.detach()
+        m, C = W @ m + b, W @ C @ W.T + net.sigmas[i] ** 2 * torch.eye(W.shape[0], dtype=m.dtype)
+    return torch.stack([torch.distributions.MultivariateNormal(m[k], C[k][:, k]).log_prob(x[k])
+                        for x, k in zip(cue, mask, strict=True)])
+
+
+def test_evidence_of_a_linear_gaussian_network_is_its_closed_form():
+    net = PCNet((3,), [Dense(3, 5, activation="linear"), Dense(5, 4, activation="linear")], sigmas=[0.7, 0.4],
+                sigma_top=1.3, seed=0)
+    memory = PCNetMemory(net, epochs=5, T=5).write(torch.randn(3, 4, generator=torch.Generator().manual_seed(0)))
+    g = torch.Generator().manual_seed(1)
+    cue, mask = torch.randn(3, 4, generator=g), torch.rand(3, 4, generator=g) > 0.4
+    mask[:, 0] = True
+    for m in (mask, torch.ones_like(mask)):
+        ev = memory.evidence(cue, m, defensive=0.0, num_samples=16)  # the Laplace proposal is the posterior
+        torch.testing.assert_close(ev.log_evidence, _linear_gaussian_log_evidence(memory, cue, m), atol=1e-9, rtol=0)
+        assert ev.kind == "estimate" and bool((ev.stderr < 1e-9).all()) and ev.n_observed.tolist() == m.sum(-1).tolist()
+    mixed = memory.evidence(cue, mask, defensive=0.3, num_samples=2000)  # with prior draws: noisy, still unbiased
+    err = (mixed.log_evidence - _linear_gaussian_log_evidence(memory, cue, mask)).abs()
+    assert bool((err < 4 * mixed.stderr + 1e-3).all()) and bool((mixed.stderr > 0).all())
+
+
+def test_evidence_of_a_relu_network_agrees_with_brute_force_prior_sampling():
+    net = PCNet((2,), [Dense(2, 3), Dense(3, 2, activation="relu")], sigmas=[0.7, 0.5], sigma_top=1.0, seed=0)
+    memory = PCNetMemory(net, epochs=20, T=10, w_lr=0.05).write(torch.randn(3, 2, generator=torch.Generator()
+                                                                             .manual_seed(0)))
+    cue = torch.randn(3, 2, generator=torch.Generator().manual_seed(1))
+    ev = memory.evidence(cue, num_samples=4000, defensive=0.3, seed=3)
+    S = 200_000  # log (1/S) Σ_s p(x | h_s), h_s ~ p(h): the definition, by plain Monte Carlo
+    with torch.no_grad():
+        h = memory._prior_hidden(S, torch.Generator().manual_seed(5))
+        pred = memory.net.layers[-1](memory.split_code(torch.cat([torch.zeros(S, 2), h], -1))[-2])
+        lp = torch.distributions.Normal(pred.unsqueeze(1), 0.5).log_prob(cue.unsqueeze(0)).sum(-1)  # [S, B]
+        brute = lp.logsumexp(0) - math.log(S)
+        w = (lp - lp.amax(0)).exp()
+        se = w.std(0) / w.mean(0) / math.sqrt(S)
+    assert bool(((ev.log_evidence - brute).abs() < 4 * (ev.stderr**2 + se**2).sqrt()).all()), (ev, brute)
+    far = memory.evidence(cue + 4.0, num_samples=400, seed=3)  # negative control: cues the model does not expect
+    assert bool((far.log_evidence < brute - 5).all())
+    with pytest.raises(TypeError, match="top prior"):
+        PCNetMemory(_dense_net(top_prior=False), epochs=1, T=1).write(torch.rand(2, 4)).evidence(torch.rand(1, 4))
