@@ -192,6 +192,11 @@ def test_offline_writes_refit_every_item_and_continual_writes_only_the_new_ones(
         memory = PCNetMemory(_dense_net(), training=training, epochs=2, T=3, batch_size=1)
         memory.write(items[:3]).write(items[3:])
         assert len(memory) == 5 and memory.last_fit.steps == steps and len(memory.last_fit.energy) == 2
+    seen = []
+    memory.fit(epochs=3, callback=lambda epoch, record: seen.append((epoch, len(record.energy))))
+    assert seen == [(0, 1), (1, 2), (2, 3)] and memory.last_fit.steps == 3 * 5 * 3  # every stored item
+    with pytest.raises(TypeError, match="callback"):
+        memory.fit(callback="print")
     fresh = _dense_net()
     memory = PCNetMemory(fresh, epochs=3, T=3, w_lr=0.1).write(items)
     assert torch.equal(fresh.layers[0].inner.weight, _dense_net().layers[0].inner.weight)  # the caller's net untouched
