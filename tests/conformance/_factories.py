@@ -281,7 +281,8 @@ def _factories() -> list[Factory]:
                      w_optimizer="hebbian", w_lr=0.05, incremental=False, hidden_init="randn", read_steps=3,
                      read_lr=None, procedure=None, start="zero", seed=0, **dev),
                 real4, _noisy(real4, [0, 3, 4], 10, 0.2), _mask(3, 4, 20),
-                options={"pcnet": {"max_steps": 3, "seed": 0}}, num_weights=lambda m: 0),
+                options={"pcnet": {"max_steps": 3, "seed": 0}, "pcnet_pyro": {"max_steps": 3, "seed": 0}},
+                num_weights=lambda m: 0),
     ]
 
 

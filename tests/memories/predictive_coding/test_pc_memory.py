@@ -118,6 +118,25 @@ def test_one_read_step_is_a_gradient_step_on_the_energy():
     torch.testing.assert_close(read.trace[-1], memory.energy(read.code), atol=1e-12, rtol=0)
 
 
+@pytest.mark.parametrize("conv", [False, True])
+def test_the_pyro_read_autograd_through_the_model_equals_the_pcnet_read(conv):
+    """``pcnet_pyro`` (AutoDelta over the model's sites, Trace_ELBO, Adam) against ``pcnet`` with
+    Adam (PCNet's relaxation: the fused dense pass / autograd of ``PCNet.energy``): same start, same
+    steps, the same trajectory to rounding, for every procedure."""
+    net = _conv_net() if conv else _dense_net()
+    memory = PCNetMemory(net, epochs=3, T=3).write(torch.rand(3, net.dim))
+    g = torch.Generator().manual_seed(4)
+    cue, mask = torch.randn(2, net.dim, generator=g), torch.rand(2, net.dim, generator=g) > 0.5
+    for m, proc, n in ((mask, "joint", 1), (mask, "clamp_predict", 2), (None, "clamp_predict", 2),
+                       (None, "relax_all", 1), (mask, "relax_all", 1)):
+        a = memory.retrieve(cue, m, procedure=proc, n_repeat=n, optimizer="adam", lr=0.05, max_steps=15)
+        b = memory.retrieve(cue, m, method="pcnet_pyro", procedure=proc, n_repeat=n, lr=0.05, max_steps=15)
+        torch.testing.assert_close(b.code, a.code, atol=1e-10, rtol=1e-10)
+        torch.testing.assert_close(b.trace, a.trace, atol=1e-9, rtol=1e-10)
+        assert b.info["procedure"] == proc and b.steps == a.steps
+    assert all(p.grad is None and p.requires_grad for p in memory.net.parameters())  # the read left no trace
+
+
 # --- GPCN as the dense pre-synaptic special case ---------------------------------------------------------
 def _gpcn_as_pcnet(gpcn, activation):
     """A PCNet with GPCN's weights: layers top-down, torch's ``[out, in]`` = varmem's ``[d_in, d_out]ᵀ``."""

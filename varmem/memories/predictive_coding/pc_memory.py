@@ -64,7 +64,8 @@ from ...validation import (
 )
 from .composition import Conv2d, ConvTranspose2d, Dense, FitRecord, PCNet
 
-__all__ = ["PCNetMemory", "retrieve_pcnet", "PCNetReadable", "net_spec", "build_net", "OPTIMIZERS"]
+__all__ = ["PCNetMemory", "retrieve_pcnet", "retrieve_pcnet_pyro", "PCNetReadable", "PCNetPyroReadable", "net_spec",
+           "build_net", "OPTIMIZERS"]
 
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     name.lower(): getattr(torch.optim, name)
@@ -330,6 +331,132 @@ def retrieve_pcnet(
                      info={"energy": final, "procedure": proc, "start": start})
 
 
+@runtime_checkable
+class PCNetPyroReadable(PCNetReadable, Protocol):
+    """What ``"pcnet_pyro"`` needs besides :class:`PCNetReadable`: the Pyro ``model`` of the nodes and
+    the map from a code to its latent sites (``site_values``)."""
+
+    def model(self, cue: Tensor | None = None, mask: Tensor | None = None) -> Tensor: ...
+
+    def site_values(self, z: Tensor, mask: Tensor | None = None) -> dict[str, Tensor]: ...
+
+
+@engine("pcnet_pyro", requires=(PCNetPyroReadable,))
+def retrieve_pcnet_pyro(
+    memory: PCNetPyroReadable,
+    cue: Tensor,
+    mask: Tensor | None,
+    *,
+    procedure: str | None = None,
+    start: str | float = "zero",
+    max_steps: int | None = None,
+    lr: float | None = None,
+    n_repeat: int = 1,
+    hidden_init: str | None = None,
+    seed: int | None = 0,
+    progress: bool = False,
+) -> Retrieval:
+    """The ``"pcnet"`` read written with Pyro: an ``AutoDelta`` guide over the node sites of
+    ``memory.model`` (``h1 … h{n}``, and ``x_missing`` for the free sensory entries), started where
+    ``"pcnet"`` starts (same ``seed`` → same start), loss ``Trace_ELBO`` = the energy summed over
+    cues, minimised by ``torch.optim.Adam`` (autograd through the Pyro model; Gaussian nodes).  Same
+    options as ``"pcnet"`` with Adam as the optimiser; with ``optimizer="adam"`` the two reads
+    agree to rounding (tested).  ``trace [T, B]``: each cue's energy before every step and at the end
+    of each relaxation."""
+    from pyro.infer import Trace_ELBO
+    from pyro.infer.autoguide import AutoDelta, init_to_value
+
+    proc = procedure if procedure is not None else ("clamp_predict" if mask is None else "joint")
+    check_choice(proc, "option procedure", PROCEDURES)
+    defaults = memory.default_options("pcnet_pyro")
+    if isinstance(start, str):
+        check_choice(start, "option start", STARTS)
+    else:
+        try:
+            check_finite(start, "option start")
+        except TypeError:
+            raise TypeError(f"option start must be one of {list(STARTS)} or a finite number, got {start!r}") from None
+    steps = check_positive_int(defaults.get("max_steps") if max_steps is None else max_steps, "option max_steps")
+    lr = check_non_negative(defaults.get("lr") if lr is None else lr, "option lr")
+    init = check_choice(defaults.get("hidden_init") if hidden_init is None else hidden_init, "option hidden_init",
+                        INITS)
+    n_repeat = check_positive_int(n_repeat, "option n_repeat")
+    check_seed(seed, "option seed", allow_none=True)
+    check_bool(progress, "option progress")
+    net, generator = memory.net, make_generator(seed, cue.device)
+    B, D = cue.shape
+    known = None if mask is None else mask.expand_as(cue)
+    x = cue.clone()
+    if known is not None:
+        fill = memory.prior_prediction().to(cue) if start == "prior_mean" else torch.full_like(
+            cue, 0.0 if start == "zero" else float(start))
+        x = torch.where(known, cue, fill)
+    traces: list[Tensor] = []
+    total = 0
+    bar = tqdm(total=steps * n_repeat, desc="pcnet_pyro read", disable=not progress, leave=False)
+
+    def run(x: Tensor, m: Tensor | None, n_steps: int) -> Tensor:
+        """Relax the sites from the start ``x`` (sensory, ``[B, D]``); ``m``: the observed
+        sensory entries (None: all, clamped to ``x``).  Returns the final code."""
+        nonlocal total
+        with torch.no_grad():
+            code0 = memory.join_code(_hidden_start(memory, x, init, generator))
+        values = memory.site_values(code0, m)
+        with pyro.settings.context(module_local_params=True):
+            guide = AutoDelta(memory.model, init_loc_fn=init_to_value(values=values))
+            loss_fn = Trace_ELBO().differentiable_loss
+            loss_fn(memory.model, guide, x, m)  # builds the guide's parameters
+            params = [p for p in guide.parameters() if p.requires_grad]
+            opt = torch.optim.Adam(params, lr=lr)
+
+            def code_now() -> Tensor:
+                with torch.no_grad():
+                    med = guide.median(x, m)
+                    sens = x if m is None else torch.where(m, x, med["x_missing"])
+                    nodes = [med[memory._site(i)] for i in range(len(net.shapes) - 1)]
+                    return torch.cat([sens] + [a.reshape(B, -1) for a in nodes[::-1]], -1)
+
+            trace = []
+            for _ in range(n_steps):
+                opt.zero_grad()
+                with torch.no_grad():
+                    trace.append(memory.compute_energy(code_now()))
+                loss_fn(memory.model, guide, x, m).backward()
+                opt.step()
+                bar.update(1)
+            code = code_now()
+        total += n_steps
+        traces.extend([torch.stack(trace), memory.compute_energy(code).unsqueeze(0)])
+        return code
+
+    flags = [p.requires_grad for p in net.parameters()]
+    for p in net.parameters():  # the network is a constant of the read (no gradients land on it)
+        p.requires_grad_(False)
+    try:
+        if proc == "clamp_predict":
+            for _ in range(n_repeat):
+                code = run(x, None, steps)
+                with torch.no_grad():
+                    pred = net.layers[-1](memory.split_code(code)[-2]).reshape(B, -1)
+                x = pred if known is None else torch.where(known, cue, pred)
+                code = torch.cat([x, code[:, D:]], -1)
+        elif proc == "relax_all":
+            code = run(x, torch.zeros_like(cue, dtype=torch.bool), steps * n_repeat)
+        else:
+            code = run(x, known, steps * n_repeat)
+    finally:
+        for p, flag in zip(net.parameters(), flags, strict=True):
+            p.requires_grad_(flag)
+        bar.close()
+    if not in_range(code, DIVERGED):
+        raise FloatingPointError(f"the pcnet_pyro read diverged (activities beyond ±{DIVERGED:g}): lower option lr "
+                                 f"(now {lr}; its default is the memory's read_lr, else x_lr)")
+    with torch.no_grad():
+        final = memory.compute_energy(code)
+    return Retrieval(pattern=code[:, :D].clone(), method="pcnet_pyro", code=code, trace=torch.cat(traces),
+                     steps=total, converged=None, info={"energy": final, "procedure": proc, "start": start})
+
+
 # --- the memory -----------------------------------------------------------------------------------
 class PCNetMemory(Memory):
     """A predictive-coding network composed of layers (:class:`PCNet`) that stores items in its weights.
@@ -363,7 +490,7 @@ class PCNetMemory(Memory):
         torch.Size([1, 4])
     """
 
-    methods = (retrieve_pcnet,)
+    methods = (retrieve_pcnet, retrieve_pcnet_pyro)
     default_method = "pcnet"
     value_domain = SIGNED
     latent_site = "x"
@@ -468,11 +595,14 @@ class PCNetMemory(Memory):
         self.check_stored_items()
 
     def default_options(self, method: str) -> dict[str, Any]:
-        """``"pcnet"`` reads with ``max_steps = read_steps``, ``lr = read_lr`` (None: ``x_lr``),
-        ``optimizer = x_optimizer``, ``hidden_init``, ``procedure`` and ``start`` from the constructor."""
-        return {"procedure": self.procedure, "start": self.start, "max_steps": self.read_steps,
-                "lr": self.x_lr if self.read_lr is None else self.read_lr, "optimizer": self.x_optimizer,
-                "hidden_init": self.hidden_init}
+        """``"pcnet"`` / ``"pcnet_pyro"`` read with ``max_steps = read_steps``, ``lr = read_lr`` (None:
+        ``x_lr``), ``hidden_init``, ``procedure`` and ``start`` from the constructor, and ``"pcnet"``
+        with ``optimizer = x_optimizer`` (``"pcnet_pyro"`` always uses Adam)."""
+        out = {"procedure": self.procedure, "start": self.start, "max_steps": self.read_steps,
+               "lr": self.x_lr if self.read_lr is None else self.read_lr, "hidden_init": self.hidden_init}
+        if method == "pcnet":
+            out["optimizer"] = self.x_optimizer
+        return out
 
     # --- the code of all nodes ---------------------------------------------------------------------
     @property
