@@ -23,7 +23,9 @@ Writing (:meth:`PCNetMemory.write`): ``training="offline"`` re-fits the network 
 (``epochs`` epochs of :meth:`PCNet.fit`: ``T`` inference steps per minibatch, then a weight step;
 ``incremental=True``: a weight step after every inference step), ``"continual"`` fits on the
 new items only (earlier ones may be forgotten: the online setting).  Reading is the engine
-``"pcnet"`` (:func:`retrieve_pcnet`), with the read procedures of the PC family as explicit options.
+``"pcnet"`` (:func:`retrieve_pcnet`), with the read procedures of the PC family as explicit options,
+or ``"pcnet_pyro"`` (:func:`retrieve_pcnet_pyro`), the same relaxation as autograd through the Pyro
+model (Gaussian nodes).
 :meth:`PCNetMemory.evidence` estimates ``log p(x_obs | θ)`` by Laplace importance sampling over the
 hidden nodes (Gaussian nodes with a top prior).
 """
@@ -478,7 +480,8 @@ class PCNetMemory(Memory):
         hidden_init: the hidden nodes' start in training and reads: ``"randn"``, ``"zeros"``,
             ``"top_down"`` (:meth:`PCNet.init_activities`).
         read_steps, read_lr, procedure, start: the read defaults (``max_steps``, ``lr`` (None:
-            ``x_lr``), ``procedure``, ``start`` of :func:`retrieve_pcnet`; the reads use ``x_optimizer``).
+            ``x_lr``), ``procedure``, ``start`` of :func:`retrieve_pcnet`; ``"pcnet"`` reads use
+            ``x_optimizer``, ``"pcnet_pyro"`` Adam).
         seed: seeds the training (minibatch order and hidden starts; write ``k`` uses ``seed + N``,
             ``N`` the items stored before it).
 
