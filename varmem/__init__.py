@@ -63,6 +63,7 @@ from .memories import (
     SparseRecoveryMemory,
 )
 from .memories.factual import LinearAssociativeMemory, MLPAssociativeMemory, random_embeddings
+from .memories.predictive_coding.pc_memory import PCNetMemory
 from .memory import (
     GaussianMixtureMemory,
     Memory,
@@ -95,6 +96,7 @@ __all__ = [
     "LatentMemory",
     "PredictiveCodingMemory",
     "BayesPCN",
+    "PCNetMemory",
     "EntropicMemory",
     "EntropicHeteroMemory",
     "DiffusionMemory",

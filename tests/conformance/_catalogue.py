@@ -271,6 +271,42 @@ class Labels:
         ]
 
 
+@dataclass(frozen=True)
+class PCNetSpec:
+    """``PCNetMemory``'s ``net``: a ``PCNet`` or a dict describing one (``net_spec``, plus ``seed``)."""
+
+    def values(self, canonical: Any) -> list[Value]:
+        from varmem.memories.predictive_coding.pc_memory import net_spec
+
+        spec = {**net_spec(canonical), "seed": 0}
+        layer = spec["layers"][0]
+
+        def with_layer(**kw: Any) -> dict[str, Any]:
+            return {**spec, "layers": [{**layer, **kw}, *spec["layers"][1:]]}
+
+        return _junk(False) + [
+            ("int 4", 4, "invalid", None), ("True", True, "invalid", None),
+            ("an nn.Linear", torch.nn.Linear(3, 4), "invalid", None),
+            ("a list of layers", list(canonical.layers), "invalid", None),
+            ("spec without layers", {k: v for k, v in spec.items() if k != "layers"}, "invalid", None),
+            ("spec with an unknown key", {**spec, "depth": 2}, "invalid", None),
+            ("spec with no layers", {**spec, "layers": []}, "invalid", None),
+            ("spec with an unknown layer type", with_layer(type="LSTM"), "invalid", None),
+            ("spec with a layer of the wrong width", with_layer(in_features=7), "invalid", None),
+            ("spec with a tensor width", with_layer(out_features=torch.tensor(5)), "invalid", None),
+            ("spec with an unknown activation", with_layer(activation="swish"), "invalid", None),
+            ("spec with an unknown layer argument", with_layer(depth=2), "invalid", None),
+            ("spec with sigma 0", {**spec, "sigmas": [0.0, 0.5]}, "invalid", None),
+            ("spec with NaN sigma", {**spec, "sigmas": [math.nan, 0.5]}, "invalid", None),
+            ("spec with one sigma too many", {**spec, "sigmas": [0.8, 0.5, 1.0]}, "invalid", None),
+            ("spec with top_shape 0", {**spec, "top_shape": [0]}, "invalid", None),
+            ("spec with a string top_shape", {**spec, "top_shape": "3"}, "invalid", None),
+            ("spec with energy 'poisson'", {**spec, "energies": "poisson"}, "invalid", None),
+            ("spec with sigma_top 1e30", {**spec, "sigma_top": 1e30}, "edge", None),
+            ("its JSON description (seed 0)", spec, "equivalent", canonical),
+        ]
+
+
 POS, NONNEG, FINITE = Real(0, lo_open=True), Real(0), Real()
 DIM, SEED, CHUNK = Int(1), Int(0, seed=True), Int(1, allow_none=True)
 OPT_BOOL = Bool(allow_none=True)
@@ -394,6 +430,16 @@ class StartValue:
                                ("float -1.0", -1.0, "edge", None), ("int 0", 0, "edge", None)]
 
 
+CONSTRUCTOR_SPECS["PCNetMemory"] = {
+    "net": PCNetSpec(), "training": Choice(("offline", "continual")), "epochs": Int(1), "T": Int(1),
+    "batch_size": CHUNK, "x_optimizer": Choice(("sgd", "adam")), "x_lr": POS,
+    "w_optimizer": Choice(("hebbian", "sgd", "adam")), "w_lr": POS, "incremental": Bool(),
+    "hidden_init": Choice(("randn", "zeros", "top_down")), "read_steps": Int(1),
+    "read_lr": Real(0, lo_open=True, allow_none=True),
+    "procedure": Choice(("clamp_predict", "joint", "relax_all"), allow_none=True),
+    "start": StartValue(("zero", "prior_mean")), "seed": SEED, **_DEVICE}
+
+
 _PC = {"procedure": Choice(("clamp_predict", "joint", "relax_all"), allow_none=True),
        "start": StartValue(("zero", "prior_mean")), "max_steps": Int(1, allow_none=True),
        "lr": Real(0, allow_none=True), "n_repeat": Int(1),
@@ -419,6 +465,16 @@ OPTION_SPECS: dict[str, dict[str, Any]] = {
     "async": {"max_steps": Int(0), "seed": SEED, "trace": Bool(), "return_weights": OPT_BOOL, "progress": Bool()},
     "pc": {**_PC, "optimizer": Choice(("adam", "sgd"))},
     "pc_pyro": dict(_PC),
+    "pcnet": {"procedure": Choice(("clamp_predict", "joint", "relax_all"), allow_none=True),
+              "start": StartValue(("zero", "prior_mean")), "max_steps": Int(1, allow_none=True),
+              "lr": Real(0, allow_none=True), "optimizer": Choice(("sgd", "adam"), allow_none=True),
+              "n_repeat": Int(1), "hidden_init": Choice(("randn", "zeros", "top_down"), allow_none=True),
+              "seed": Int(0, allow_none=True, seed=True), "progress": Bool()},
+    "pcnet_pyro": {"procedure": Choice(("clamp_predict", "joint", "relax_all"), allow_none=True),
+                   "start": StartValue(("zero", "prior_mean")), "max_steps": Int(1, allow_none=True),
+                   "lr": Real(0, allow_none=True), "n_repeat": Int(1),
+                   "hidden_init": Choice(("randn", "zeros", "top_down"), allow_none=True),
+                   "seed": Int(0, allow_none=True, seed=True), "progress": Bool()},
     "amortized": {"guide": Choice(("encoder", "retrieval")), "return_weights": OPT_BOOL},
     "iterative": {**_ITERATIVE, "init": Init()},
     "hybrid": {**_ITERATIVE, "start": Choice(("encoder", "guide"))},

@@ -276,7 +276,20 @@ def _factories() -> list[Factory]:
                      target_accuracy=0.99, seed=0, **dev),
                 real4, _noisy(real4, [0, 3, 4], 10, 0.2), _mask(3, 4, 20),
                 bad_items=lambda: [("of zero norm", torch.zeros(1, 4, device=DEVICE))]),
+        Factory(varmem.PCNetMemory,
+                dict(net=_pcnet(), training="offline", epochs=3, T=3, batch_size=None, x_optimizer="sgd", x_lr=0.1,
+                     w_optimizer="hebbian", w_lr=0.05, incremental=False, hidden_init="randn", read_steps=3,
+                     read_lr=None, procedure=None, start="zero", seed=0, **dev),
+                real4, _noisy(real4, [0, 3, 4], 10, 0.2), _mask(3, 4, 20),
+                options={"pcnet": {"max_steps": 3, "seed": 0}, "pcnet_pyro": {"max_steps": 3, "seed": 0}},
+                num_weights=lambda m: 0),
     ]
+
+
+def _pcnet() -> Any:
+    """A small dense PCNet 3 → 5 → 4 (relu, pre-synaptic, biases, Gaussian nodes) for PCNetMemory."""
+    from varmem.memories.predictive_coding import Dense, PCNet
+    return PCNet((3,), [Dense(3, 5), Dense(5, 4, activation="tanh")], sigmas=[0.8, 0.5], sigma_top=1.0, seed=0)
 
 
 FACTORIES: dict[str, Factory] = {f.name: f for f in _factories()}

@@ -95,6 +95,8 @@ def _model_site_values(memory: Memory, z: Tensor, mask: Tensor | None) -> list[d
         if K == 1:
             return [values]
         return [{**values, "particle": torch.full((z.shape[0],), k, dtype=torch.long)} for k in range(K)]
+    if hasattr(memory, "site_values"):  # a code that holds several Pyro sites (PCNetMemory)
+        return [memory.site_values(z, mask)]
     return [{memory.latent_site: z}]
 
 
@@ -440,7 +442,7 @@ def test_no_call_changes_the_callers_tensors_or_keeps_an_alias_of_them(name):
 
 
 PROBABILISTIC = {"KernelDensityMemory", "NonparametricMemory", "LatentMemory", "PredictiveCodingMemory", "BayesPCN",
-                 "EntropicMemory", "DiffusionMemory"}
+                 "EntropicMemory", "DiffusionMemory", "PCNetMemory"}
 """The memories that are normalised generative models of their cues: they have an evidence."""
 
 

@@ -8,6 +8,7 @@ from .kernel_density import KernelDensityMemory, KernelDensityPosterior
 from .latent import LatentMemory
 from .nonparametric import NonparametricMemory, NonparametricPosterior
 from .predictive_coding import BayesPCN, PredictiveCodingMemory
+from .predictive_coding.pc_memory import PCNetMemory
 from .sparse_recovery import SparseRecoveryMemory
 
 __all__ = [
@@ -27,4 +28,5 @@ __all__ = [
     "SparseRecoveryMemory",
     "LinearAssociativeMemory",
     "MLPAssociativeMemory",
+    "PCNetMemory",
 ]
