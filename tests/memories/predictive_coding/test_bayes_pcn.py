@@ -370,6 +370,8 @@ def test_delete_needs_the_history_and_an_empty_memory_refuses_reads():
         (dict(infer_rtol=-1e-4), ValueError, "infer_rtol"),
         (dict(infer_rtol=1.0), ValueError, "infer_rtol"),
         (dict(infer_rtol="small"), TypeError, "infer_rtol"),
+        (dict(infer_window=0), ValueError, "infer_window"),
+        (dict(infer_window=2.5), TypeError, "infer_window"),
         (dict(resample="yes"), TypeError, "resample"),
         (dict(keep_history=1), TypeError, "keep_history"),
     ],
@@ -405,8 +407,8 @@ def test_camera_ready_defaults():
     assert m.config() == {
         "dim": 6, "n_layers": 4, "h_dim": 256, "activation": "relu", "sigma_prior": 1.0, "sigma_obs": 0.01,
         "sigma_data": None, "n_particles": 1, "log_prob": "p_pred", "ensemble_log_joint": "individual",
-        "T_infer": 500, "activation_lr": 0.01, "infer_tol": 1e-3, "infer_rtol": 1e-6, "write_batch": 1,
-        "write_objective": "independent",
+        "T_infer": 500, "activation_lr": 0.01, "infer_tol": 1e-3, "infer_rtol": 1e-6, "infer_window": 1,
+        "write_batch": 1, "write_objective": "independent",
         "resample": False, "resample_threshold": 0.5, "keep_history": True, "seed": 0,
     }
     assert m.layer_sigma2(0) == m.layer_sigma2(1) == 0.01**2

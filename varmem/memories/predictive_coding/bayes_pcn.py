@@ -51,7 +51,7 @@ from ...validation import (
     check_unit_interval,
     check_values,
 )
-from .network import Adam, PCNetwork
+from .network import Adam, PCNetwork, StopRule
 
 __all__ = ["BayesPCN"]
 
@@ -117,6 +117,7 @@ class BayesPCN(PCNetwork):
         activation_lr: float = 0.01,
         infer_tol: float = 1e-3,
         infer_rtol: float = 1e-6,
+        infer_window: int = 1,
         write_batch: int = 1,
         write_objective: str = "independent",
         resample: bool = False,
@@ -134,6 +135,7 @@ class BayesPCN(PCNetwork):
         if not 0.0 <= rtol < 1.0:
             raise ValueError(f"infer_rtol must lie in [0, 1), got {infer_rtol!r}")
         self.infer_rtol = rtol
+        self.infer_window = check_positive_int(infer_window, "infer_window")
         n_particles = check_positive_int(n_particles, "n_particles")
         check_choice(log_prob, "log_prob", ("p_pred", "map"))
         check_choice(ensemble_log_joint, "ensemble_log_joint", ("individual", "shared"))
@@ -171,6 +173,7 @@ class BayesPCN(PCNetwork):
             "n_particles": self.n_particles, "log_prob": self.log_prob,
             "ensemble_log_joint": self.ensemble_log_joint, "T_infer": self.T_infer,
             "activation_lr": self.activation_lr, "infer_tol": self.infer_tol, "infer_rtol": self.infer_rtol,
+            "infer_window": self.infer_window,
             "write_batch": self.write_batch, "write_objective": self.write_objective,
             "resample": self.resample, "resample_threshold": self.resample_threshold,
             "keep_history": self.keep_history, "seed": self.seed,
@@ -316,23 +319,15 @@ class BayesPCN(PCNetwork):
         L, h = self.n_layers, self.h_dim
         hidden = torch.cat(acts[1:], -1).expand(self.n_particles, -1, -1).contiguous()
         opt = Adam([hidden], self.activation_lr)
-        prev, settled = None, torch.zeros(self.n_particles, dtype=torch.bool, device=hidden.device)
+        rule = StopRule(self.infer_tol, self.infer_rtol, self.infer_window)
         for _ in range(self.T_infer):
             with torch.enable_grad():
                 z = hidden.detach().requires_grad_()
                 e = self.joint_energies([acts[0]] + list(z.split(h, -1)), layers)
                 (g,) = torch.autograd.grad(e.sum(), z)
             opt.step([hidden], [g])
-            e = e.detach()
-            if prev is not None:
-                change = (e - prev).abs()
-                if self.infer_tol > 0 and bool((change <= self.infer_tol).all()):
-                    break
-                if self.infer_rtol > 0:
-                    settled |= change <= self.infer_rtol * e.abs()
-                    if bool(settled.all()):
-                        break
-            prev = e
+            if rule.update(e.detach()):
+                break
         return [acts[0]] + [hidden[..., j * h:(j + 1) * h] for j in range(L - 1)]
 
     def _write_chunk(self, x: Tensor, generator: torch.Generator) -> None:
