@@ -33,7 +33,7 @@ Commands (the official code in its own folder, the varmem venv's python has torc
 
     # once: the official code's snapshot, unpacked outside the repository
     git --git-dir=<mirror of plai-group/bayes-pcn> archive HEAD | tar -x -C <dir>/bayes-pcn
-    OMP_NUM_THREADS=1 python experiments/bayespcn_hard.py \\
+    OMP_NUM_THREADS=1 PYTHONPATH=. python experiments/bayespcn_hard.py \\
         --official-python "$(which python)" --official-code <dir>/bayes-pcn
     python experiments/bayespcn_hard.py --smoke     # seconds, varmem only (used by the tests)
 
@@ -76,6 +76,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--h-dim", type=int, default=256)
     p.add_argument("--steps", type=int, default=500)
     p.add_argument("--threshold", type=float, default=0.01)
+    p.add_argument("--repeats", type=int, default=1, help="seeds seed, seed+1, …: initial weights, activity "
+                   "starts and noise (the items stay the first N digits); the summary averages over them")
     p.add_argument("--rules", nargs="+", default=list(RULES), help=f"varmem rules among {list(RULES)} or "
                    "rtol<r>[_w<W>] (e.g. rtol1e-5_w50)")
     p.add_argument("--official-python", default=None, help="python of the official code's environment (omit: skip)")
@@ -206,6 +208,28 @@ def speedups(rows: dict[str, Any], base: str = "official") -> dict[str, dict[str
     return out
 
 
+def summarise(sizes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per ``N`` and rule: accuracy, MSE, steps and CPU seconds averaged over the seeds, and the
+    accuracy's range over them."""
+    out = []
+    for n in sorted({s["N"] for s in sizes}):
+        runs = [s for s in sizes if s["N"] == n]
+        rows = {}
+        for name in runs[0]["rows"]:
+            rs = [s["rows"][name] for s in runs]
+            row = {"write": {k: float(np.mean([r["write"][k] for r in rs])) for k in ("steps", "cpu_seconds")},
+                   "reads": {}}
+            for key in rs[0]["reads"]:
+                v = [r["reads"][key] for r in rs]
+                row["reads"][key] = {k: float(np.mean([x[k] for x in v]))
+                                     for k in ("acc", "mse", "steps", "cpu_seconds")}
+                row["reads"][key]["acc_range"] = [min(x["acc"] for x in v), max(x["acc"] for x in v)]
+            rows[name] = row
+        out.append({"N": n, "seeds": [s["seed"] for s in runs], "rows": rows,
+                    "speedup_vs_official": speedups(rows) if "official" in rows else {}})
+    return out
+
+
 def plot(sizes: list[dict[str, Any]], path) -> None:
     fig, axes = experiment.subplots(1, len(sizes), figsize=(6.5 * len(sizes), 4.6), squeeze=False)
     keys = [f"{n}{lv:g}" for n, lv in CUES]
@@ -220,7 +244,7 @@ def plot(sizes: list[dict[str, Any]], path) -> None:
         ax.set_xticks([i + 0.4 - width / 2 for i in range(len(keys))], keys)
         ax.set_ylabel("accuracy (MSE < 0.01, [-1, 1] units)")
         ax.set_ylim(0, 1.05)
-        ax.set_title(f"BayesPCN early stop, MNIST N = {size['N']}")
+        ax.set_title(f"BayesPCN early stop, MNIST N = {size['N']} (mean of {len(size['seeds'])} seeds)")
         ax.legend(fontsize=6, loc="upper right")
     experiment.save_figure(fig, path)
 
@@ -229,25 +253,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(args.seed)
     data = varmem.datasets.load_mnist(dtype=torch.float32)
     sizes = []
-    with tempfile.TemporaryDirectory() as d, tqdm(total=len(args.items) * (len(args.rules) + 1),
-                                                  desc="bayespcn hard") as bar:
-        for n in args.items:
-            items01 = data.flat()[:n]
-            items = items01 * 2 - 1
-            cues = make_cues(items01, data.image_shape, args.seed)
-            rows: dict[str, Any] = {}
-            if args.official_python:
-                rows["official_code"] = run_official(items, cues, args, Path(d))
-            bar.update(1)
-            for name in args.rules:
-                rows[name] = run_varmem(items, cues, args, name)
+    total = args.repeats * len(args.items) * (len(args.rules) + 1)
+    with tempfile.TemporaryDirectory() as d, tqdm(total=total, desc="bayespcn hard") as bar:
+        for seed in range(args.seed, args.seed + args.repeats):
+            run_args = argparse.Namespace(**{**vars(args), "seed": seed})
+            for n in args.items:
+                items01 = data.flat()[:n]
+                items = items01 * 2 - 1
+                cues = make_cues(items01, data.image_shape, seed)
+                rows: dict[str, Any] = {}
+                if args.official_python:
+                    rows["official_code"] = run_official(items, cues, run_args, Path(d))
                 bar.update(1)
-            sizes.append({"N": n, "rows": rows, "speedup_vs_official": speedups(rows) if "official" in rows else {}})
+                for name in args.rules:
+                    rows[name] = run_varmem(items, cues, run_args, name)
+                    bar.update(1)
+                sizes.append({"N": n, "seed": seed, "rows": rows,
+                              "speedup_vs_official": speedups(rows) if "official" in rows else {}})
+    summary = summarise(sizes)
     result = {"experiment": "BayesPCN early stop on the hard protocol, varmem against the official code (MNIST)",
-              **experiment.record(args), "settings": experiment.settings(args), "sizes": sizes}
-    written = experiment.save_results(args.output, JSON_NAME, result, {PNG_NAME: lambda p: plot(sizes, p)})
-    for size in sizes:
-        print(f"\nN = {size['N']}: acc / mse / steps / CPU s per cue; write steps / CPU s")
+              **experiment.record(args), "settings": experiment.settings(args), "summary": summary, "sizes": sizes}
+    written = experiment.save_results(args.output, JSON_NAME, result, {PNG_NAME: lambda p: plot(summary, p)})
+    for size in summary:
+        print(f"\nN = {size['N']}, mean of seeds {size['seeds']}: acc / mse / steps / CPU s per cue; "
+              "write steps / CPU s")
         for name, r in size["rows"].items():
             reads = "  ".join(f"{k} {v['acc']:.3f}/{v['mse']:.4f}/{v['steps']:.0f}/{v['cpu_seconds']:.1f}"
                               for k, v in r["reads"].items())

@@ -131,7 +131,7 @@ def test_bayespcn_hard_smoke_scores_varmem_rules_and_the_official_peer_s_pattern
                        "--official-python", sys.executable])
     data = json.loads((out / exp.JSON_NAME).read_text())
     assert data == json.loads(json.dumps(result)) and data["seed"] == 0
-    rows = data["sizes"][0]["rows"]
+    rows = data["summary"][0]["rows"]
     assert set(rows) == {"official_code", "official", "rtol1e-5_w10"}
     official = rows["official_code"]["reads"]
     assert official["mask0.75"]["acc"] == official["mask0.25"]["acc"] == 1.0
@@ -140,6 +140,6 @@ def test_bayespcn_hard_smoke_scores_varmem_rules_and_the_official_peer_s_pattern
         assert 1 <= r["write"]["steps"] <= 40
         assert all(0 <= v["acc"] <= 1 and math.isfinite(v["mse"]) for v in r["reads"].values())
     assert "mask0.75_start-1" in rows["official"]["reads"]
-    speed = data["sizes"][0]["speedup_vs_official"]
+    speed = data["summary"][0]["speedup_vs_official"]
     assert speed["official"]["write_steps"] == 1.0 and "official_code" not in speed
     assert (out / exp.PNG_NAME).read_bytes()[:8] == PNG
