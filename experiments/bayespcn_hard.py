@@ -231,21 +231,31 @@ def summarise(sizes: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def plot(sizes: list[dict[str, Any]], path) -> None:
-    fig, axes = experiment.subplots(1, len(sizes), figsize=(6.5 * len(sizes), 4.6), squeeze=False)
+    """Accuracy (bars: mean over seeds, whiskers: their range) and MSE per cue, one column per N."""
+    fig, axes = experiment.subplots(2, len(sizes), figsize=(6.5 * len(sizes), 9.0), squeeze=False)
     keys = [f"{n}{lv:g}" for n, lv in CUES]
-    for ax, size in zip(axes[0], sizes, strict=True):
+    for col, size in enumerate(sizes):
         names = list(size["rows"])
         width = 0.8 / len(names)
         for j, name in enumerate(names):
             r = size["rows"][name]
-            accs = [r["reads"][k]["acc"] for k in keys]
-            ax.bar([i + j * width for i in range(len(keys))], accs, width, color=f"C{j}",
-                   label=f"{name}: write {r['write']['steps']:.0f} steps, {r['write']['cpu_seconds']:.0f} s CPU")
-        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(keys))], keys)
-        ax.set_ylabel("accuracy (MSE < 0.01, [-1, 1] units)")
-        ax.set_ylim(0, 1.05)
-        ax.set_title(f"BayesPCN early stop, MNIST N = {size['N']} (mean of {len(size['seeds'])} seeds)")
-        ax.legend(fontsize=6, loc="upper right")
+            xs = [i + j * width for i in range(len(keys))]
+            acc = [r["reads"][k]["acc"] for k in keys]
+            lo = [a - r["reads"][k]["acc_range"][0] for a, k in zip(acc, keys, strict=True)]
+            hi = [r["reads"][k]["acc_range"][1] - a for a, k in zip(acc, keys, strict=True)]
+            label = f"{name}: write {r['write']['steps']:.0f} steps, {r['write']['cpu_seconds']:.1f} s CPU"
+            axes[0, col].bar(xs, acc, width, yerr=[lo, hi], color=f"C{j}", capsize=2)
+            axes[1, col].bar(xs, [r["reads"][k]["mse"] for k in keys], width, color=f"C{j}", label=label)
+        for row, ylabel in enumerate(("accuracy (MSE < 0.01)", "MSE ([-1, 1] units)")):
+            ax = axes[row, col]
+            ax.set_xticks([i + 0.4 - width / 2 for i in range(len(keys))], keys)
+            ax.set_ylabel(ylabel)
+        axes[0, col].set_ylim(0, 1.05)
+        axes[1, col].set_yscale("log")
+        axes[0, col].set_title(f"MNIST N = {size['N']}, mean of {len(size['seeds'])} seeds")
+        axes[1, col].legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, frameon=False)
+    fig.suptitle("BayesPCN early-stop rules (varmem) and the official code, camera-ready settings")
+    fig.tight_layout()
     experiment.save_figure(fig, path)
 
 
