@@ -115,7 +115,6 @@ json.dump({"torch": "fake", "write_seconds": 2.0, "write_cpu_seconds": 2.0, "wri
 '''
 
 
-@pytest.mark.slow
 def test_bayespcn_hard_smoke_scores_varmem_rules_and_the_official_peer_s_patterns(tmp_path, monkeypatch):
     """Varmem's rules (a windowed one included) and a stand-in for the official code, whose
     patterns are the items for masked cues (accuracy 1) and the noisy cue itself for white noise
