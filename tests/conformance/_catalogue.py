@@ -334,7 +334,7 @@ CONSTRUCTOR_SPECS: dict[str, dict[str, Any]] = {
         "sigma_prior": POS, "sigma_obs": POS, "sigma_data": Real(0, lo_open=True, allow_none=True),
         "n_particles": Int(1), "log_prob": Choice(("p_pred", "map")),
         "ensemble_log_joint": Choice(("individual", "shared")), "T_infer": Int(1), "activation_lr": POS,
-        "infer_tol": NONNEG, "infer_rtol": Real(0, 1, hi_open=True), "write_batch": Int(1),
+        "infer_tol": NONNEG, "infer_rtol": Real(0, 1, hi_open=True), "infer_window": Int(1), "write_batch": Int(1),
         "write_objective": Choice(("independent", "joint")), "resample": Bool(),
         "resample_threshold": Real(0, 1), "keep_history": Bool(), "seed": SEED, **_DEVICE},
     "ClassicalHopfield": {"dim": DIM, "rule": Choice(("hebbian", "storkey")), **_DEVICE},

@@ -198,7 +198,7 @@ def _factories() -> list[Factory]:
         Factory(varmem.BayesPCN,
                 dict(dim=4, n_layers=2, h_dim=4, activation="relu", sigma_prior=1.0, sigma_obs=0.3,
                      sigma_data=None, n_particles=2, log_prob="p_pred", ensemble_log_joint="individual",
-                     T_infer=5, activation_lr=0.05, infer_tol=1e-3, infer_rtol=1e-4, write_batch=1,
+                     T_infer=5, activation_lr=0.05, infer_tol=1e-3, infer_rtol=1e-4, infer_window=1, write_batch=1,
                      write_objective="independent",
                      resample=False, resample_threshold=0.5, keep_history=True, seed=0, **dev),
                 real4, _noisy(real4, [0, 3, 4], 10, 0.2), _mask(3, 4, 20),

@@ -92,3 +92,53 @@ def test_bench_pc_fabricpc_column_scores_the_peer_patterns_with_its_own_and_matc
     assert own["compile_seconds"] == 1.0 and "pcx" not in row
     text = exp.table({**row, "_epochs": 3})
     assert "fabricpc 0.6.0, own settings" in text and "7 x 11, read 13" in text and "3 x 5, read 10" in text
+
+
+_FAKE_OFFICIAL = '''
+import argparse, json
+import numpy as np
+p = argparse.ArgumentParser()
+p.add_argument("--input"); p.add_argument("--output")
+a = p.parse_args()
+d = np.load(a.input, allow_pickle=False)
+s = json.loads(str(d["settings"]))
+assert d["R0"].shape == (s["h_dim"], d["items"].shape[1]) and d["top"].shape == (s["h_dim"],)
+reads = {}
+for n in d["cue_names"]:
+    n = str(n)
+    fixed = d["fixed_" + n] if "fixed_" + n in d.files else None
+    pattern = d["items"] if n.startswith("mask") else d["cue_" + n]  # masks perfect, noise left as is
+    assert fixed is None or fixed.dtype == bool
+    reads[n] = {"seconds": 1.0, "cpu_seconds": 1.0, "steps": 7, "pattern": pattern.tolist()}
+json.dump({"torch": "fake", "write_seconds": 2.0, "write_cpu_seconds": 2.0, "write_steps": 3.0, "reads": reads},
+          open(a.output, "w"))
+'''
+
+
+def test_bayespcn_hard_smoke_scores_varmem_rules_and_the_official_peer_s_patterns(tmp_path, monkeypatch):
+    """Varmem's rules (a windowed one included) and a stand-in for the official code, whose
+    patterns are the items for masked cues (accuracy 1) and the noisy cue itself for white noise
+    (MSE = the noise's, 4·0.8² in model units, so accuracy 0)."""
+    import sys
+
+    exp = load_experiment("bayespcn_hard")
+    fake = tmp_path / "fake_official.py"
+    fake.write_text(_FAKE_OFFICIAL)
+    monkeypatch.setattr(exp, "PEER", fake)
+    out = tmp_path / "out"
+    result = exp.main(["--smoke", "--output", str(out), "--rules", "official", "rtol1e-5_w10",
+                       "--official-python", sys.executable])
+    data = json.loads((out / exp.JSON_NAME).read_text())
+    assert data == json.loads(json.dumps(result)) and data["seed"] == 0
+    rows = data["summary"][0]["rows"]
+    assert set(rows) == {"official_code", "official", "rtol1e-5_w10"}
+    official = rows["official_code"]["reads"]
+    assert official["mask0.75"]["acc"] == official["mask0.25"]["acc"] == 1.0
+    assert official["white0.8"]["acc"] == 0.0 and official["white0.8"]["mse"] == pytest.approx(4 * 0.8**2, rel=0.3)
+    for r in rows.values():
+        assert 1 <= r["write"]["steps"] <= 40
+        assert all(0 <= v["acc"] <= 1 and math.isfinite(v["mse"]) for v in r["reads"].values())
+    assert "mask0.75_start-1" in rows["official"]["reads"]
+    speed = data["summary"][0]["speedup_vs_official"]
+    assert speed["official"]["write_steps"] == 1.0 and "official_code" not in speed
+    assert (out / exp.PNG_NAME).read_bytes()[:8] == PNG

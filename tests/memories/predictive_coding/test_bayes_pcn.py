@@ -220,7 +220,7 @@ def _first_settled_step(trace, rtol):
 
 @pytest.mark.parametrize("partial", [False, True])
 def test_relative_early_stop_stops_where_every_cue_first_settled(partial):
-    m = _small(2).write(torch.randn(3, 6))
+    m = _small(2, infer_window=1).write(torch.randn(3, 6))  # the one-step rule (windows: test_stop_rule.py)
     cue = torch.randn(3, 6)
     mask = torch.tensor([True, True, True, True, False, False]) if partial else None
     full = m.retrieve(cue, mask, seed=4, max_steps=400, tol=0, rtol=0)
@@ -238,13 +238,14 @@ def test_write_uses_the_relative_early_stop_and_zero_disables_it():
     x = torch.randn(1, 6)
     stops = []
     for rtol in (0.0, 1e-3):
-        m = _small(1, T_infer=400, infer_tol=0.0, infer_rtol=rtol)
+        m = _small(1, T_infer=400, infer_tol=0.0, infer_rtol=rtol, infer_window=1)
         acts = [x.unsqueeze(0)] + m.init_hidden(1, 1, torch.Generator().manual_seed(0))
         _, trace, steps, _ = m.relax(acts, None, steps=400, lr=m.activation_lr, rtol=rtol, individual=True)
         stops.append((steps, trace))
     (n_full, full), (n_early, _) = stops
     assert n_full == 400 and n_early == _first_settled_step(full[:-1], 1e-3) < 400
-    assert varmem.BayesPCN(6).infer_rtol == 1e-6  # the default (never below the official recall, pc_read_options)
+    default = varmem.BayesPCN(6)  # the windowed default (picked by experiments/bayespcn_hard.py)
+    assert (default.infer_tol, default.infer_rtol, default.infer_window) == (1e-3, 1e-5, 100)
 
 
 # --- recall --------------------------------------------------------------------------------------
@@ -370,6 +371,8 @@ def test_delete_needs_the_history_and_an_empty_memory_refuses_reads():
         (dict(infer_rtol=-1e-4), ValueError, "infer_rtol"),
         (dict(infer_rtol=1.0), ValueError, "infer_rtol"),
         (dict(infer_rtol="small"), TypeError, "infer_rtol"),
+        (dict(infer_window=0), ValueError, "infer_window"),
+        (dict(infer_window=2.5), TypeError, "infer_window"),
         (dict(resample="yes"), TypeError, "resample"),
         (dict(keep_history=1), TypeError, "keep_history"),
     ],
@@ -405,8 +408,8 @@ def test_camera_ready_defaults():
     assert m.config() == {
         "dim": 6, "n_layers": 4, "h_dim": 256, "activation": "relu", "sigma_prior": 1.0, "sigma_obs": 0.01,
         "sigma_data": None, "n_particles": 1, "log_prob": "p_pred", "ensemble_log_joint": "individual",
-        "T_infer": 500, "activation_lr": 0.01, "infer_tol": 1e-3, "infer_rtol": 1e-6, "write_batch": 1,
-        "write_objective": "independent",
+        "T_infer": 500, "activation_lr": 0.01, "infer_tol": 1e-3, "infer_rtol": 1e-5, "infer_window": 100,
+        "write_batch": 1, "write_objective": "independent",
         "resample": False, "resample_threshold": 0.5, "keep_history": True, "seed": 0,
     }
     assert m.layer_sigma2(0) == m.layer_sigma2(1) == 0.01**2
@@ -499,7 +502,7 @@ def test_write_honours_the_stopping_rules():
 
     full = hidden(infer_tol=0.0, infer_rtol=0.0)
     assert not torch.equal(hidden(infer_tol=1e9, infer_rtol=0.0), full)  # stops at its first test
-    assert not torch.equal(hidden(infer_tol=0.0, infer_rtol=1e-3), full)
+    assert not torch.equal(hidden(infer_tol=0.0, infer_rtol=1e-3, infer_window=1), full)
     assert torch.equal(hidden(infer_tol=0.0, infer_rtol=0.0), full)  # negative control: deterministic
 
 

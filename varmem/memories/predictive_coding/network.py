@@ -56,7 +56,7 @@ from ...validation import (
 from .evidence import pc_evidence
 from .readers import retrieve_pc, retrieve_pc_pyro
 
-__all__ = ["ACTIVATIONS", "PCNetwork", "Adam", "FusedEnergy"]
+__all__ = ["ACTIVATIONS", "PCNetwork", "Adam", "FusedEnergy", "StopRule"]
 
 
 def _gelu_grad(x: Tensor) -> Tensor:
@@ -254,6 +254,65 @@ class FusedEnergy:
             part = self._layer(i, acts, gv[i], gv[i + 1], energy)
             twice = twice + part if energy else None
         return torch.add(self.const, twice, alpha=0.5) if energy else None
+
+
+class StopRule:
+    """The early stop of a relaxation, fed the energies ``E_t`` (``[B]`` or ``[K, B]``, one entry
+    per cue) after every step; :meth:`update` returns True when the relaxation should stop.
+
+    * ``tol > 0``: stop when every energy changed by at most ``tol`` in the same step (the official
+      BayesPCN test ``|E_t − E_{t−1}| ≤ tol``).
+    * ``rtol > 0``, ``window = 1``: a cue is *settled* once, at some step, ``|E_t − E_{t−1}| ≤
+      rtol·|E_t|`` (sticky); stop when every cue is settled.
+    * ``rtol > 0``, ``window = W > 1``: the energies are averaged over consecutive blocks of ``W``
+      steps (steps 1…W, W+1…2W, …); at the end of block ``j ≥ 2`` a cue is settled (sticky) when
+      its mean fell by at most ``rtol·W·|mean_j|`` since block ``j−1`` (an average descent of at
+      most ``rtol·|E|`` per step): ``S_{j−1} − S_j ≤ rtol·W·|S_j|`` with ``S`` the block sums.
+      Adam at a fixed step size never settles; its energies oscillate by ~1e-3 relative per step
+      around a slow descent, so a one-step test fires on a chance crossing, the block means
+      measure the descent itself.
+
+    ``converged`` (after the last update): the cues whose last step passed the absolute test or
+    that are settled.
+    """
+
+    def __init__(self, tol: float = 0.0, rtol: float = 0.0, window: int = 1) -> None:
+        self.tol, self.rtol, self.window = float(tol), float(rtol), int(window)
+        self.active = self.tol > 0 or self.rtol > 0
+        self.prev: Tensor | None = None
+        self.settled: Tensor | None = None
+        self.converged: Tensor | None = None
+        self.block: Tensor | None = None
+        self.prev_block: Tensor | None = None
+        self.t = 0
+
+    def update(self, e: Tensor) -> bool:
+        if not self.active:
+            return False
+        self.t += 1
+        if self.settled is None:
+            self.settled = torch.zeros_like(e, dtype=torch.bool)
+        stop = False
+        if self.prev is not None:
+            change = (e - self.prev).abs_()
+            self.converged = change <= self.tol
+            stop = self.tol > 0 and bool(self.converged.all())
+            if self.rtol > 0 and self.window == 1:
+                self.settled = torch.le(change, e.abs().mul_(self.rtol)).logical_or_(self.settled)
+        if self.rtol > 0 and self.window > 1:
+            self.block = e.clone() if self.block is None else self.block.add_(e)
+            if self.t % self.window == 0:
+                if self.prev_block is not None:
+                    drop = self.prev_block - self.block
+                    self.settled = torch.le(drop, self.block.abs().mul_(self.rtol * self.window)).logical_or_(
+                        self.settled)
+                self.prev_block, self.block = self.block, None
+        if self.converged is not None and self.rtol > 0:
+            self.converged = self.converged.logical_or_(self.settled)
+        if self.rtol > 0 and bool(self.settled.all()):
+            stop = True
+        self.prev = e
+        return stop
 
 
 class PCNetwork(Memory):
@@ -481,7 +540,7 @@ class PCNetwork(Memory):
         self, acts: list[Tensor], sensory_free: Tensor | None, *, steps: int, lr: float, optimizer: str = "adam",
         tol: float = 0.0, rtol: float = 0.0, individual: bool = False, layers: list | None = None,
         log_w: Tensor | None = None, free_hidden: bool = True, progress: Any = None, record: bool = True,
-        final: bool = True,
+        window: int | None = None, final: bool = True,
     ) -> tuple[list[Tensor], Tensor, int, Tensor]:
         """Minimise the energy over the hidden activities (and sensory entries where
         ``sensory_free``) by at most ``steps`` optimiser steps; in place on ``acts`` (the hidden
@@ -495,7 +554,9 @@ class PCNetwork(Memory):
           absolute test; at σ = 0.01 the energies are 1e3–1e5, so 1e-3 hardly ever fires), or
         * ``rtol > 0`` and every energy has, at some step, changed by at most ``rtol·|E|`` (the
           scale-aware test; per cue and sticky, because with many cues Adam's oscillations make a
-          simultaneous small step of all of them rare).
+          simultaneous small step of all of them rare); with ``window = W > 1`` (default: the
+          memory's ``infer_window``, 1 when it has none) the change is that of the mean energy
+          over blocks of ``W`` steps, per step (:class:`StopRule`).
         The energy and its gradient come from one fused pass (:class:`FusedEnergy`, no autograd),
         Adam works in place on the flat buffers.  ``record=False`` (no stopping rule, one
         particle, point weights: GPCN training) skips the per-step energies, so the trace holds
@@ -521,10 +582,8 @@ class PCNetwork(Memory):
             log_w = log_w.unsqueeze(-1)
         shift = None if individual or K > 1 or not bool(log_w[0].any()) else log_w[0]
         trace: list[Tensor] = []
-        prev = None
-        converged = None
-        settled = torch.zeros((), dtype=torch.bool, device=like.device)
-        tol_t, rtol_t = (like.new_tensor(tol), like.new_tensor(rtol)) if tol > 0 or rtol > 0 else (None, None)
+        window = getattr(self, "infer_window", 1) if window is None else window
+        rule = StopRule(tol, rtol, window)
         done = 0
         quiet = not record and tol == 0 and rtol == 0 and K == 1 and not fused.pred
         for done in range(1, steps + 1):  # noqa: B007
@@ -550,20 +609,14 @@ class PCNetwork(Memory):
                 trace.append(e)
             if progress is not None:
                 progress.update(1)
-            if prev is not None and (tol > 0 or rtol > 0):  # no stopping rule: no per-step test either
-                change = (e - prev).abs_()
-                converged = change <= tol_t
-                if tol > 0 and bool(converged.all()):
-                    break
-                if rtol > 0:  # sticky: a cue stays converged once its relative change was small
-                    settled = torch.le(change, e.abs().mul_(rtol_t)).logical_or_(settled)
-                    converged = converged.logical_or_(settled)
-                    if bool(settled.all()):
-                        break
-            prev = e
+            if rule.update(e):  # no stopping rule: no per-step test either
+                break
+        converged = rule.converged
         if not final:
             shape = (K, B) if individual else (B,)
-            return acts, like.new_zeros(0, *shape), done, torch.zeros(shape, dtype=torch.bool, device=like.device)
+            if converged is None:
+                converged = torch.zeros(shape, dtype=torch.bool, device=like.device)
+            return acts, like.new_zeros(0, *shape), done, converged
         last = fused(acts, None, None)
         if not individual:
             last = -(log_w - last).logsumexp(0)
