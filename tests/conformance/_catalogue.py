@@ -276,7 +276,7 @@ class PCNetSpec:
     """``PCNetMemory``'s ``net``: a ``PCNet`` or a dict describing one (``net_spec``, plus ``seed``)."""
 
     def values(self, canonical: Any) -> list[Value]:
-        from varmem.memories.predictive_coding.pc_memory import net_spec
+        from varmem.memories.predictive_coding.pc_spec import net_spec
 
         spec = {**net_spec(canonical), "seed": 0}
         layer = spec["layers"][0]
