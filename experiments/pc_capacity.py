@@ -234,6 +234,46 @@ def plot(result: dict[str, Any], path) -> None:
     experiment.save_figure(fig, path)
 
 
+def markdown_tables(result: dict[str, Any]) -> str:
+    """The measured recall (and mean MSE) by width × N per data × cue, the final training energy, and
+    the published [U] CIFAR-10 curve, as Markdown."""
+    rows, ns = result["rows"], sorted({r["N"] for r in result["rows"]})
+    head = "| h | " + " | ".join(f"N = {n}" for n in ns) + " |\n|---|" + "---|" * len(ns)
+    out = []
+    for data in result["settings"]["data"]:
+        for cue in ("white", "bottom"):
+            out.append(f"{data}, {CUE_LABELS[cue]}: recall (mean MSE)\n\n{head}")
+            for h in result["settings"]["widths"]:
+                cells = {r["N"]: r for r in rows if r["data"] == data and r["h"] == h}
+                out[-1] += f"\n| {h} | " + " | ".join(
+                    f"{cells[n][cue]['acc']:.2f} ({cells[n][cue]['mse01']:.4f})" if n in cells else "-"
+                    for n in ns) + " |"
+        out.append(f"{data}: final training energy per item (first epoch → last)\n\n{head}")
+        for h in result["settings"]["widths"]:
+            cells = {r["N"]: r for r in rows if r["data"] == data and r["h"] == h}
+            out[-1] += f"\n| {h} | " + " | ".join(
+                f"{cells[n]['energy_first']:.3g} → {cells[n]['energy_last']:.3g}" if n in cells else "-"
+                for n in ns) + " |"
+    pub = PUBLISHED
+    out.append("Published, CIFAR-10, white noise, read from Salvatori et al.'s Fig. 3 by a third party [U]\n\n"
+               "| model | " + " | ".join(f"N = {n}" for n in pub["N"]) + " |\n|---|" + "---|" * len(pub["N"]) + "".join(
+                   f"\n| {k} | " + " | ".join(f"{v:.2f}" for v in vals) + " |" for k, vals in pub.items() if k != "N"))
+    conv = result.get("conv_patches")
+    if conv is not None:
+        dense = {r["h"]: r for r in rows if r["data"] == "patches" and r["N"] == conv["N"]}
+        table = (f"Photo patches, N = {conv['N']}: recall (mean MSE), noise / bottom half, final training energy\n\n"
+                 "| memory | weights | noise 0.2 | bottom half | energy |\n|---|---|---|---|---|")
+        for name in ("conv", "conv_dense_memory"):
+            c = conv[name]
+            table += (f"\n| {name} | {c['weights']} | {c['white']['acc']:.2f} ({c['white']['mse01']:.4f}) | "
+                      f"{c['bottom']['acc']:.2f} ({c['bottom']['mse01']:.4f}) | {c['energy_last']:.3g} |")
+        for h, c in sorted(dense.items()):
+            table += (f"\n| dense h={h} | - | {c['white']['acc']:.2f} ({c['white']['mse01']:.4f}) | "
+                      f"{c['bottom']['acc']:.2f} ({c['bottom']['mse01']:.4f}) | {c['energy_last']:.3g} |")
+        out.append(table)
+    return "\n\n".join(out)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(args.seed)
     mnist = varmem.datasets.load_mnist(dtype=torch.float32)
@@ -284,6 +324,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
               **experiment.record(args), "settings": settings, "rows": rows, "conv_patches": conv,
               "published_cifar10_read_from_figure_U": PUBLISHED}
     written = experiment.save_results(args.output, JSON_NAME, result, {PNG_NAME: lambda p: plot(result, p)})
+    print(markdown_tables(result))
     print(experiment.wrote(written))
     return result
 
