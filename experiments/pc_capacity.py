@@ -10,8 +10,8 @@ narrower hidden layers.  Here, on the data this machine has:
 * :class:`varmem.memories.predictive_coding.PCNet`: memory layer (``--top`` = 64 free value nodes,
   no prior, PCX) → hidden ``h`` → sensory, tanh pre-synaptic, unit variances (Salvatori's 2-layer
   net); fused dense path;
-* training: ``--epochs`` epochs of ``--batches`` minibatches (every cell gets the same number of
-  weight steps), per batch ``T`` SGD(γ) activity steps from zero then one AdamW weight step with
+* training: ``--epochs`` epochs of ``--batches`` minibatches of at least ``--min-batch`` items,
+  per batch ``T`` SGD(γ) activity steps from zero then one AdamW weight step with
   ``lr = --w-lr · 256 / h`` (PCX's tuned rates shrink ~1/h: 5e-4 at 512, 1e-4 at 2048; a fixed
   rate diverges for the wide nets); the final training energy per item is recorded per cell;
 * cues: white noise σ = 0.2 (unclipped), read by Salvatori's iterated F (``clamp_predict``:
@@ -65,8 +65,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--top", type=int, default=64, help="memory-layer width")
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--batches", type=int, default=8, help="minibatches per epoch")
+    p.add_argument("--min-batch", type=int, default=8,
+                   help="smallest minibatch (AdamW on batches of 2 spiked the energy on photo patches, N = 16)")
     p.add_argument("--steps", type=int, default=20, help="T: activity steps per training batch")
     p.add_argument("--x-lr", type=float, default=0.05, help="γ: activity SGD step")
+    p.add_argument("--x-lr-patches", type=float, default=0.025,
+                   help="γ on photo patches (at 0.05 their training energy spiked: 0.06 -> 7, N = 16, h = 256)")
     p.add_argument("--w-lr", type=float, default=1e-3, help="AdamW weight rate")
     p.add_argument("--fan-in0", type=int, default=0, help="rates scale by fan-in0 / fan-in above it (0: none)")
     p.add_argument("--read-steps", type=int, default=100)
@@ -129,14 +133,21 @@ def adamw_by_fan_in(net: PCNet, lr: float, fan_in0: int = 256):
     return make
 
 
+def batch_size_for(n: int, args) -> int:
+    """``--batches`` minibatches per epoch, each of at least ``--min-batch`` items (or all ``n``)."""
+    return max(min(n, args.min_batch), -(-n // args.batches))
+
+
 def train_and_read(net: PCNet, items: torch.Tensor, shape, args, *, w_lr: float, batch_size: int,
-                   epochs: int) -> dict[str, Any]:
-    """Fit ``net`` on ``items``, then read both cues; the record of the cell."""
+                   epochs: int, x_lr: float) -> dict[str, Any]:
+    """Fit ``net`` on ``items``, then read both cues (activity step ``x_lr`` = γ); the record of the cell."""
+    args = argparse.Namespace(**{**vars(args), "x_lr": x_lr})
     t0 = time.perf_counter()
     rec = net.fit(items, epochs=epochs, batch_size=batch_size, T=args.steps, init="zeros",
                   x_optimizer=functools.partial(torch.optim.SGD, lr=args.x_lr),
                   w_optimizer=adamw_by_fan_in(net, w_lr, args.fan_in0), progress=False, seed=args.seed)
-    out: dict[str, Any] = {"w_lr": w_lr, "batch_size": batch_size, "train_seconds": time.perf_counter() - t0,
+    out: dict[str, Any] = {"x_lr": x_lr, "w_lr": w_lr, "batch_size": batch_size,
+                           "train_seconds": time.perf_counter() - t0,
                            "energy_first": rec.energy[0], "energy_last": rec.energy[-1],
                            "energy_curve": rec.energy[:: max(1, len(rec.energy) // 20)] + [rec.energy[-1]]}
     t0 = time.perf_counter()
@@ -212,6 +223,7 @@ def plot(result: dict[str, Any], path) -> None:
                 ax.plot([conv["N"]], [conv["conv_dense_memory"][cue]["acc"]], "k*", ms=14,
                         label="conv + dense memory layer (measured)")
             ax.set_xscale("log")
+            ax.set_xlim(0.8 * min([r["N"] for r in result["rows"]] + [100]), 1.2 * max(PUBLISHED["N"]))
             experiment.plain_log_axis(ax, "x")
             ax.set_xlabel("stored items N")
             ax.set_ylabel(f"recall (MSE < {THRESHOLDS[cue]} in [0,1] units)")
@@ -222,8 +234,8 @@ def plot(result: dict[str, Any], path) -> None:
         for h in widths:
             rows = [r for r in result["rows"] if r["data"] == data and r["h"] == h]
             ax.plot([r["N"] for r in rows], [r["energy_last"] for r in rows], "o-", color=colors[h], label=f"h={h}")
-        ax.axhline(0.5 * 768 * THRESHOLDS["white"], color="grey", ls="--", lw=1,
-                   label="energy of a uniform MSE 0.005")
+        for thr, ls in ((THRESHOLDS["white"], "--"), (THRESHOLDS["bottom"], ":")):
+            ax.axhline(0.5 * 784 * thr, color="grey", ls=ls, lw=1, label=f"½·784·{thr}: a pixel MSE of {thr}")
         ax.set_xscale("log")
         ax.set_yscale("log")
         experiment.plain_log_axis(ax, "x")
@@ -286,7 +298,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     settings = experiment.settings(args)
     dense_keys = [k for k in settings if not k.startswith("conv") and k not in ("resume", "output", "items", "widths",
-                                                                                  "data")]
+                                                                                  "data", "min_batch", "x_lr_patches")]
     partial = out_dir / "pc_capacity.partial.json"
     done: dict[tuple, dict[str, Any]] = {}
     if args.resume and partial.exists():
@@ -294,13 +306,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if all(old["settings"].get(k) == settings[k] for k in dense_keys):
             done = {(r["data"], r["N"], r["h"]): r for r in old["rows"]}
     for d, n, h in tqdm(jobs, desc="pc capacity"):
-        if (d, n, h) in done:
-            rows.append(done[(d, n, h)])
+        batch_size = batch_size_for(n, args)
+        x_lr = args.x_lr_patches if d == "patches" else args.x_lr
+        old = done.get((d, n, h), {})
+        if old.get("batch_size") == batch_size and old.get("x_lr", args.x_lr) == x_lr:  # the same cell
+            rows.append(old)
             continue
         items, shape = data[d][0][:n], data[d][1]
         r = {"data": d, "N": n, "h": h, **train_and_read(dense_net(items.shape[1], h, args), items, shape, args,
                                                          w_lr=args.w_lr,
-                                                         batch_size=max(1, -(-n // args.batches)),
+                                                         batch_size=batch_size, x_lr=x_lr,
                                                          epochs=args.epochs)}
         rows.append(r)
         tqdm.write(f"{d:7s} N={n:4d} h={h:5d}  energy {r['energy_first']:.3g} -> {r['energy_last']:.3g}  noise acc "
@@ -315,7 +330,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for name, net in conv_nets(args).items():
             c = {"weights": sum(p.numel() for p in net.parameters()),
                  **train_and_read(net, items, (3, 16, 16), args, w_lr=args.w_lr,
-                                  batch_size=max(1, -(-args.conv_items // args.batches)), epochs=args.conv_epochs)}
+                                  batch_size=batch_size_for(args.conv_items, args), x_lr=args.x_lr_patches,
+                                  epochs=args.conv_epochs)}
             conv[name] = c
             print(f"{name} PC memory on {args.conv_items} patches: energy {c['energy_first']:.1f} -> "
                   f"{c['energy_last']:.3g}; noise acc {c['white']['acc']:.2f} (mse {c['white']['mse01']:.4f}),"
