@@ -11,7 +11,8 @@ narrower hidden layers.  Here, on the data this machine has:
   no prior, PCX) → hidden ``h`` → sensory, tanh pre-synaptic, unit variances (Salvatori's 2-layer
   net); fused dense path;
 * training: ``--epochs`` epochs of ``--batches`` minibatches of at least ``--min-batch`` items,
-  per batch ``T`` SGD(γ) activity steps from zero then one AdamW weight step with
+  per batch ``T`` SGD(γ) activity steps from zero (γ halved, up to twice, where the training energy
+  diverges: Salvatori et al. pick γ from a grid) then one AdamW weight step with
   ``lr = --w-lr · 256 / h`` (PCX's tuned rates shrink ~1/h: 5e-4 at 512, 1e-4 at 2048; a fixed
   rate diverges for the wide nets); the final training energy per item is recorded per cell;
 * cues: white noise σ = 0.2 (unclipped), read by Salvatori's iterated F (``clamp_predict``:
@@ -61,7 +62,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = experiment.parser(__doc__, "pc_capacity", smoke="N = 4, h = 32, 3 epochs (seconds)", threads=1)
     p.add_argument("--items", type=int, nargs="+", default=[16, 64, 256])
     p.add_argument("--widths", type=int, nargs="+", default=[256, 512, 1024, 2048])
-    p.add_argument("--data", nargs="+", default=["mnist", "patches"], choices=["mnist", "patches"])
+    p.add_argument("--data", nargs="*", default=["mnist", "patches"], choices=["mnist", "patches"])
     p.add_argument("--top", type=int, default=64, help="memory-layer width")
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--batches", type=int, default=8, help="minibatches per epoch")
@@ -131,6 +132,11 @@ def adamw_by_fan_in(net: PCNet, lr: float, fan_in0: int = 256):
             groups.append({"params": ps, "lr": lr * (min(1.0, fan_in0 / fan_in) if fan_in0 > 0 else 1.0)})
         return torch.optim.AdamW(groups, lr=lr)
     return make
+
+
+def converged(cell: dict[str, Any]) -> bool:
+    """The training energy fell to below a tenth of its first epoch's (a diverged run ends above)."""
+    return bool(np.isfinite(cell["energy_last"]) and cell["energy_last"] < 0.1 * cell["energy_first"])
 
 
 def batch_size_for(n: int, args) -> int:
@@ -301,30 +307,48 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                                                                   "data", "min_batch", "x_lr_patches")]
     partial = out_dir / "pc_capacity.partial.json"
     done: dict[tuple, dict[str, Any]] = {}
+    done_conv = None
     if args.resume and partial.exists():
         old = json.loads(partial.read_text())
         if all(old["settings"].get(k) == settings[k] for k in dense_keys):
             done = {(r["data"], r["N"], r["h"]): r for r in old["rows"]}
+            if all(old["settings"].get(k) == settings[k] for k in ("conv_items", "conv_epochs", "x_lr_patches")):
+                done_conv = old.get("conv_patches")
+
+    def save_partial(conv: dict[str, Any] | None) -> None:  # every measured cell, the cells reused included
+        keys = {(q["data"], q["N"], q["h"]) for q in rows}
+        experiment.write_json(partial, {"settings": settings, "conv_patches": conv,
+                                        "rows": rows + [q for k, q in done.items() if k not in keys]})
+
     for d, n, h in tqdm(jobs, desc="pc capacity"):
         batch_size = batch_size_for(n, args)
         x_lr = args.x_lr_patches if d == "patches" else args.x_lr
         old = done.get((d, n, h), {})
-        if old.get("batch_size") == batch_size and old.get("x_lr", args.x_lr) == x_lr:  # the same cell
-            rows.append(old)
+        tried = old.get("gamma_tried", [old.get("x_lr", args.x_lr)])
+        if old.get("batch_size") == batch_size and tried[0] == x_lr and (len(tried) > 1 or converged(old)):
+            rows.append(old)  # the same cell
             continue
         items, shape = data[d][0][:n], data[d][1]
-        r = {"data": d, "N": n, "h": h, **train_and_read(dense_net(items.shape[1], h, args), items, shape, args,
-                                                         w_lr=args.w_lr,
-                                                         batch_size=batch_size, x_lr=x_lr,
-                                                         epochs=args.epochs)}
+        tried = []
+        while True:  # Salvatori et al. pick γ from a grid; here: halve it while training diverges
+            tried.append(x_lr)
+            r = {"data": d, "N": n, "h": h, **train_and_read(dense_net(items.shape[1], h, args), items, shape, args,
+                                                             w_lr=args.w_lr, batch_size=batch_size, x_lr=x_lr,
+                                                             epochs=args.epochs)}
+            if converged(r) or len(tried) == 3:
+                break
+            tqdm.write(f"{d} N={n} h={h}: training diverged at γ = {x_lr} (energy {r['energy_first']:.3g} -> "
+                       f"{r['energy_last']:.3g}); again at γ = {x_lr / 2}")
+            x_lr /= 2
+        r["gamma_tried"] = tried
         rows.append(r)
         tqdm.write(f"{d:7s} N={n:4d} h={h:5d}  energy {r['energy_first']:.3g} -> {r['energy_last']:.3g}  noise acc "
                    f"{r['white']['acc']:.2f} (mse {r['white']['mse01']:.4f})  half acc {r['bottom']['acc']:.2f} "
                    f"(mse {r['bottom']['mse01']:.4f})  [{r['train_seconds']:.0f}+{r['read_seconds']:.0f} s]",
                    )
-        experiment.write_json(partial, {"settings": settings, "rows": rows})
-    conv = None
-    if args.conv_items > 0:
+        save_partial(done_conv)
+    conv = done_conv if args.conv_items > 0 else None
+    if args.conv_items > 0 and conv is None:
         items = patches[:args.conv_items]
         conv = {"N": args.conv_items}
         for name, net in conv_nets(args).items():
@@ -336,6 +360,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             print(f"{name} PC memory on {args.conv_items} patches: energy {c['energy_first']:.1f} -> "
                   f"{c['energy_last']:.3g}; noise acc {c['white']['acc']:.2f} (mse {c['white']['mse01']:.4f}),"
                   f" half acc {c['bottom']['acc']:.2f} (mse {c['bottom']['mse01']:.4f})")
+        save_partial(conv)
     result = {"experiment": "PC recall vs stored items by width (Salvatori et al. 2021 at CPU size)",
               **experiment.record(args), "settings": settings, "rows": rows, "conv_patches": conv,
               "published_cifar10_read_from_figure_U": PUBLISHED}

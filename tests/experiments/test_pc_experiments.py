@@ -38,6 +38,7 @@ def test_pc_capacity_smoke_has_dense_rows_a_conv_row_and_the_published_curves(tm
     exp.main(["--smoke", "--output", str(tmp_path)])
     data = json.loads((tmp_path / exp.JSON_NAME).read_text())
     assert {(r["data"], r["N"], r["h"]) for r in data["rows"]} == {("mnist", 4, 32), ("patches", 4, 32)}
+    assert {r["data"]: r["gamma_tried"][0] for r in data["rows"]} == {"mnist": 0.05, "patches": 0.025}
     conv = data["conv_patches"]
     assert conv["N"] == 4 and conv["conv"]["weights"] < conv["conv_dense_memory"]["weights"]
     for r in data["rows"] + [conv["conv"], conv["conv_dense_memory"]]:
