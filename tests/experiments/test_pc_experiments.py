@@ -38,8 +38,12 @@ def test_pc_capacity_smoke_has_dense_rows_a_conv_row_and_the_published_curves(tm
     exp.main(["--smoke", "--output", str(tmp_path)])
     data = json.loads((tmp_path / exp.JSON_NAME).read_text())
     assert {(r["data"], r["N"], r["h"]) for r in data["rows"]} == {("mnist", 4, 32), ("patches", 4, 32)}
-    for r in data["rows"] + [data["conv_patches"]]:
+    assert {r["data"]: r["gamma_tried"][0] for r in data["rows"]} == {"mnist": 0.05, "patches": 0.025}
+    conv = data["conv_patches"]
+    assert conv["N"] == 4 and conv["conv"]["weights"] < conv["conv_dense_memory"]["weights"]
+    for r in data["rows"] + [conv["conv"], conv["conv_dense_memory"]]:
         assert all(math.isfinite(r[k]["mse01"]) and 0 <= r[k]["acc"] <= 1 for k in ("white", "bottom"))
+        assert 0 < r["energy_last"] < r["energy_first"]  # 3 epochs already lower the training energy
     assert data["published_cifar10_read_from_figure_U"]["N"] == [100, 250, 500, 1000, 1500]
     assert (tmp_path / exp.PNG_NAME).read_bytes()[:8] == PNG
 
