@@ -244,8 +244,9 @@ def plot(result: dict[str, Any], path) -> None:
         for h in widths:
             rows = [r for r in result["rows"] if r["data"] == data and r["h"] == h]
             ax.plot([r["N"] for r in rows], [r["energy_last"] for r in rows], "o-", color=colors[h], label=f"h={h}")
+        D = 784 if data == "mnist" else 768  # 28×28 digits, 16×16×3 patches
         for thr, ls in ((THRESHOLDS["white"], "--"), (THRESHOLDS["bottom"], ":")):
-            ax.axhline(0.5 * 784 * thr, color="grey", ls=ls, lw=1, label=f"½·784·{thr}: a pixel MSE of {thr}")
+            ax.axhline(0.5 * D * thr, color="grey", ls=ls, lw=1, label=f"½·{D}·{thr}: a pixel MSE of {thr}")
         ax.set_xscale("log")
         ax.set_yscale("log")
         experiment.plain_log_axis(ax, "x")
