@@ -418,7 +418,8 @@ class Drive:
 
 @dataclass(frozen=True)
 class StartValue:
-    """The ``start`` option of the predictive-coding reads: a start name or a finite number."""
+    """The ``start`` option of the predictive-coding reads: a start name, a finite number or a tensor
+    of start values ``[D]`` / ``[B, D]``."""
 
     names: tuple[str, ...]
 
@@ -427,6 +428,9 @@ class StartValue:
                                ("unknown name", "cue", "invalid", None), ("True", True, "invalid", None),
                                ("NaN", math.nan, "invalid", None), ("+inf", math.inf, "invalid", None),
                                ("list [0.5]", [0.5], "invalid", None),
+                               ("int tensor", torch.tensor([1, 2]), "invalid", None),
+                               ("NaN tensor", torch.tensor([math.nan]), "invalid", None),
+                               ("3-d tensor", torch.zeros(1, 1, 1), "invalid", None),
                                ("float -1.0", -1.0, "edge", None), ("int 0", 0, "edge", None)]
 
 

@@ -133,10 +133,41 @@ def test_unknown_entries_start_at_the_chosen_value(start):
     torch.testing.assert_close(m.prior_prediction(torch.float64), _top_down_means(m), atol=1e-12, rtol=0)
 
 
+def test_unknown_entries_start_at_the_cue_s_own_content_when_asked():
+    """``start=tensor``: the protocol zeroes what a cue holds at its unknown entries, so a read
+    starts from that content only through the option (``start=raw_cue``), per cue or shared;
+    with ``lr = 0`` the pattern is the start itself (every reader: pc, pc_pyro, pcnet, PCNet.read)."""
+    import functools
+
+    m = _bayes(2)
+    raw = torch.randn(2, 6)  # e.g. a corruption's own fill values at the hidden entries
+    mask = torch.tensor([True, True, True, False, False, False])
+    for method in ("pc", "pc_pyro"):
+        r = m.retrieve(raw, mask, method=method, procedure="joint", start=raw, lr=0.0, max_steps=3, tol=0, rtol=0,
+                       seed=0)
+        torch.testing.assert_close(r.pattern, raw, atol=1e-12, rtol=0)
+    zero = m.retrieve(raw, mask, procedure="joint", lr=0.0, max_steps=3, tol=0, rtol=0, seed=0)
+    assert torch.equal(zero.pattern[:, 3:], torch.zeros(2, 3))  # negative control: the default never reads it
+    shared = m.retrieve(raw, mask, procedure="joint", start=torch.full((6,), -1.0, dtype=torch.float64), lr=0.0,
+                        max_steps=3, tol=0, rtol=0, seed=0)
+    minus = m.retrieve(raw, mask, procedure="joint", start=-1.0, lr=0.0, max_steps=3, tol=0, rtol=0, seed=0)
+    assert torch.equal(shared.pattern, minus.pattern)
+    net = varmem.PCNetMemory.dense(6, hidden=(5,), seed=0).write(torch.rand(3, 6) * 2 - 1)
+    r = net.retrieve(raw, mask, procedure="joint", start=raw, lr=0.0, max_steps=3, seed=0)
+    torch.testing.assert_close(r.pattern, raw.to(r.pattern.dtype), atol=1e-6, rtol=0)
+    sgd0 = functools.partial(torch.optim.SGD, lr=0.0)
+    x = raw.to(next(net.net.parameters()).dtype)
+    out = net.net.read(x, mask.expand(2, 6), procedure="joint", start=x, steps=2, x_optimizer=sgd0)
+    torch.testing.assert_close(out, x, atol=0, rtol=0)
+
+
 @pytest.mark.parametrize("value, error, words", [
     ("cue", ValueError, "option start"), ("Zero", ValueError, "option start"), (True, TypeError, "option start"),
     (float("nan"), ValueError, "option start"), (math.inf, ValueError, "option start"),
     ([0.0], TypeError, "option start"), ("relax", ValueError, "option procedure"),
+    (torch.tensor([1, 2]), TypeError, "option start"), (torch.full((6,), math.nan), ValueError, "option start"),
+    (torch.zeros(5), ValueError, r"option start .*\[6\]"), (torch.zeros(3, 6), ValueError, "option start"),
+    (torch.zeros(1, 2, 6), TypeError, "option start"),
 ])
 def test_bad_start_or_procedure_is_refused_by_name(value, error, words):
     m = _bayes()

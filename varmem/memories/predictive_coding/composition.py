@@ -59,7 +59,8 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from ...helpers import make_generator
-from ...validation import check_bool, check_choice, check_finite, check_positive, check_positive_int, check_seed
+from ...validation import check_bool, check_choice, check_positive, check_positive_int, check_seed
+from .start_values import check_start, start_fill
 
 __all__ = ["Dense", "Conv2d", "ConvTranspose2d", "PCNet", "FitRecord", "PC_ACTIVATIONS", "gaussian_nll"]
 
@@ -531,7 +532,7 @@ class PCNet(nn.Module):
     # --- reading -------------------------------------------------------------------------------
     @torch.no_grad()
     def read(self, cue: Tensor, mask: Tensor | None = None, *, procedure: str | None = None,
-             start: str | float = "zero", steps: int = 100, n_repeat: int = 1, x_optimizer: Any = None,
+             start: str | float | Tensor = "zero", steps: int = 100, n_repeat: int = 1, x_optimizer: Any = None,
              init: str = "randn", seed: int | None = 0, path: str | None = None) -> Tensor:
         """Recall from ``cue [B, *sensory]`` (``mask`` True = observed) by the procedures of
         :mod:`varmem.memories.predictive_coding.readers`: ``"clamp_predict"`` (``n_repeat``
@@ -539,7 +540,8 @@ class PCNet(nn.Module):
         entries) by the prediction), ``"joint"`` (unknown entries and hidden nodes relaxed together,
         observed ones clamped) or ``"relax_all"`` (every sensory entry free, started at the cue).
         None: clamp_predict for a full cue, joint for a partial one.  ``start``: ``"zero"``,
-        ``"prior_mean"`` (the top-down prediction) or a number, for the unknown entries."""
+        ``"prior_mean"`` (the top-down prediction), a number or a tensor of values (``start=cue``:
+        the cue's own content) for the unknown entries (:mod:`.start_values`)."""
         self._no_particle_layers("read", "read their memory instead (BayesPCN.retrieve)")
         proc = procedure or ("clamp_predict" if mask is None else "joint")
         check_choice(proc, "procedure", ("clamp_predict", "joint", "relax_all"))
@@ -548,6 +550,7 @@ class PCNet(nn.Module):
         if torch.is_tensor(cue) and torch.is_tensor(mask) and mask.dtype == torch.bool and mask.shape == cue.shape:
             cue = torch.where(mask, cue, torch.zeros((), dtype=cue.dtype, device=cue.device))  # unknown: never read
         cue = self._as_sensory(cue, "cue")
+        start = check_start(start, cue)
         B = cue.shape[0]
         if mask is not None and (not torch.is_tensor(mask) or mask.dtype != torch.bool
                                  or mask.numel() != cue.numel()):
@@ -556,13 +559,7 @@ class PCNet(nn.Module):
         generator = make_generator(seed, "cpu")
         x = cue.clone()
         if known is not None:
-            if start == "prior_mean":
-                fill = self.init_activities(cue, "top_down")[-2]
-                fill = self.layers[-1](fill)
-            else:
-                if isinstance(start, str):
-                    check_choice(start, "start", ("zero", "prior_mean"))
-                fill = torch.full_like(cue, 0.0 if start == "zero" else check_finite(start, "start"))
+            fill = start_fill(start, cue, lambda: self.layers[-1](self.init_activities(cue, "top_down")[-2]))
             x = torch.where(known, cue, fill)
         if proc == "clamp_predict":
             for _ in range(n_repeat):

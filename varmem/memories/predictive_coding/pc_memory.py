@@ -64,7 +64,6 @@ from .pc_readers import (
     INITS,
     OPTIMIZERS,
     PROCEDURES,
-    STARTS,
     PCNetPyroReadable,
     PCNetReadable,
     check_optimizer,
@@ -72,6 +71,7 @@ from .pc_readers import (
     retrieve_pcnet_pyro,
 )
 from .pc_spec import build_net, net_spec
+from .start_values import STARTS
 
 __all__ = ["PCNetMemory", "retrieve_pcnet", "retrieve_pcnet_pyro", "PCNetReadable", "PCNetPyroReadable", "net_spec",
            "build_net", "OPTIMIZERS"]
@@ -161,6 +161,9 @@ class PCNetMemory(Memory):
         self.read_steps = check_positive_int(read_steps, "read_steps")
         self.read_lr = None if read_lr is None else check_positive(read_lr, "read_lr")
         self.procedure = None if procedure is None else check_choice(procedure, "procedure", PROCEDURES)
+        if torch.is_tensor(start):  # the saved config holds the default: a name or a number
+            raise TypeError(f"start (the read default) must be one of {list(STARTS)} or a finite number; pass a "
+                            "tensor of start values to a read (retrieve(..., start=values)) instead")
         if isinstance(start, str):
             self.start = check_choice(start, "start", STARTS)
         else:

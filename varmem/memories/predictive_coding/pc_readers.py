@@ -25,15 +25,15 @@ from ...validation import (
     DIVERGED,
     check_bool,
     check_choice,
-    check_finite,
     check_non_negative,
     check_positive_int,
     check_seed,
     in_range,
 )
+from .start_values import check_start, start_fill
 
 __all__ = ["retrieve_pcnet", "retrieve_pcnet_pyro", "PCNetReadable", "PCNetPyroReadable", "OPTIMIZERS", "PROCEDURES",
-           "STARTS", "INITS"]
+           "INITS"]
 
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     name.lower(): getattr(torch.optim, name)
@@ -44,7 +44,6 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
 activities and the weights (L-BFGS needs a closure and SparseAdam sparse gradients: left out)."""
 
 PROCEDURES = ("clamp_predict", "joint", "relax_all")
-STARTS = ("zero", "prior_mean")
 INITS = ("randn", "zeros", "top_down")
 
 
@@ -98,7 +97,7 @@ def retrieve_pcnet(
     mask: Tensor | None,
     *,
     procedure: str | None = None,
-    start: str | float = "zero",
+    start: str | float | Tensor = "zero",
     max_steps: int | None = None,
     lr: float | None = None,
     optimizer: str | None = None,
@@ -119,7 +118,8 @@ def retrieve_pcnet(
             started at the cue: noisy full cues).  None: ``"clamp_predict"`` for a full cue,
             ``"joint"`` for a partial one; the one that ran is ``info["procedure"]``.
         start: the start of unknown sensory entries: ``"zero"``, ``"prior_mean"`` (the top-down
-            pass of means) or a number.
+            pass of means), a number or a tensor ``[D]`` / ``[B, D]`` of values (``start=cue``: the
+            cue's own content), see :mod:`.start_values`.
         max_steps: optimiser steps per relaxation; lr, optimizer: the activities' ``torch.optim``
             optimiser (a name of :data:`OPTIMIZERS`) and its step size.
         hidden_init: the hidden nodes' start: ``"randn"`` (``N(0, 1/d)``), ``"zeros"`` or ``"top_down"``.
@@ -137,13 +137,7 @@ def retrieve_pcnet(
     if proc is None:
         proc = "clamp_predict" if mask is None else "joint"
     check_choice(proc, "option procedure", PROCEDURES)
-    if isinstance(start, str):
-        check_choice(start, "option start", STARTS)
-    else:
-        try:
-            check_finite(start, "option start")
-        except TypeError:
-            raise TypeError(f"option start must be one of {list(STARTS)} or a finite number, got {start!r}") from None
+    start = check_start(start, cue)
     steps = check_positive_int(defaults.get("max_steps") if max_steps is None else max_steps, "option max_steps")
     lr = check_non_negative(defaults.get("lr") if lr is None else lr, "option lr")
     opt_name = check_optimizer(defaults.get("optimizer") if optimizer is None else optimizer, "option optimizer")
@@ -158,14 +152,7 @@ def retrieve_pcnet(
     generator = make_generator(seed, cue.device)
     B, shape = cue.shape[0], net.shapes[-1]
     known = None if mask is None else mask.expand_as(cue)
-    if known is None:
-        x = cue.clone()
-    else:
-        if start == "prior_mean":
-            fill = memory.prior_prediction().to(cue)
-        else:
-            fill = torch.full_like(cue, 0.0 if start == "zero" else float(start))
-        x = torch.where(known, cue, fill)
+    x = cue.clone() if known is None else torch.where(known, cue, start_fill(start, cue, memory.prior_prediction))
     traces: list[Tensor] = []
     total = 0
     bar = tqdm(total=steps * n_repeat, desc="pcnet read", disable=not progress, leave=False)
@@ -229,7 +216,7 @@ def retrieve_pcnet_pyro(
     mask: Tensor | None,
     *,
     procedure: str | None = None,
-    start: str | float = "zero",
+    start: str | float | Tensor = "zero",
     max_steps: int | None = None,
     lr: float | None = None,
     n_repeat: int = 1,
@@ -250,13 +237,7 @@ def retrieve_pcnet_pyro(
     proc = procedure if procedure is not None else ("clamp_predict" if mask is None else "joint")
     check_choice(proc, "option procedure", PROCEDURES)
     defaults = memory.default_options("pcnet_pyro")
-    if isinstance(start, str):
-        check_choice(start, "option start", STARTS)
-    else:
-        try:
-            check_finite(start, "option start")
-        except TypeError:
-            raise TypeError(f"option start must be one of {list(STARTS)} or a finite number, got {start!r}") from None
+    start = check_start(start, cue)
     steps = check_positive_int(defaults.get("max_steps") if max_steps is None else max_steps, "option max_steps")
     lr = check_non_negative(defaults.get("lr") if lr is None else lr, "option lr")
     init = check_choice(defaults.get("hidden_init") if hidden_init is None else hidden_init, "option hidden_init",
@@ -267,11 +248,7 @@ def retrieve_pcnet_pyro(
     net, generator = memory.net, make_generator(seed, cue.device)
     B, D = cue.shape
     known = None if mask is None else mask.expand_as(cue)
-    x = cue.clone()
-    if known is not None:
-        fill = memory.prior_prediction().to(cue) if start == "prior_mean" else torch.full_like(
-            cue, 0.0 if start == "zero" else float(start))
-        x = torch.where(known, cue, fill)
+    x = cue.clone() if known is None else torch.where(known, cue, start_fill(start, cue, memory.prior_prediction))
     traces: list[Tensor] = []
     total = 0
     bar = tqdm(total=steps * n_repeat, desc="pcnet_pyro read", disable=not progress, leave=False)

@@ -21,9 +21,10 @@ recorded in ``info["procedure"]``:
 
 ``start`` is the start value of the unknown sensory entries (``mask`` False): ``"zero"``,
 ``"prior_mean"`` (the network's top-down pass of means, see ``PCNetwork.prior_prediction``) or a
-number (``-1``: the official BayesPCN code, whose hidden pixels hold -1).  What a cue holds at its
-unknown entries is never read (the protocol replaces it by 0).  The default, ``"zero"``, was chosen
-by measurement (``experiments/pc_read_options.py``).
+number (``-1``: the official BayesPCN code, whose hidden pixels hold -1) or a tensor of values
+``[D]`` / ``[B, D]`` (:mod:`.start_values`).  What a cue holds at its unknown entries is never read
+(the protocol replaces it by 0) unless it is passed as the start (``start=cue``: the cue's own
+content).  The default, ``"zero"``, was chosen by measurement (``experiments/pc_read_options.py``).
 
 ``"pc"`` uses the memory's hand-written local-error gradient (vectorised over cues and particles);
 ``"pc_pyro"`` optimises an ``AutoDelta`` guide over the activity sites of ``memory.model`` with the
@@ -49,12 +50,12 @@ from ...validation import (
     DIVERGED,
     check_bool,
     check_choice,
-    check_finite,
     check_non_negative,
     check_positive_int,
     check_seed,
     in_range,
 )
+from .start_values import DEFAULT_START, check_start, start_fill
 
 __all__ = ["retrieve_pc", "retrieve_pc_pyro", "PCReadable"]
 
@@ -90,36 +91,17 @@ class PCReadable(Protocol):
 
 PROCEDURES = ("clamp_predict", "joint", "relax_all")
 """The read procedures of ``"pc"`` / ``"pc_pyro"`` (see the module docstring)."""
-STARTS = ("zero", "prior_mean")
-"""The named start values of unknown sensory entries (a number is also accepted)."""
-DEFAULT_START = "zero"
-"""Measured in ``experiments/pc_read_options.py`` (see the PC guide)."""
-
-
 def _procedure(procedure: Any, mask: Tensor | None) -> str:
     if procedure is None:
         return "clamp_predict" if mask is None else "joint"
     return check_choice(procedure, "option procedure", PROCEDURES)
 
 
-def _check_start(start: Any) -> Any:
-    if isinstance(start, str):
-        return check_choice(start, "option start", STARTS)
-    try:
-        return check_finite(start, "option start")
-    except TypeError:
-        raise TypeError(f"option start must be one of {list(STARTS)} or a finite number, got {start!r}") from None
-
-
 def _start(memory: Any, cue: Tensor, mask: Tensor | None, start: Any) -> Tensor:
     """The sensory estimate a read starts from ``[B, D]``: the cue, unknown entries at ``start``."""
     if mask is None:
         return cue.clone()
-    if start == "prior_mean":
-        fill = memory.prior_prediction(cue.dtype).to(cue.device)
-    else:
-        fill = torch.zeros((), dtype=cue.dtype, device=cue.device) + (0.0 if start == "zero" else float(start))
-    return torch.where(mask, cue, fill)
+    return torch.where(mask, cue, start_fill(start, cue, lambda: memory.prior_prediction(cue.dtype)))
 
 
 def _resolve(memory: Any, method: str, max_steps: int | None, lr: float | None, tol: float | None,
@@ -170,7 +152,7 @@ def retrieve_pc(
     mask: Tensor | None,
     *,
     procedure: str | None = None,
-    start: str | float = DEFAULT_START,
+    start: str | float | Tensor = DEFAULT_START,
     max_steps: int | None = None,
     lr: float | None = None,
     optimizer: str = "adam",
@@ -185,8 +167,9 @@ def retrieve_pc(
     Options (None: the memory's :meth:`~varmem.Memory.default_options`, its write-time settings):
         procedure: ``"clamp_predict"``, ``"joint"`` or ``"relax_all"`` (module docstring); None:
             ``"clamp_predict"`` for a full cue, ``"joint"`` for a partial one.
-        start: start value of the unknown sensory entries: ``"zero"`` (default), ``"prior_mean"``
-            or a number.
+        start: start value of the unknown sensory entries: ``"zero"`` (default), ``"prior_mean"``,
+            a number, or a tensor ``[D]`` / ``[B, D]`` of values (``start=cue``: the cue's own
+            content), see :mod:`.start_values`.
         max_steps: optimiser steps per relaxation (default ``T_infer``; camera-ready 500).
         lr: activity step size (default ``activation_lr``; camera-ready 0.01 with Adam).
         optimizer: ``"adam"`` (official BayesPCN) or ``"sgd"`` (plain ``a ← a − lr ∂E/∂a``).
@@ -207,7 +190,7 @@ def retrieve_pc(
     """
     check_choice(optimizer, "option optimizer", ("adam", "sgd"))
     proc = _procedure(procedure, mask)
-    start = _check_start(start)
+    start = check_start(start, cue)
     steps, lr, tol, rtol = _resolve(memory, "pc", max_steps, lr, tol, rtol, n_repeat, seed, progress)
     generator = make_generator(seed, cue.device)
     B = cue.shape[0]
@@ -248,7 +231,7 @@ def retrieve_pc_pyro(
     mask: Tensor | None,
     *,
     procedure: str | None = None,
-    start: str | float = DEFAULT_START,
+    start: str | float | Tensor = DEFAULT_START,
     max_steps: int | None = None,
     lr: float | None = None,
     n_repeat: int = 1,
@@ -266,7 +249,7 @@ def retrieve_pc_pyro(
     sensory entry the latent site ``x_missing`` (started at the cue).
     """
     proc = _procedure(procedure, mask)
-    start = _check_start(start)
+    start = check_start(start, cue)
     steps, lr, tol, rtol = _resolve(memory, "pc_pyro", max_steps, lr, tol, rtol, n_repeat, seed, progress)
     generator = make_generator(seed, cue.device)
     B, L = cue.shape[0], len(memory.layer_stats(cue.dtype))
