@@ -90,6 +90,26 @@ def _hidden_start(memory: PCNetReadable, x: Tensor, how: str, generator: torch.G
     return xs
 
 
+def _read_options(memory: PCNetReadable, cue: Tensor, mask: Tensor | None, defaults: dict[str, Any],
+                  procedure: Any, start: Any, max_steps: Any, lr: Any, hidden_init: Any, n_repeat: Any, seed: Any,
+                  progress: Any) -> tuple[str, Any, int, float, str, int, Tensor]:
+    """The options both readers share, validated and completed from ``defaults``, and the sensory
+    estimate the read starts from (the cue, unknown entries at ``start``)."""
+    proc = procedure if procedure is not None else ("clamp_predict" if mask is None else "joint")
+    check_choice(proc, "option procedure", PROCEDURES)
+    start = check_start(start, cue)
+    steps = check_positive_int(defaults.get("max_steps") if max_steps is None else max_steps, "option max_steps")
+    lr = check_non_negative(defaults.get("lr") if lr is None else lr, "option lr")
+    init = check_choice(defaults.get("hidden_init") if hidden_init is None else hidden_init, "option hidden_init",
+                        INITS)
+    n_repeat = check_positive_int(n_repeat, "option n_repeat")
+    check_seed(seed, "option seed", allow_none=True)
+    check_bool(progress, "option progress")
+    known = None if mask is None else mask.expand_as(cue)
+    x = cue.clone() if known is None else torch.where(known, cue, start_fill(start, cue, memory.prior_prediction))
+    return proc, start, steps, lr, init, n_repeat, x
+
+
 @engine("pcnet", requires=(PCNetReadable,))
 def retrieve_pcnet(
     memory: PCNetReadable,
@@ -133,26 +153,15 @@ def retrieve_pcnet(
     the relaxation; they are put back at the end.
     """
     defaults = memory.default_options("pcnet")  # retrieve() has filled them in; a direct call gets them here
-    proc = procedure
-    if proc is None:
-        proc = "clamp_predict" if mask is None else "joint"
-    check_choice(proc, "option procedure", PROCEDURES)
-    start = check_start(start, cue)
-    steps = check_positive_int(defaults.get("max_steps") if max_steps is None else max_steps, "option max_steps")
-    lr = check_non_negative(defaults.get("lr") if lr is None else lr, "option lr")
+    proc, start, steps, lr, init, n_repeat, x = _read_options(memory, cue, mask, defaults, procedure, start,
+                                                              max_steps, lr, hidden_init, n_repeat, seed, progress)
     opt_name = check_optimizer(defaults.get("optimizer") if optimizer is None else optimizer, "option optimizer")
-    init = check_choice(defaults.get("hidden_init") if hidden_init is None else hidden_init, "option hidden_init",
-                        INITS)
-    n_repeat = check_positive_int(n_repeat, "option n_repeat")
-    check_seed(seed, "option seed", allow_none=True)
-    check_bool(progress, "option progress")
     net = memory.net
     const = memory.energy_constant()
     x_opt = functools.partial(OPTIMIZERS[opt_name], lr=lr)
     generator = make_generator(seed, cue.device)
     B, shape = cue.shape[0], net.shapes[-1]
     known = None if mask is None else mask.expand_as(cue)
-    x = cue.clone() if known is None else torch.where(known, cue, start_fill(start, cue, memory.prior_prediction))
     traces: list[Tensor] = []
     total = 0
     bar = tqdm(total=steps * n_repeat, desc="pcnet read", disable=not progress, leave=False)
@@ -234,21 +243,12 @@ def retrieve_pcnet_pyro(
     from pyro.infer import Trace_ELBO
     from pyro.infer.autoguide import AutoDelta, init_to_value
 
-    proc = procedure if procedure is not None else ("clamp_predict" if mask is None else "joint")
-    check_choice(proc, "option procedure", PROCEDURES)
-    defaults = memory.default_options("pcnet_pyro")
-    start = check_start(start, cue)
-    steps = check_positive_int(defaults.get("max_steps") if max_steps is None else max_steps, "option max_steps")
-    lr = check_non_negative(defaults.get("lr") if lr is None else lr, "option lr")
-    init = check_choice(defaults.get("hidden_init") if hidden_init is None else hidden_init, "option hidden_init",
-                        INITS)
-    n_repeat = check_positive_int(n_repeat, "option n_repeat")
-    check_seed(seed, "option seed", allow_none=True)
-    check_bool(progress, "option progress")
+    proc, start, steps, lr, init, n_repeat, x = _read_options(
+        memory, cue, mask, memory.default_options("pcnet_pyro"), procedure, start, max_steps, lr, hidden_init,
+        n_repeat, seed, progress)
     net, generator = memory.net, make_generator(seed, cue.device)
     B, D = cue.shape
     known = None if mask is None else mask.expand_as(cue)
-    x = cue.clone() if known is None else torch.where(known, cue, start_fill(start, cue, memory.prior_prediction))
     traces: list[Tensor] = []
     total = 0
     bar = tqdm(total=steps * n_repeat, desc="pcnet_pyro read", disable=not progress, leave=False)
