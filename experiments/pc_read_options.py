@@ -14,9 +14,9 @@ Adam 0.01, T = 500; MNIST digits in ``[-1, 1]``, written one at a time; corrupti
    (``|ΔF| ≤ 1e-3`` of every cue in the batch; writes one item per batch, reads all cues in one
    batch and also one cue per batch, as the official code can be run) against the relative rule
    ``rtol`` ∈ {1e-6, 1e-5, 1e-4} measured over one step (``infer_window=1``; BayesPCN's default
-   windowed rule is measured by ``experiments/bayespcn_hard.py``) and no early stop.  Recall = accuracy at MSE < 0.01 (scored on the
-   hidden entries for partial cues) and mean MSE; speed = relaxation steps (CPU seconds are noisy on
-   a shared machine and are recorded too).
+   windowed rule is measured by ``experiments/bayespcn_hard.py``) and no early stop.  Recall =
+   accuracy at MSE < 0.01 (scored on the hidden entries for partial cues) and mean MSE; speed =
+   relaxation steps (CPU seconds are noisy on a shared machine and are recorded too).
 
 Usage::
 

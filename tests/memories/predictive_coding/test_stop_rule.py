@@ -102,3 +102,24 @@ def test_the_stop_rule_step_by_step():
     assert not any(off.update(torch.tensor([v])) for v in blocks)
     with pytest.raises(ValueError, match="^infer_window"):
         varmem.BayesPCN(6, infer_window=0)
+
+
+@pytest.mark.parametrize("partial", [False, True])
+def test_the_pyro_read_stops_by_the_same_per_cue_rule(partial):
+    """``pc_pyro`` feeds each cue's energy after every step to the memory's rule: it stops where the
+    written-out block reading of its own never-stopped trace says, with ``converged`` per cue."""
+    W, rtol, T = 10, 3e-3, 400
+    m = varmem.BayesPCN(6, **SMALL, T_infer=30, infer_window=W).write(_randn(3, 6))
+    cue = _randn(3, 6, seed=1)
+    mask = torch.tensor([True, True, True, True, False, False]) if partial else None
+    full = m.retrieve(cue, mask, method="pc_pyro", procedure="joint", seed=4, max_steps=T, tol=0, rtol=0)
+    assert full.steps == T and full.converged is None
+    expected = _block_stop_step(full.trace, rtol, W)
+    early = m.retrieve(cue, mask, method="pc_pyro", procedure="joint", seed=4, max_steps=T, tol=0, rtol=rtol)
+    assert 2 * W <= early.steps == expected < T
+    assert early.converged.shape == (3,) and early.converged.all()
+    torch.testing.assert_close(early.trace, full.trace[:expected], atol=1e-9, rtol=1e-12)
+    summed = torch.stack([full.trace[t].sum() for t in range(T)])  # negative control: the old summed-loss test
+    old = next((t + 1 for t in range(1, T) if abs(float(summed[t] - summed[t - 1])) <= rtol * abs(float(summed[t]))),
+               T)
+    assert old != expected

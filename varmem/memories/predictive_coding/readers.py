@@ -56,6 +56,7 @@ from ...validation import (
     in_range,
 )
 from .start_values import DEFAULT_START, check_start, start_fill
+from .stop_rule import StopRule
 
 __all__ = ["retrieve_pc", "retrieve_pc_pyro", "PCReadable"]
 
@@ -243,10 +244,10 @@ def retrieve_pc_pyro(
     """The ``"pc"`` read written with Pyro: an ``AutoDelta`` guide over the sites ``h1 … h{L-1}``
     (and ``x_missing`` for a partial cue) of ``memory.model``, started at the same random
     activities as ``"pc"`` (same ``seed`` → same start), loss ``(TraceEnum_)ELBO`` = the energy
-    summed over cues, minimised with ``torch.optim.Adam``.  Same options as ``"pc"`` (Adam only; the
-    early stop tests the summed loss: ``|ΔE| ≤ tol + rtol·|E|``, so ``converged`` is the same for
-    every cue).  ``trace [T, B]``: each cue's energy after every step.  ``"relax_all"`` makes every
-    sensory entry the latent site ``x_missing`` (started at the cue).
+    summed over cues, minimised with ``torch.optim.Adam``.  Same options as ``"pc"`` (Adam only) and
+    the same early stop (``StopRule`` with the memory's ``infer_window``, fed each cue's energy
+    after every step; ``converged`` per cue).  ``trace [T, B]``: each cue's energy after every step.
+    ``"relax_all"`` makes every sensory entry the latent site ``x_missing`` (started at the cue).
     """
     proc = _procedure(procedure, mask)
     start = check_start(start, cue)
@@ -267,7 +268,7 @@ def retrieve_pc_pyro(
             values["x_missing"] = x.clone()
         model = poutine.block(memory.model, hide=["particle"]) if K > 1 else memory.model
         elbo = TraceEnum_ELBO(max_plate_nesting=1) if K > 1 else Trace_ELBO()
-        losses: list[Tensor] = []
+        rule = StopRule(tol, rtol, getattr(memory, "infer_window", 1))  # the "pc" read's rule, per cue
         with pyro.settings.context(module_local_params=True):
             guide = AutoDelta(model, init_loc_fn=init_to_value(values=values))
             loss_fn = elbo(memory.model, guide)
@@ -281,7 +282,7 @@ def retrieve_pc_pyro(
                 acts += [med[f"h{i}"] for i in range(1, L)]
                 return [a.detach().unsqueeze(0) for a in acts]
 
-            for t in range(1, n_steps + 1):
+            for _ in range(n_steps):
                 opt.zero_grad()
                 if not all(in_range(p.detach(), DIVERGED) for p in guide.parameters()):
                     raise FloatingPointError(f"pc_pyro diverged (the activities went beyond ±{DIVERGED:g}): lower "
@@ -289,15 +290,15 @@ def retrieve_pc_pyro(
                 loss = loss_fn(x, m)
                 loss.backward()
                 opt.step()
-                losses.append(loss.detach())
                 with torch.no_grad():
-                    traces.append(memory.mixture_energy(acts_now())[0].unsqueeze(0))
+                    e = memory.mixture_energy(acts_now())[0]
+                traces.append(e.unsqueeze(0))
                 bar.update(1)
                 total += 1
-                if (tol > 0 or rtol > 0) and t > 1 and (
-                        abs(float(losses[-1] - losses[-2])) <= tol + rtol * abs(float(losses[-1]))):
-                    converged = torch.ones_like(converged)
+                if rule.update(e.clone()):
                     break
+            if rule.converged is not None:
+                converged = rule.converged
             return acts_now()
 
     x = _start(memory, cue, mask, start)
