@@ -28,7 +28,7 @@ Columns:
     rule too; ``rtol1e-6`` was the default before this measurement);
   - ``rtol<r>_w<W>``: the relative rule on the mean energy of blocks of ``W`` steps
     (``infer_window = W``: stop once the mean fell by at most ``r·|E|`` per step since the block
-    before; see ``varmem.memories.predictive_coding.network.StopRule``; ``rtol1e-5_w100`` is
+    before; see ``varmem.memories.predictive_coding.stop_rule.StopRule``; ``rtol1e-5_w100`` is
     the default it picked).
 
 Measured (one thread, shared 2-core machine; mean over seeds; in brackets the accuracy difference
@@ -176,19 +176,10 @@ def since(start: tuple[float, float]) -> dict[str, float]:
 
 def run_varmem(items: torch.Tensor, cues, args: argparse.Namespace, name: str) -> dict[str, Any]:
     m = new_memory(items.shape[1], args, rule_spec(name))
-    steps: list[int] = []
-    orig = m.relax
-
-    def counted(*a, **kw):
-        out = orig(*a, **kw)
-        steps.append(out[2])
-        return out
-
-    m.relax = counted
     t = clocks()
-    m.write(items)
+    with experiment.recording(m, "relax", lambda out: out[2]) as steps:
+        m.write(items)
     row: dict[str, Any] = {"write": {**since(t), "steps": sum(steps) / len(steps)}, "reads": {}}
-    del m.relax
     starts = [("", "zero")] + ([("_start-1", -1.0)] if name == "official" else [])
     for suffix, start in starts:
         for key, (cue, mask) in cues.items():

@@ -120,17 +120,9 @@ def score(pattern: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, proc:
 def run_varmem(items, cues, args, rtol: float = 0.0) -> dict[str, Any]:
     """Train and read with varmem; ``rtol > 0``: the relative early stop in training and reads."""
     m = make_memory(args, args.seed, rtol)
-    steps = []
-    relax = m.relax
-
-    def counted(*a, **kw):
-        out = relax(*a, **kw)
-        steps.append(out[2])
-        return out
-
-    m.relax = counted
     t0 = time.process_time()
-    m.write(items)
+    with experiment.recording(m, "relax", lambda out: out[2]) as steps:
+        m.write(items)
     out: dict[str, Any] = {"rtol": rtol, "train_seconds": time.process_time() - t0,
                            "train_steps_per_epoch": sum(steps) / len(steps), "reads": {}}
     for key, (cue, mask, proc) in cues.items():

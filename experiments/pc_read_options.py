@@ -74,19 +74,10 @@ def score(pattern: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None
 def memory_for(items: torch.Tensor, args: argparse.Namespace, tol: float, rtol: float) -> tuple[Any, float, float]:
     m = varmem.BayesPCN(items.shape[1], n_layers=4, h_dim=args.h_dim, sigma_obs=0.01, T_infer=args.steps,
                         infer_tol=tol, infer_rtol=rtol, infer_window=1, seed=args.seed, dtype=torch.float32)
-    steps = []
-    orig = m.relax
-
-    def counted(*a, **kw):
-        out = orig(*a, **kw)
-        steps.append(out[2])
-        return out
-
-    m.relax = counted
     t0 = time.perf_counter()
-    m.write(items)
+    with experiment.recording(m, "relax", lambda out: out[2]) as steps:
+        m.write(items)
     seconds = time.perf_counter() - t0
-    del m.relax
     return m, seconds, sum(steps) / len(steps)
 
 

@@ -274,3 +274,22 @@ def test_save_figure_gives_default_log_axes_plain_labels(tmp_path) -> None:
     assert labels and not any("$" in t or "times" in t for t in labels), labels
     assert {t.get_text() for t in custom.get_yticklabels() if t.get_text()} <= {"<1>", "<10>", "<0.1>", "<100>"}
     assert (tmp_path / "f.png").stat().st_size > 0
+
+
+def test_recording_collects_each_call_including_the_object_s_own_and_restores_the_method():
+    class Counter:
+        def step(self, k: int) -> tuple[int, int]:
+            return k, 2 * k
+
+        def run(self) -> int:  # calls step itself: those calls are recorded too
+            return sum(self.step(k)[1] for k in range(3))
+
+    c = Counter()
+    with experiment.recording(c, "step", lambda out: out[1]) as seen:
+        assert c.run() == 6
+        c.step(5)
+    assert seen == [0, 2, 4, 10]
+    assert "step" not in vars(c) and c.step(1) == (1, 2)
+    with pytest.raises(RuntimeError), experiment.recording(c, "step") as seen:  # removed on an error too
+        raise RuntimeError("boom")
+    assert "step" not in vars(c)

@@ -20,6 +20,7 @@ engine.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import ctypes.util
 import json
@@ -290,6 +291,30 @@ def first_calls(runners: Mapping[str, Callable[[], Any]], device: torch.device) 
         synchronize(device)
         seconds[name] = time.perf_counter() - start
     return outputs, seconds
+
+
+@contextlib.contextmanager
+def recording(obj: Any, method: str, pick: Callable[[Any], Any] = lambda out: out) -> Iterator[list]:
+    """Within the block, every call of ``obj.<method>`` (also the calls the object makes itself)
+    appends ``pick(result)`` to the list it yields, e.g. the relaxation steps of a write::
+
+        with recording(memory, "relax", lambda out: out[2]) as steps:
+            memory.write(items)
+
+    (an instance attribute shadows the method for the block and is removed afterwards)."""
+    original = getattr(obj, method)
+    seen: list = []
+
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        out = original(*args, **kwargs)
+        seen.append(pick(out))
+        return out
+
+    setattr(obj, method, wrapped)
+    try:
+        yield seen
+    finally:
+        delattr(obj, method)
 
 
 def alternating(names: Sequence[str], repeats: int) -> Iterator[str]:
