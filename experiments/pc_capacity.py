@@ -39,7 +39,7 @@ import functools
 import json
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -262,21 +262,22 @@ def markdown_tables(result: dict[str, Any]) -> str:
     the published [U] CIFAR-10 curve, as Markdown."""
     rows, ns = result["rows"], sorted({r["N"] for r in result["rows"]})
     head = "| h | " + " | ".join(f"N = {n}" for n in ns) + " |\n|---|" + "---|" * len(ns)
+
+    def by_width(data: str, title: str, cell: Callable[[dict[str, Any]], str]) -> str:
+        """A width × N table of ``cell(row)`` for one data set ("-" where a cell was not run)."""
+        lines = [f"{title}\n\n{head}"]
+        for h in result["settings"]["widths"]:
+            cells = {r["N"]: r for r in rows if r["data"] == data and r["h"] == h}
+            lines.append(f"| {h} | " + " | ".join(cell(cells[n]) if n in cells else "-" for n in ns) + " |")
+        return "\n".join(lines)
+
     out = []
     for data in result["settings"]["data"]:
         for cue in ("white", "bottom"):
-            out.append(f"{data}, {CUE_LABELS[cue]}: recall (mean MSE)\n\n{head}")
-            for h in result["settings"]["widths"]:
-                cells = {r["N"]: r for r in rows if r["data"] == data and r["h"] == h}
-                out[-1] += f"\n| {h} | " + " | ".join(
-                    f"{cells[n][cue]['acc']:.2f} ({cells[n][cue]['mse01']:.4f})" if n in cells else "-"
-                    for n in ns) + " |"
-        out.append(f"{data}: final training energy per item (first epoch → last)\n\n{head}")
-        for h in result["settings"]["widths"]:
-            cells = {r["N"]: r for r in rows if r["data"] == data and r["h"] == h}
-            out[-1] += f"\n| {h} | " + " | ".join(
-                f"{cells[n]['energy_first']:.3g} → {cells[n]['energy_last']:.3g}" if n in cells else "-"
-                for n in ns) + " |"
+            out.append(by_width(data, f"{data}, {CUE_LABELS[cue]}: recall (mean MSE)",
+                                lambda r, cue=cue: f"{r[cue]['acc']:.2f} ({r[cue]['mse01']:.4f})"))
+        out.append(by_width(data, f"{data}: final training energy per item (first epoch → last)",
+                            lambda r: f"{r['energy_first']:.3g} → {r['energy_last']:.3g}"))
     pub = PUBLISHED
     out.append("Published, CIFAR-10, white noise, read from Salvatori et al.'s Fig. 3 by a third party [U]\n\n"
                "| model | " + " | ".join(f"N = {n}" for n in pub["N"]) + " |\n|---|" + "---|" * len(pub["N"]) + "".join(
