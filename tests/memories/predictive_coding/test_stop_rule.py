@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import varmem
-from varmem.memories.predictive_coding.network import StopRule
+from varmem.memories.predictive_coding.stop_rule import StopRule
 
 SMALL = dict(n_layers=3, h_dim=5, sigma_obs=0.1)
 

@@ -17,7 +17,7 @@ Write (one-shot, continual, no replay) of a chunk ``X`` (``write_batch`` items):
 1. MAP of the hidden activities with ``a_0 = X`` clamped: Adam (``activation_lr``, at most
    ``T_infer`` steps, early stop when every ``|ΔE| ≤ infer_tol`` (official) or when every item's
    mean energy over a block of ``infer_window`` steps has fallen by at most ``infer_rtol·|E|`` per
-   step since the block before (scale-aware, see :class:`~.network.StopRule`)), per particle,
+   step since the block before (scale-aware, see :class:`~.stop_rule.StopRule`)), per particle,
    vectorised over K;
 2. importance update ``log w_k += log p_k(X, ĥ_k)`` (Dirac proposal at the mode, ``log q = 0``),
    renormalised; optional multinomial resampling when ``ESS < resample_threshold · K``;
@@ -60,7 +60,8 @@ from ...validation import (
 )
 from .composition import PCNet
 from .conjugate import ConjugateDense
-from .network import Adam, PCNetwork, StopRule
+from .network import Adam, PCNetwork
+from .stop_rule import StopRule
 
 __all__ = ["BayesPCN"]
 
@@ -88,7 +89,7 @@ class BayesPCN(PCNetwork):
             read takes the memory's window): the energies are averaged over blocks of
             ``infer_window`` steps and an item is settled (for good) once its block mean fell by at
             most ``infer_rtol·|E|`` per step since the block before; the relaxation stops when
-            every item is settled (:class:`~.network.StopRule`; ``infer_window=1``: one step's
+            every item is settled (:class:`~.stop_rule.StopRule`; ``infer_window=1``: one step's
             ``|ΔE| ≤ infer_rtol·|E|``).  ``infer_tol=1e-3, infer_rtol=0`` is exactly the official
             rule; ``infer_rtol=0`` disables the relative test.  Adam at lr 0.01 never settles: its
             energies oscillate by ~1e-3 relative per step around a slow descent, so a one-step test

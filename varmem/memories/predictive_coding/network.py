@@ -57,7 +57,7 @@ from .evidence import pc_evidence
 from .readers import retrieve_pc, retrieve_pc_pyro
 from .stop_rule import StopRule
 
-__all__ = ["ACTIVATIONS", "PCNetwork", "Adam", "FusedEnergy", "StopRule"]
+__all__ = ["ACTIVATIONS", "PCNetwork", "Adam", "FusedEnergy"]
 
 
 def _gelu_grad(x: Tensor) -> Tensor:
@@ -138,7 +138,7 @@ class FusedEnergy:
         L, h = net.n_layers, net.h_dim
         self.L, self.h, self.f, self.df = L, h, net._f, net._df
         self.free0, self.free_hidden = free0, free_hidden
-        self._views_key: tuple[int, int] | None = None
+        self._views_of: tuple[Tensor | None, Tensor | None] | None = None  # the buffers the views are of
         self._views: list[Tensor | None] = []
         self.d = [R.shape[-1] for R, _ in layers]
         R_top, U_top = layers[-1]
@@ -240,15 +240,15 @@ class FusedEnergy:
             if g0 is not None:
                 torch.mul(eps, inv_v.unsqueeze(-1) if inv_v.dim() else inv_v, out=g0)
             return torch.add(rest, torch.linalg.vecdot(eps, eps) * inv_v, alpha=0.5)
-        key = (id(g0), id(gh))
-        if key != self._views_key:  # the per-layer views of the gradient buffers, made once per buffer pair
+        if self._views_of is None or self._views_of[0] is not g0 or self._views_of[1] is not gh:
+            # the per-layer views of the gradient buffers, made once per buffer pair
             h, L = self.h, self.L
             gv = [None] * L
             if gh is not None:
                 gv[1:] = [gh[..., j * h:(j + 1) * h] for j in range(L - 1)]
             if g0 is not None:
                 gv[0] = g0
-            self._views, self._views_key = gv, key
+            self._views, self._views_of = gv, (g0, gh)
         gv, L = self._views, self.L
         twice = self._top(acts[-1], gv[-1], energy)
         for i in range(L - 2, -1, -1):  # top-down: layer i sets ∂/∂a_i, then adds to ∂/∂a_{i+1}
